@@ -1,0 +1,246 @@
+"""Typed settings (environment) and the dataset spec (YAML) that describes a team's CRM export.
+
+The spec is the only thing a data team writes to point leadscore at their data, so every
+mistake in it must come back as one plain sentence naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import difflib
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from leadscore.errors import SpecError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def project_root() -> Path:
+    """Where the embedded MLflow store and `models/` live: the checkout, or the working directory
+    when leadscore is installed as a package outside one."""
+    if (PROJECT_ROOT / "pyproject.toml").exists():
+        return PROJECT_ROOT
+    return Path.cwd()
+
+
+class Settings(BaseSettings):
+    """Runtime settings, read from `LEADSCORE_*` environment variables when first asked for."""
+
+    model_config = SettingsConfigDict(env_prefix="LEADSCORE_", extra="ignore")
+
+    model_name: str = "lead-conversion"
+    model_uri: str | None = None
+    tracking_uri: str | None = None
+    models_dir: Path | None = None
+    api_keys: str = ""
+    max_batch: int = 1000
+    max_body_bytes: int = 1024 * 1024
+    default_reasons: int = 3
+    ignore_unknown_fields: bool = False
+    reload_seconds: float = 0.0
+    log_level: str = "INFO"
+
+    def resolved_tracking_uri(self) -> str:
+        """`MLFLOW_TRACKING_URI` wins (a team's shared server), then ours, then the embedded store."""
+        import os
+
+        env = os.environ.get("MLFLOW_TRACKING_URI")
+        if env:
+            return env
+        if self.tracking_uri:
+            return self.tracking_uri
+        return f"sqlite:///{project_root() / 'mlflow.db'}"
+
+    def resolved_models_dir(self) -> Path:
+        return self.models_dir or project_root() / "models"
+
+    def resolved_model_uri(self) -> str:
+        return self.model_uri or f"models:/{self.model_name}@champion"
+
+    def api_key_list(self) -> list[str]:
+        return [key.strip() for key in self.api_keys.split(",") if key.strip()]
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
+
+
+# --------------------------------------------------------------------------- dataset spec
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TableSpec(_Strict):
+    """Where a table lives and how to read it. Paths are relative to the spec file."""
+
+    path: Path
+    delimiter: str | None = None  # None: detected from the first line
+    encoding: str | None = None  # None: UTF-8 (BOM allowed), falling back to Latin-1
+    missing_values: list[str] = Field(default_factory=lambda: [""])
+
+
+class LeadTableSpec(TableSpec):
+    id: str | None = None  # None: the 1-based row number in the file is the lead id
+    created_at: str | None = None
+    order_by: str | None = None  # a sortable column standing in for time (e.g. a sequential id)
+    file_order_is_time: bool = False
+
+    @model_validator(mode="after")
+    def _one_clock(self) -> LeadTableSpec:
+        clocks = [self.created_at, self.order_by, "file order" if self.file_order_is_time else None]
+        if sum(clock is not None for clock in clocks) > 1:
+            raise ValueError("give at most one of created_at, order_by and file_order_is_time")
+        return self
+
+
+class OutcomeSpec(_Strict):
+    """The outcome column inside the lead table and which of its values mean what.
+
+    Values in neither list are open (not yet decided): scorable, never trained on. When
+    `negative` is empty, every value that is not positive counts as not converted.
+    """
+
+    column: str
+    positive: list[str]
+    negative: list[str] = Field(default_factory=list)
+
+    @field_validator("positive", "negative", mode="before")
+    @classmethod
+    def _as_strings(cls, values: Any) -> Any:
+        if isinstance(values, list):
+            return [str(v) for v in values]
+        return values
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> OutcomeSpec:
+        if not self.positive:
+            raise ValueError("outcome.positive must list at least one value meaning 'converted'")
+        both = sorted(set(self.positive) & set(self.negative))
+        if both:
+            raise ValueError(f"outcome values {both} are listed as both positive and negative")
+        return self
+
+
+class FeaturesSpec(_Strict):
+    categorical: list[str] = Field(default_factory=list)
+    numeric: list[str] = Field(default_factory=list)
+    # +1: more never lowers the score; -1: more never raises it (LightGBM monotone constraints)
+    monotone: dict[str, Literal[-1, 1]] = Field(default_factory=dict)
+
+
+class TrainSpec(_Strict):
+    test_fraction: float = Field(0.2, gt=0.0, lt=0.5)
+    valid_fraction: float = Field(0.2, gt=0.0, lt=0.5)
+    min_per_class: int = Field(40, ge=1)
+    seed: int = 42
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class DatasetSpec(_Strict):
+    """A lead table described in YAML: what identifies a lead, what it is, how it ended."""
+
+    name: str
+    description: str = ""
+    leads: LeadTableSpec
+    outcome: OutcomeSpec
+    features: FeaturesSpec
+    drop: list[str] = Field(default_factory=list)
+    pii: list[str] = Field(default_factory=list)
+    train: TrainSpec = Field(default_factory=TrainSpec)
+
+    # set by load_spec, not by the YAML
+    source: Path | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DatasetSpec:
+        features = self.features.categorical + self.features.numeric
+        dupes = sorted({c for c in features if features.count(c) > 1})
+        if dupes:
+            raise ValueError(f"columns listed twice under features: {dupes}")
+        for group, cols in (("drop", self.drop), ("pii", self.pii)):
+            clash = sorted(set(cols) & set(features))
+            if clash:
+                raise ValueError(f"columns {clash} are both features and listed under {group}")
+        if self.outcome.column in features:
+            raise ValueError(f"the outcome column {self.outcome.column!r} cannot be a feature")
+        for identity in (self.leads.id, self.leads.created_at):
+            if identity is not None and identity in features:
+                raise ValueError(f"column {identity!r} identifies or dates a lead; not a feature")
+        unknown = sorted(set(self.features.monotone) - set(self.features.numeric))
+        if unknown:
+            raise ValueError(f"features.monotone names {unknown}, which are not numeric features")
+        if not features:
+            raise ValueError("features lists no categorical and no numeric column")
+        return self
+
+    @property
+    def feature_columns(self) -> list[str]:
+        return [*self.features.categorical, *self.features.numeric]
+
+    def resolve(self, path: Path) -> Path:
+        """A path from the spec, relative to the spec file's folder."""
+        if path.is_absolute() or self.source is None:
+            return path
+        return (self.source.parent / path).resolve()
+
+    def with_lead_path(self, path: Path) -> DatasetSpec:
+        """The same spec reading another lead file (`--data`), e.g. the full copy in ../shared."""
+        leads = self.leads.model_copy(update={"path": path.resolve()})
+        return self.model_copy(update={"leads": leads})
+
+
+def _describe(error: ValidationError, source: Path) -> str:
+    """One line per problem, naming the key path in the YAML."""
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            parent = item["loc"][:-1]
+            known = _known_keys(parent)
+            hint = difflib.get_close_matches(str(item["loc"][-1]), known, n=1)
+            message = "unknown key" + (f"; did you mean {hint[0]!r}?" if hint else "")
+        elif item["type"] == "missing":
+            message = "required key is missing"
+        lines.append(f"{where}: {message}")
+    return f"{source}: " + "; ".join(lines)
+
+
+def _known_keys(location: tuple[Any, ...]) -> list[str]:
+    model: type[BaseModel] = DatasetSpec
+    for part in location:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field else None
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+        else:
+            return []
+    return list(model.model_fields)
+
+
+def load_spec(path: str | Path) -> DatasetSpec:
+    """Read and validate a dataset spec; any problem is one `SpecError` naming the file and key."""
+    source = Path(path)
+    if not source.is_file():
+        raise SpecError(f"{source}: spec file not found")
+    try:
+        raw = yaml.safe_load(source.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise SpecError(f"{source}: not valid YAML{where}") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"{source}: expected a mapping of keys (name, leads, outcome, features)")
+    try:
+        spec = DatasetSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(_describe(exc, source)) from None
+    return spec.model_copy(update={"source": source.resolve()})

@@ -1,0 +1,328 @@
+"""Read and validate raw CRM tables; every error names the file, the column and the rows.
+
+The output of `load_leads` is the `leads` stage: one row per lead, the spec's feature columns
+with their original names (typed), and four reserved columns: `_id`, `_label` (1, 0, or NaN for
+open leads), `_time` (what orders leads in time, when the spec has a clock) and `_row` (the
+1-based data row in the file, for messages). Values never appear in messages: they may be PII.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+
+from leadscore.config import DatasetSpec
+from leadscore.errors import DataError
+
+log = logging.getLogger(__name__)
+
+ID, LABEL, TIME, ROW = "_id", "_label", "_time", "_row"
+RESERVED = (ID, LABEL, TIME, ROW)
+DELIMITERS = (",", ";", "\t", "|")
+
+
+@dataclass
+class LoadReport:
+    """What happened to every row: nothing is dropped without being counted here."""
+
+    file: str
+    rows_read: int = 0
+    labelled: int = 0
+    positives: int = 0
+    open: int = 0
+    unusable: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "file": self.file,
+            "rows_read": self.rows_read,
+            "labelled": self.labelled,
+            "positives": self.positives,
+            "open": self.open,
+            "unusable": dict(self.unusable),
+        }
+
+
+# --------------------------------------------------------------------------- reading files
+
+
+def detect_encoding(path: Path) -> str:
+    """UTF-8 (a BOM is stripped) when the bytes decode, otherwise Latin-1, which always does.
+
+    Exports from Excel on Windows are often Latin-1/CP-1252; guessing wrong would turn `é` into
+    two characters and split one category into two.
+    """
+    with path.open("rb") as handle:
+        head = handle.read(1 << 20)
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # a multi-byte character cut at the 1 MiB boundary is not a reason to give up on UTF-8
+        if exc.start < len(head) - 4:
+            return "latin-1"
+    return "utf-8-sig"
+
+
+def detect_delimiter(path: Path, encoding: str) -> str:
+    """The delimiter that splits the header line into the most fields (`;` from European Excel)."""
+    with path.open("r", encoding=encoding, newline="") as handle:
+        header = handle.readline()
+    counts = {d: len(next(csv.reader([header], delimiter=d))) for d in DELIMITERS}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] > 1 else ","
+
+
+def check_file(path: Path) -> None:
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    if path.is_dir():
+        if not any(path.glob("*.parquet")):
+            raise DataError(f"{path}: folder holds no .parquet files")
+        return
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: file is empty")
+
+
+def read_table(
+    path: Path,
+    *,
+    delimiter: str | None = None,
+    encoding: str | None = None,
+    columns: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Read a CSV or Parquet file with every CSV cell as text, so nothing is guessed or lost.
+
+    Types are applied later from the spec, where a bad value can be reported by column and row.
+    """
+    check_file(path)
+    if path.is_dir() or path.suffix.lower() in {".parquet", ".pq"}:
+        try:
+            table = pd.read_parquet(path)
+        except Exception as exc:  # pyarrow raises many types for a corrupt file
+            raise DataError(f"{path}: not a readable Parquet file ({type(exc).__name__})") from None
+        return table.astype(
+            {c: object for c in table.columns if not pd.api.types.is_numeric_dtype(table[c])}
+        )
+    encoding = encoding or detect_encoding(path)
+    delimiter = delimiter or detect_delimiter(path, encoding)
+    try:
+        raw = pd.read_csv(
+            path,
+            sep=delimiter,
+            encoding=encoding,
+            dtype=str,
+            keep_default_na=False,
+            na_filter=False,
+            usecols=columns,
+            engine="c",
+        )
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: file is empty") from None
+    except pd.errors.ParserError as exc:
+        raise DataError(f"{path}: cannot be parsed as delimited text: {exc}") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not readable as {encoding}; set leads.encoding in the spec") from None
+    if raw.empty:
+        raise DataError(f"{path}: has a header but no data rows")
+    raw.columns = [str(c).strip() for c in raw.columns]
+    return raw
+
+
+def require_columns(path: Path, available: Iterable[str], wanted: Iterable[str]) -> None:
+    """Fail on the first missing column, suggesting the nearest real one (a typo in the spec)."""
+    have = list(available)
+    missing = [c for c in dict.fromkeys(wanted) if c not in have]
+    if not missing:
+        return
+    parts = []
+    for column in missing:
+        near = difflib.get_close_matches(column, have, n=1, cutoff=0.6)
+        parts.append(f"{column!r}" + (f" (did you mean {near[0]!r}?)" if near else ""))
+    raise DataError(f"{path}: column(s) not in the file: {', '.join(parts)}")
+
+
+def _rows(mask: np.ndarray | pd.Series, limit: int = 5) -> str:
+    """Data row numbers as a user counts them in a spreadsheet: header is line 1."""
+    positions = np.flatnonzero(np.asarray(mask))[:limit]
+    shown = ", ".join(str(p + 2) for p in positions)
+    more = int(np.asarray(mask).sum()) - len(positions)
+    return f"line(s) {shown}" + (f" and {more} more" if more > 0 else "")
+
+
+def to_numeric(path: Path, column: str, values: pd.Series) -> pd.Series:
+    """Numbers from text cells; a cell that is neither a number nor missing is an error."""
+    if pd.api.types.is_numeric_dtype(values):
+        return values.astype("float64")
+    text = values.astype("string").str.strip()
+    numbers = pd.to_numeric(text, errors="coerce").astype("float64")
+    bad = numbers.isna() & text.notna() & (text != "")
+    if bad.any():
+        raise DataError(
+            f"{path}: column {column!r} should be numeric but {int(bad.sum())} value(s) are not "
+            f"numbers ({_rows(bad)})"
+        )
+    return numbers
+
+
+def _missing_to_nan(values: pd.Series, missing: set[str]) -> pd.Series:
+    text = values.astype(object)
+    stripped = text.map(lambda v: v.strip() if isinstance(v, str) else v)
+    return stripped.where(~stripped.isin(missing) & stripped.notna(), np.nan)
+
+
+# --------------------------------------------------------------------------- the lead table
+
+
+def lead_schema(spec: DatasetSpec) -> pa.DataFrameSchema:
+    """The pandera contract of the `leads` stage, generated from the spec."""
+    columns: dict[str, pa.Column] = {
+        ID: pa.Column(str, nullable=False, unique=True),
+        LABEL: pa.Column(float, pa.Check.isin([0.0, 1.0]), nullable=True),
+        ROW: pa.Column(int, pa.Check.ge(1)),
+    }
+    for name in spec.features.categorical:
+        columns[name] = pa.Column(nullable=True)  # text: object or pandas str dtype
+    for name in spec.features.numeric:
+        columns[name] = pa.Column(float, nullable=True)
+    return pa.DataFrameSchema(columns, strict=False, coerce=False)
+
+
+def load_leads(spec: DatasetSpec, path: Path | None = None) -> tuple[pd.DataFrame, LoadReport]:
+    """The lead table as the spec describes it: typed, labelled, checked; or one `DataError`."""
+    file = path or spec.resolve(spec.leads.path)
+    raw = read_table(file, delimiter=spec.leads.delimiter, encoding=spec.leads.encoding)
+    leads, report = prepare_leads(raw, spec, file)
+    return leads, report
+
+
+def prepare_leads(raw: pd.DataFrame, spec: DatasetSpec, file: Path) -> tuple[pd.DataFrame, LoadReport]:
+    """Type and label a raw lead table already in memory (tests and the feature cache use it)."""
+    lt = spec.leads
+    wanted = [c for c in (lt.id, lt.created_at, lt.order_by, spec.outcome.column) if c]
+    wanted += spec.feature_columns
+    require_columns(file, raw.columns, wanted)
+    clash = sorted(set(raw.columns) & set(RESERVED))
+    if clash:
+        raise DataError(f"{file}: column names {clash} are reserved by leadscore; rename them")
+
+    report = LoadReport(file=str(file), rows_read=len(raw))
+    missing = set(lt.missing_values)
+    leads = pd.DataFrame(index=pd.RangeIndex(len(raw)))
+    leads[ROW] = np.arange(1, len(raw) + 1, dtype=np.int64)
+
+    if lt.id:
+        ids = raw[lt.id].astype("string").str.strip()
+        empty = ids.isna() | (ids == "")
+        if empty.any():
+            raise DataError(f"{file}: id column {lt.id!r} is empty on {_rows(empty)}")
+        dupes = ids.duplicated(keep=False)
+        if dupes.any():
+            raise DataError(
+                f"{file}: id column {lt.id!r} has {int(ids.duplicated().sum())} duplicate "
+                f"value(s) ({_rows(dupes)})"
+            )
+        leads[ID] = ids.astype(object).to_numpy()
+    else:
+        leads[ID] = leads[ROW].astype(str).to_numpy(dtype=object)
+
+    if lt.created_at:
+        leads[TIME] = parse_times(file, lt.created_at, raw[lt.created_at])
+    elif lt.order_by:
+        leads[TIME] = to_numeric(file, lt.order_by, _missing_to_nan(raw[lt.order_by], missing))
+        if leads[TIME].isna().any():
+            raise DataError(f"{file}: order column {lt.order_by!r} is empty on {_rows(leads[TIME].isna())}")
+    elif lt.file_order_is_time:
+        leads[TIME] = leads[ROW].astype("float64")
+
+    leads[LABEL] = label_outcome(file, spec, raw[spec.outcome.column])
+    for name in spec.features.categorical:
+        leads[name] = _missing_to_nan(raw[name], missing).to_numpy(dtype=object)
+    for name in spec.features.numeric:
+        leads[name] = to_numeric(file, name, _missing_to_nan(raw[name], missing)).to_numpy()
+
+    empty_cols = [c for c in spec.feature_columns if leads[c].isna().all()]
+    if empty_cols:
+        raise DataError(
+            f"{file}: feature column(s) {empty_cols} are empty on every row; "
+            "fill them or remove them from the spec's features"
+        )
+
+    try:
+        lead_schema(spec).validate(leads, lazy=True)
+    except pa.errors.SchemaErrors as exc:
+        failed = sorted({str(c) for c in exc.failure_cases["column"].dropna()})
+        raise DataError(f"{file}: table does not match the spec in column(s) {failed}") from None
+
+    labelled = leads[LABEL].notna()
+    report.labelled = int(labelled.sum())
+    report.positives = int((leads[LABEL] == 1).sum())
+    report.open = int((~labelled).sum())
+    if report.open:
+        report.unusable["open outcome (scorable, not trained on)"] = report.open
+    log.info(
+        "read %s: %d rows, %d labelled (%d converted), %d open",
+        file.name, report.rows_read, report.labelled, report.positives, report.open,
+    )
+    return leads, report
+
+
+def parse_times(file: Path, column: str, values: pd.Series) -> pd.Series:
+    """Timestamps in any ISO-like format; unparseable or future ones are errors (clock skew or a
+    wrong column would silently reorder the train/test split)."""
+    text = values.astype("string").str.strip()
+    times = pd.to_datetime(text, errors="coerce", format="mixed", utc=True).dt.tz_localize(None)
+    bad = times.isna()
+    if bad.any():
+        raise DataError(
+            f"{file}: column {column!r} has {int(bad.sum())} empty or unparseable timestamp(s) "
+            f"({_rows(bad)})"
+        )
+    future = times > pd.Timestamp.now(tz="UTC").tz_localize(None) + pd.Timedelta(days=1)
+    if future.any():
+        raise DataError(
+            f"{file}: column {column!r} has {int(future.sum())} timestamp(s) in the future "
+            f"({_rows(future)})"
+        )
+    return times.astype("datetime64[ns]")
+
+
+def label_outcome(file: Path, spec: DatasetSpec, values: pd.Series) -> np.ndarray:
+    """1 for converted, 0 for not, NaN for open (neither list) or an empty outcome."""
+    outcome = spec.outcome
+    text = values.astype("string").str.strip()
+    positive = text.isin(outcome.positive).fillna(False).to_numpy(dtype=bool)
+    if outcome.negative:
+        negative = text.isin(outcome.negative).fillna(False).to_numpy(dtype=bool)
+    else:
+        negative = ~positive & text.notna().to_numpy() & (text != "").fillna(False).to_numpy()
+    label = np.full(len(values), np.nan)
+    label[positive] = 1.0
+    label[negative] = 0.0
+    if not positive.any():
+        seen = sorted(text.dropna().unique().tolist())[:10]
+        raise DataError(
+            f"{file}: outcome column {outcome.column!r} never holds a positive value "
+            f"{outcome.positive}; values seen: {seen}"
+        )
+    return label
+
+
+def check_ready(leads: pd.DataFrame, spec: DatasetSpec, file: Path | str) -> None:
+    """Refuse to train on too little history, as the commercial products do."""
+    need = spec.train.min_per_class
+    positives = int((leads[LABEL] == 1).sum())
+    negatives = int((leads[LABEL] == 0).sum())
+    if positives < need or negatives < need:
+        raise DataError(
+            f"{file}: column {spec.outcome.column!r} has {positives} converted and {negatives} "
+            f"not-converted labelled leads; training needs at least {need} of each "
+            "(train.min_per_class in the spec)"
+        )

@@ -1,0 +1,295 @@
+"""The model bundle (LightGBM text + JSON, no pickle) and the one scoring function everything uses.
+
+The API, batch rescoring, the MLflow pyfunc and Spark all call `score` / `score_records`, so a
+lead gets the same probability, score, tier and reasons wherever it is scored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from leadscore.errors import ModelError
+from leadscore.features import Columns, FeatureBuilder
+from leadscore.train import Calibrator
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.txt"
+META_FILE = "bundle.json"
+FORMAT_VERSION = 1
+TIERS = ("A", "B", "C", "D")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class ModelBundle:
+    """Everything needed to score a lead, loadable without executing code from the artifact."""
+
+    booster: lgb.Booster
+    builder: FeatureBuilder
+    calibrator: Calibrator
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._prepare()
+
+    def _prepare(self) -> None:
+        """Precompute what every request needs, so the hot path only does arithmetic."""
+        features = self.builder.features_
+        self.inputs: list[str] = self.builder.inputs_
+        self.field_matrix_ = np.zeros((len(features), len(self.inputs)))
+        for j, feature in enumerate(features):
+            self.field_matrix_[j, self.inputs.index(feature.source)] = 1.0
+        cutoffs = self.meta.get("tiers", {})
+        self.cutoffs_ = np.array([cutoffs.get(t, -math.inf) for t in TIERS[:-1]])
+        grid = self.meta.get("percentiles") or [0.0, 1.0]
+        self.percentile_grid_ = np.asarray(grid, dtype=float)
+        self.base_margin_: float | None = None
+
+    @property
+    def name(self) -> str:
+        return str(self.meta.get("name", "lead-conversion"))
+
+    @property
+    def version(self) -> str:
+        return str(self.meta.get("version") or "unregistered")
+
+    @property
+    def id_column(self) -> str:
+        return str(self.meta.get("id_column") or "lead_id")
+
+    def input_types(self) -> dict[str, str]:
+        """Business field → "categorical" | "numeric": the schema the API and pyfunc expose."""
+        return {f.source: f.kind for f in self.builder.features_}
+
+    # ---------------------------------------------------------------- persistence
+
+    def save(self, directory: Path) -> Path:
+        """Write `model.txt` and `bundle.json` (with the model's SHA-256) into `directory`."""
+        directory.mkdir(parents=True, exist_ok=True)
+        model_path = directory / MODEL_FILE
+        self.booster.save_model(str(model_path))
+        meta = {
+            **self.meta,
+            "format_version": FORMAT_VERSION,
+            "model_file": MODEL_FILE,
+            "model_sha256": sha256_file(model_path),
+            "encoder": self.builder.to_dict(),
+            "calibration": self.calibrator.to_dict(),
+        }
+        tmp = directory / (META_FILE + ".tmp")
+        tmp.write_text(json.dumps(meta, indent=2, default=_json_default), encoding="utf-8")
+        tmp.replace(directory / META_FILE)
+        self.meta = meta
+        return directory
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def load_bundle(directory: str | Path) -> ModelBundle:
+    """Read a bundle folder, verifying the model file against the checksum in its metadata."""
+    folder = Path(directory)
+    meta_path = folder / META_FILE
+    if not meta_path.is_file():
+        raise ModelError(f"{folder}: not a model bundle (no {META_FILE})")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ModelError(f"{meta_path}: not valid JSON") from None
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ModelError(
+            f"{meta_path}: bundle format {meta.get('format_version')!r} is not supported "
+            f"(expected {FORMAT_VERSION})"
+        )
+    model_path = folder / str(meta.get("model_file", MODEL_FILE))
+    if not model_path.is_file():
+        raise ModelError(f"{folder}: model file {model_path.name} is missing")
+    if sha256_file(model_path) != meta.get("model_sha256"):
+        raise ModelError(f"{model_path}: checksum does not match {META_FILE}; refusing to load")
+    try:
+        booster = lgb.Booster(model_file=str(model_path))
+        builder = FeatureBuilder.from_dict(meta["encoder"])
+        calibrator = Calibrator.from_dict(meta["calibration"])
+    except (lgb.basic.LightGBMError, KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"{folder}: bundle is incomplete or corrupt ({type(exc).__name__})") from None
+    if booster.num_feature() != len(builder.features_):
+        raise ModelError(
+            f"{folder}: model expects {booster.num_feature()} features but the encoder "
+            f"describes {len(builder.features_)}"
+        )
+    return ModelBundle(booster=booster, builder=builder, calibrator=calibrator, meta=meta)
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+@dataclass
+class Scores:
+    """Column arrays for n leads; `reasons` is None unless asked for."""
+
+    margin: np.ndarray
+    probability: np.ndarray
+    score: np.ndarray
+    tier: np.ndarray
+    percentile: np.ndarray
+    reasons: list[list[dict[str, Any]]] | None = None
+
+
+def predict(bundle: ModelBundle, matrix: np.ndarray, reasons: int = 0) -> tuple[Scores, np.ndarray | None]:
+    """Probabilities (and, with reasons > 0, per-field contributions) for an encoded matrix."""
+    if reasons > 0:
+        contrib = np.asarray(bundle.booster.predict(matrix, pred_contrib=True))
+        margin = contrib.sum(axis=1)
+    else:
+        contrib = None
+        margin = np.asarray(bundle.booster.predict(matrix, raw_score=True))
+    probability = np.clip(bundle.calibrator.transform(margin), 0.0, 1.0)
+    score = np.rint(probability * 100).astype(np.int64)
+    tier_index = (probability[:, None] < bundle.cutoffs_[None, :]).sum(axis=1)
+    tier = np.asarray(TIERS, dtype=object)[tier_index]
+    percentile = np.clip(
+        np.searchsorted(bundle.percentile_grid_, probability, side="right") - 1, 0, 100
+    ).astype(np.int64)
+    return Scores(margin, probability, score, tier, percentile), contrib
+
+
+def field_impacts(bundle: ModelBundle, contrib: np.ndarray, margin: np.ndarray) -> np.ndarray:
+    """Each business field's contribution, in score points, for each lead.
+
+    LightGBM's `pred_contrib` is additive in log-odds; sales want points. Each field's log-odds
+    contribution is scaled by the secant slope of the calibrated curve between the average lead
+    (the expected value column) and this lead, so the impacts add up exactly to the lead's
+    score minus the average lead's score, and a tiny move never divides by zero.
+    """
+    bias = contrib[:, -1]
+    per_field = contrib[:, :-1] @ bundle.field_matrix_
+    p_lead = bundle.calibrator.transform(margin)
+    p_base = bundle.calibrator.transform(bias)
+    delta = margin - bias
+    eps = 1e-6
+    p_hi = bundle.calibrator.transform(bias + eps)
+    slope_at_base = (p_hi - p_base) / eps
+    slope = np.where(np.abs(delta) > eps, (p_lead - p_base) / np.where(delta == 0, 1, delta), slope_at_base)
+    return per_field * (slope * 100.0)[:, None]
+
+
+def top_reasons(
+    bundle: ModelBundle, impacts: np.ndarray, values: Sequence[Sequence[Any]], k: int
+) -> list[list[dict[str, Any]]]:
+    """The k fields that moved each lead's score most, either way, as {feature, value, impact}."""
+    k = min(k, impacts.shape[1])
+    if k <= 0:
+        return [[] for _ in range(len(impacts))]
+    order = np.argsort(-np.abs(impacts), axis=1, kind="stable")[:, :k]
+    out = []
+    for i, row in enumerate(order):
+        out.append(
+            [
+                {
+                    "feature": bundle.inputs[j],
+                    "value": _plain(values[j][i]),
+                    "impact": round(float(impacts[i, j]), 2),
+                }
+                for j in row
+            ]
+        )
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe value for a reason (NaN and pandas NA become None)."""
+    if value is None:
+        return None
+    if isinstance(value, float | np.floating):
+        return None if math.isnan(value) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    try:
+        if pd.isna(value):
+            return None
+    except (TypeError, ValueError):
+        pass
+    return value
+
+
+def _column_values(leads: Columns, name: str, n: int) -> Sequence[Any]:
+    if isinstance(leads, pa.Table):
+        return leads.column(name).to_pylist() if name in leads.column_names else [None] * n
+    if isinstance(leads, pd.DataFrame):
+        return leads[name].tolist() if name in leads.columns else [None] * n
+    column = leads.get(name)
+    return list(column) if column is not None else [None] * n
+
+
+def score_arrays(bundle: ModelBundle, leads: Columns, reasons: int = 0) -> Scores:
+    """Score column-shaped leads (DataFrame, Arrow table, or mapping of lists)."""
+    matrix = bundle.builder.transform(leads)
+    scores, contrib = predict(bundle, matrix, reasons)
+    if contrib is not None:
+        impacts = field_impacts(bundle, contrib, scores.margin)
+        values = [_column_values(leads, name, len(matrix)) for name in bundle.inputs]
+        scores.reasons = top_reasons(bundle, impacts, values, reasons)
+    return scores
+
+
+def score(bundle: ModelBundle, leads: Columns, reasons: int = 0) -> pd.DataFrame:
+    """One row per lead: id, probability (0–1), score (0–100), tier (A–D), percentile, reasons.
+
+    Columns are matched by name; absent fields and unseen categories are scored as missing.
+    """
+    scores = score_arrays(bundle, leads, reasons)
+    id_column = bundle.id_column
+    ids = _column_values(leads, id_column, len(scores.probability))
+    out = pd.DataFrame(
+        {
+            id_column: pd.Series([None if _plain(v) is None else str(v) for v in ids], dtype=object),
+            "probability": scores.probability,
+            "score": scores.score,
+            "tier": scores.tier,
+            "percentile": scores.percentile,
+        }
+    )
+    if scores.reasons is not None:
+        out["reasons"] = scores.reasons
+    out["model_name"] = bundle.name
+    out["model_version"] = bundle.version
+    return out
+
+
+def score_records(
+    bundle: ModelBundle, records: Sequence[Mapping[str, Any]], reasons: int = 0
+) -> tuple[Scores, list[Any]]:
+    """The API's path: lead dicts in, column arrays out, no DataFrame built on the way."""
+    columns = {name: [record.get(name) for record in records] for name in bundle.inputs}
+    scores = score_arrays(bundle, columns, reasons)
+    ids = [record.get(bundle.id_column) for record in records]
+    return scores, ids
