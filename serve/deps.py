@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import math
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from pydantic import BaseModel, TypeAdapter
+from pydantic import TypeAdapter
 
 from leadscore.config import Settings, get_settings
 from leadscore.errors import ModelError
@@ -26,27 +29,39 @@ class Loaded:
     """A model and the validators generated from it: swapped together, read as one snapshot."""
 
     bundle: ModelBundle
-    lead: type[BaseModel]
-    leads: TypeAdapter[list[BaseModel]]
+    lead: type[Any]
+    leads: TypeAdapter[list[dict[str, Any]]]
+    fingerprint: str = ""  # what the model source looked like when this was loaded
+    loaded_at: float = 0.0
 
 
-def prepare(bundle: ModelBundle, settings: Settings) -> Loaded:
+def prepare(bundle: ModelBundle, settings: Settings, fingerprint: str = "") -> Loaded:
     """Validators for `bundle`, after a smoke prediction proves the model can score a lead."""
-    scores, _ = score_records(bundle, [{}], reasons=1)
+    try:
+        scores, _ = score_records(bundle, [{}], reasons=1)
+    except Exception as exc:  # a model that cannot score one empty lead must not serve
+        raise ModelError(f"model failed its smoke prediction ({type(exc).__name__})") from None
     if not all(0.0 <= p <= 1.0 and math.isfinite(p) for p in scores.probability):
         raise ModelError("model failed its smoke prediction (probability outside 0..1)")
     lead = lead_model(bundle, forbid_extra=not settings.ignore_unknown_fields)
-    return Loaded(bundle, lead, TypeAdapter(list[lead]))  # type: ignore[valid-type]
+    adapter: TypeAdapter[list[dict[str, Any]]] = TypeAdapter(list[lead])  # type: ignore[valid-type]
+    return Loaded(bundle, lead, adapter, fingerprint, time.time())
+
+
+SwapHook = Callable[[Loaded | None, Loaded], None]
 
 
 class ModelHolder:
     """Holds the serving model. A request takes one snapshot and finishes on it, so a reload
     (an atomic reference swap) never changes the model under an in-flight request."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_swap: SwapHook | None = None,
+                 on_refused: Callable[[], None] | None = None) -> None:
         self.loaded: Loaded | None = None
         self.last_error: str | None = None
         self._lock = threading.Lock()  # one reload at a time; readers never wait
+        self._on_swap = on_swap
+        self._on_refused = on_refused
 
     def snapshot(self) -> Loaded:
         loaded = self.loaded
@@ -56,17 +71,26 @@ class ModelHolder:
         return loaded
 
     def load(self, uri: str, settings: Settings) -> Loaded:
-        """Load, verify (checksum in `load_bundle`, smoke prediction here), then swap."""
+        """Load, verify (checksum in `load_bundle`, smoke prediction here), then swap.
+
+        Anything short of a verified model raises `ModelError` and leaves the old one serving.
+        """
         from leadscore.tracking import load_model
+        from serve.reload import source_fingerprint
 
         with self._lock:
             try:
-                loaded = prepare(load_model(uri, settings), settings)
+                fingerprint = source_fingerprint(uri, settings)
+                loaded = prepare(load_model(uri, settings), settings, fingerprint)
             except ModelError as exc:
                 self.last_error = str(exc)
+                if self._on_refused is not None:
+                    self._on_refused()
                 raise
-            self.loaded = loaded
+            previous, self.loaded = self.loaded, loaded
             self.last_error = None
+            if self._on_swap is not None:
+                self._on_swap(previous, loaded)
         log.info("serving %s version %s", loaded.bundle.name, loaded.bundle.version)
         return loaded
 
@@ -85,20 +109,31 @@ SettingsDep = Annotated[Settings, Depends(settings_dep)]
 HolderDep = Annotated[ModelHolder, Depends(get_holder)]
 
 
-def require_key(request: Request, settings: SettingsDep) -> None:
-    """Bearer token or X-API-Key, compared in constant time against every configured key."""
-    keys = settings.api_key_list()
-    if not keys:
+def key_digests(settings: Settings) -> list[bytes]:
+    """SHA-256 of each configured key: compared digest to digest, every comparison takes the
+    same time whatever the length or content of what a caller sent."""
+    return [hashlib.sha256(key.encode()).digest() for key in settings.api_key_list()]
+
+
+def require_key(request: Request) -> None:
+    """`Authorization: Bearer <key>` or `X-API-Key: <key>`, checked in constant time against
+    every configured key. No keys configured: open. Keys are never logged."""
+    digests: list[bytes] = request.app.state.key_digests
+    if not digests:
         return
-    supplied = request.headers.get("x-api-key", "")
-    auth = request.headers.get("authorization", "")
-    if not supplied and auth[:7].lower() == "bearer ":
-        supplied = auth[7:].strip()
+    headers = request.headers
+    offered = [headers.get("x-api-key", "")]
+    auth = headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        offered.append(auth[7:].strip())
     matched = False
-    for key in keys:
-        matched |= hmac.compare_digest(supplied.encode(), key.encode())
+    for candidate in offered:
+        supplied = hashlib.sha256(candidate.encode()).digest()
+        for digest in digests:
+            matched |= hmac.compare_digest(supplied, digest) and bool(candidate)
     if not matched:
-        raise ApiError(401, "unauthorized", "missing or invalid API key",
+        raise ApiError(401, "unauthorized", "missing or invalid API key: send "
+                       "'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
                        headers={"WWW-Authenticate": 'Bearer realm="leadscore"'})
 
 

@@ -1,13 +1,12 @@
 """Request and response models. The lead model is generated from the loaded bundle's fields, so
-`/docs` shows the real field names and a wrong type is caught before scoring."""
+`/docs` shows the real field names and types and a wrong type is caught before scoring."""
 
 from __future__ import annotations
 
-import keyword
-import re
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
+from typing_extensions import TypedDict
 
 from leadscore.scoring import ModelBundle
 
@@ -30,7 +29,7 @@ class ScoredLead(BaseModel):
 
 
 class ScoreResponse(BaseModel):
-    results: list[ScoredLead]
+    results: list[ScoredLead] = Field(description="One per lead, in the request's order.")
 
 
 class ModelInfo(BaseModel):
@@ -46,9 +45,16 @@ class ModelInfo(BaseModel):
     features: dict[str, str] = Field(description="Input field → categorical | numeric.")
 
 
+class ReloadResult(BaseModel):
+    status: str = Field(description="`reloaded`.")
+    model: str
+    version: str
+    previous_version: str | None
+
+
 class ErrorBody(BaseModel):
-    code: str
-    message: str
+    code: str = Field(description="Stable machine-readable code, e.g. `invalid_lead`.")
+    message: str = Field(description="What is wrong, for a person; never a submitted value.")
     details: list[dict[str, Any]] = Field(default_factory=list)
 
 
@@ -56,50 +62,43 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
-def _python_name(field: str, taken: set[str]) -> str:
-    """A valid, unique Python identifier for a column such as `emp.var.rate` or `Lead Origin`."""
-    name = re.sub(r"\W", "_", field).strip("_") or "field"
-    if name[0].isdigit() or keyword.iskeyword(name) or name.startswith("model_"):
-        name = f"f_{name}"
-    base, i = name, 2
-    while name in taken:
-        name, i = f"{base}_{i}", i + 1
-    taken.add(name)
-    return name
-
-
 Category = str | int | float | bool
 
 
-def lead_model(bundle: ModelBundle, *, forbid_extra: bool = True) -> type[BaseModel]:
-    """A pydantic model of one lead: every field optional (missing is scored as missing)."""
-    taken: set[str] = set()
-    fields: dict[str, Any] = {}
+def lead_model(bundle: ModelBundle, *, forbid_extra: bool = True) -> type[Any]:
+    """A lead as a typed dict keyed by the model's own field names (`emp.var.rate` included).
+
+    Every field is optional: a missing field is scored as missing. Validation returns plain
+    dicts, which is what `score_records` reads, so no model instance is built per lead.
+    """
     id_field = bundle.id_column
-    fields[_python_name(id_field, taken)] = (
-        str | int | None,
-        Field(None, alias=id_field, description="Lead id, echoed back in the result."),
-    )
+    fields: dict[str, Any] = {
+        id_field: Annotated[
+            str | int | None,
+            Field(title=id_field, description="Lead id, echoed back in the result."),
+        ]
+    }
     for name, kind in bundle.input_types().items():
         if name == id_field:
             continue
-        annotation: Any
         if kind == "numeric":
-            annotation = Annotated[float | None, Field(allow_inf_nan=False)]
-            description = "Number."
+            fields[name] = Annotated[
+                float | None, Field(allow_inf_nan=False, title=name, description="Number.")
+            ]
         else:
-            annotation = Category | None
-            description = "Category (text)."
-        fields[_python_name(name, taken)] = (annotation, Field(None, alias=name, description=description))
-    config = ConfigDict(
+            fields[name] = Annotated[
+                Category | None, Field(title=name, description="Category (text).")
+            ]
+    lead = TypedDict("Lead", fields, total=False)  # type: ignore[operator]
+    lead.__pydantic_config__ = ConfigDict(  # type: ignore[attr-defined]
+        title="Lead",
         extra="forbid" if forbid_extra else "ignore",
-        populate_by_name=False,
         hide_input_in_errors=True,
     )
-    return create_model("Lead", __config__=config, **fields)  # type: ignore[call-overload,no-any-return]
+    return lead  # type: ignore[no-any-return]
 
 
-def request_model(lead: type[BaseModel], max_batch: int) -> type[BaseModel]:
+def request_model(lead: type[Any], max_batch: int) -> type[BaseModel]:
     """The documented request body; validation itself runs per lead for index-aware errors."""
     return create_model(  # type: ignore[call-overload,no-any-return]
         "ScoreRequest",

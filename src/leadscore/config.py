@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from leadscore.errors import SpecError
@@ -101,18 +108,32 @@ class LeadTableSpec(TableSpec):
         return self
 
 
-class OutcomeSpec(_Strict):
-    """The outcome column inside the lead table and which of its values mean what.
+class ConversionTableSpec(TableSpec):
+    """A separate table of conversions: one row per converted lead, with when it converted."""
 
-    Values in neither list are open (not yet decided): scorable, never trained on. When
-    `negative` is empty, every value that is not positive counts as not converted.
+    id: str
+    converted_at: str
+
+
+class OutcomeSpec(_Strict):
+    """How a lead ended: a column of the lead table, or a separate table of conversions.
+
+    Column form: `positive` values mean converted, `negative` not converted, `open` not yet
+    decided (scorable, never trained on). Every value seen must be in one of the lists, unless
+    `negative` is empty, when every value that is not positive counts as not converted.
+    Table form: a lead absent from the table did not convert; with `horizon_days`, a lead counts
+    as converted only within that many days of its creation, and leads younger than the horizon
+    at the data cut-off are left out of training rather than labelled negative.
     """
 
-    column: str
-    positive: list[str]
+    column: str | None = None
+    positive: list[str] = Field(default_factory=list)
     negative: list[str] = Field(default_factory=list)
+    open: list[str] = Field(default_factory=list)
+    table: ConversionTableSpec | None = None
+    horizon_days: int | None = Field(None, ge=1)
 
-    @field_validator("positive", "negative", mode="before")
+    @field_validator("positive", "negative", "open", mode="before")
     @classmethod
     def _as_strings(cls, values: Any) -> Any:
         if isinstance(values, list):
@@ -120,13 +141,75 @@ class OutcomeSpec(_Strict):
         return values
 
     @model_validator(mode="after")
-    def _disjoint(self) -> OutcomeSpec:
-        if not self.positive:
+    def _one_form(self) -> OutcomeSpec:
+        if (self.column is None) == (self.table is None):
+            raise ValueError("give either outcome.column (with positive values) or outcome.table")
+        if self.column is not None and not self.positive:
             raise ValueError("outcome.positive must list at least one value meaning 'converted'")
-        both = sorted(set(self.positive) & set(self.negative))
-        if both:
-            raise ValueError(f"outcome values {both} are listed as both positive and negative")
+        lists = {"positive": self.positive, "negative": self.negative, "open": self.open}
+        for a, b in (("positive", "negative"), ("positive", "open"), ("negative", "open")):
+            both = sorted(set(lists[a]) & set(lists[b]))
+            if both:
+                raise ValueError(f"outcome values {both} are listed as both {a} and {b}")
+        if self.horizon_days is not None and self.table is None:
+            raise ValueError("outcome.horizon_days needs outcome.table (a conversion timestamp)")
         return self
+
+
+class DimensionSpec(TableSpec):
+    """A table joined to leads by key (accounts, products, teams). Keys are compared after
+    trimming, lower-casing and removing spaces when `normalise_keys` is on, so `GTXPro` in the
+    pipeline finds `GTX Pro` in the products table."""
+
+    name: str
+    key: str
+    lead_key: str
+    normalise_keys: bool = True
+    categorical: list[str] = Field(default_factory=list)
+    numeric: list[str] = Field(default_factory=list)
+
+
+class ActivitySpec(TableSpec):
+    """An activity log aggregated per lead as of its scoring time."""
+
+    id: str
+    timestamp: str
+    type: str
+    channel: str | None = None
+    windows: list[int] = Field(default_factory=lambda: [7, 30, 90])
+    types: list[str] | None = None  # None: the types seen in training (at least min_count times)
+    min_count: int = Field(20, ge=1)
+    # activity types that are bad news (an unanswered call): their counts may never raise a score
+    negative: list[str] = Field(default_factory=list)
+    # activity types that are good news (a demo request): their counts may never lower a score
+    positive: list[str] = Field(default_factory=list)
+
+    @field_validator("windows")
+    @classmethod
+    def _windows(cls, values: list[int]) -> list[int]:
+        if not values or any(w < 1 for w in values):
+            raise ValueError("windows must be a non-empty list of positive day counts")
+        return sorted(set(values))
+
+
+class DeriveSpec(_Strict):
+    """Fields sales teams expect, derived from raw columns (the raw PII column is never a feature)."""
+
+    job_title: str | None = None  # → seniority and department
+    email: str | None = None  # → business / free-mail / invalid domain
+    phone: str | None = None  # → phone present
+    bant: list[str] = Field(default_factory=list)  # → number of BANT questions answered
+
+
+class LeakAuditSpec(_Strict):
+    """Columns that give the outcome away are flagged and dropped unless listed under `keep`."""
+
+    enabled: bool = True
+    auc_threshold: float = Field(0.9, gt=0.5, le=1.0)
+    # filled in this many times more often for one outcome than for the other
+    fill_ratio: float = Field(1.75, gt=1.0)
+    min_fill_gap: float = Field(0.2, ge=0.0, le=1.0)
+    keep: list[str] = Field(default_factory=list)
 
 
 class FeaturesSpec(_Strict):
@@ -145,13 +228,22 @@ class TrainSpec(_Strict):
 
 
 class DatasetSpec(_Strict):
-    """A lead table described in YAML: what identifies a lead, what it is, how it ended."""
+    """A CRM export described in YAML: the lead table, how each lead ended, optional activity log
+    and dimension tables, and the moment each lead would have been scored (its as-of time)."""
 
     name: str
     description: str = ""
     leads: LeadTableSpec
     outcome: OutcomeSpec
-    features: FeaturesSpec
+    features: FeaturesSpec = Field(default_factory=lambda: FeaturesSpec())
+    dimensions: list[DimensionSpec] = Field(default_factory=list)
+    activities: ActivitySpec | None = None
+    derive: DeriveSpec = Field(default_factory=lambda: DeriveSpec())
+    # a lead is scored this many days after it was created: only what was known then counts
+    as_of_days: float = Field(0.0, ge=0.0)
+    # the data's cut-off time (default: the latest timestamp in the data)
+    cutoff: str | None = None
+    leak_audit: LeakAuditSpec = Field(default_factory=lambda: LeakAuditSpec())
     drop: list[str] = Field(default_factory=list)
     pii: list[str] = Field(default_factory=list)
     train: TrainSpec = Field(default_factory=TrainSpec)
@@ -169,17 +261,35 @@ class DatasetSpec(_Strict):
             clash = sorted(set(cols) & set(features))
             if clash:
                 raise ValueError(f"columns {clash} are both features and listed under {group}")
-        if self.outcome.column in features:
+        if self.outcome.column is not None and self.outcome.column in features:
             raise ValueError(f"the outcome column {self.outcome.column!r} cannot be a feature")
         for identity in (self.leads.id, self.leads.created_at):
             if identity is not None and identity in features:
                 raise ValueError(f"column {identity!r} identifies or dates a lead; not a feature")
-        unknown = sorted(set(self.features.monotone) - set(self.features.numeric))
-        if unknown:
-            raise ValueError(f"features.monotone names {unknown}, which are not numeric features")
-        if not features:
+        pii_features = sorted(set(self.pii) & set(features))
+        if pii_features:
+            raise ValueError(f"PII columns {pii_features} cannot be features")
+        derived_pii = [c for c in (self.derive.email, self.derive.phone) if c and c in features]
+        if derived_pii:
+            raise ValueError(f"columns {derived_pii} are derived from, never used as features")
+        if self.outcome.table is not None or self.activities is not None or self.as_of_days:
+            if self.leads.created_at is None:
+                raise ValueError(
+                    "leads.created_at is required with an activity log, a conversion table "
+                    "or as_of_days (the as-of time is created_at + as_of_days)"
+                )
+        has_any = features or self.dimensions or self.activities or any(
+            (self.derive.job_title, self.derive.email, self.derive.phone, self.derive.bant)
+        )
+        if not has_any:
             raise ValueError("features lists no categorical and no numeric column")
         return self
+
+    @property
+    def derived_sources(self) -> list[str]:
+        """Raw lead columns read only to derive features (job title, email, phone)."""
+        d = self.derive
+        return [c for c in (d.job_title, d.email, d.phone) if c]
 
     @property
     def feature_columns(self) -> list[str]:

@@ -17,9 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pandera.pandas as pa
+import pandera.pandas as pandera
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.dataset as pads
 
-from leadscore.config import DatasetSpec
+from leadscore.config import DatasetSpec, DimensionSpec
 from leadscore.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -173,26 +177,29 @@ def to_numeric(path: Path, column: str, values: pd.Series) -> pd.Series:
 
 
 def _missing_to_nan(values: pd.Series, missing: set[str]) -> pd.Series:
-    text = values.astype(object)
-    stripped = text.map(lambda v: v.strip() if isinstance(v, str) else v)
-    return stripped.where(~stripped.isin(missing) & stripped.notna(), np.nan)
+    """Trimmed text with the spec's missing markers (and empty cells) as NaN, vectorised."""
+    if pd.api.types.is_numeric_dtype(values):
+        return values
+    text = values.astype("string").str.strip()
+    text = text.mask(text.isin(list(missing | {""})))
+    return text.astype(object).where(text.notna(), np.nan)
 
 
 # --------------------------------------------------------------------------- the lead table
 
 
-def lead_schema(spec: DatasetSpec) -> pa.DataFrameSchema:
+def lead_schema(spec: DatasetSpec) -> pandera.DataFrameSchema:
     """The pandera contract of the `leads` stage, generated from the spec."""
-    columns: dict[str, pa.Column] = {
-        ID: pa.Column(str, nullable=False, unique=True),
-        LABEL: pa.Column(float, pa.Check.isin([0.0, 1.0]), nullable=True),
-        ROW: pa.Column(int, pa.Check.ge(1)),
+    columns: dict[str, pandera.Column] = {
+        ID: pandera.Column(str, nullable=False, unique=True),
+        LABEL: pandera.Column(float, pandera.Check.isin([0.0, 1.0]), nullable=True),
+        ROW: pandera.Column(int, pandera.Check.ge(1)),
     }
     for name in spec.features.categorical:
-        columns[name] = pa.Column(nullable=True)  # text: object or pandas str dtype
+        columns[name] = pandera.Column(nullable=True)  # text: object or pandas str dtype
     for name in spec.features.numeric:
-        columns[name] = pa.Column(float, nullable=True)
-    return pa.DataFrameSchema(columns, strict=False, coerce=False)
+        columns[name] = pandera.Column(float, nullable=True)
+    return pandera.DataFrameSchema(columns, strict=False, coerce=False)
 
 
 def load_leads(spec: DatasetSpec, path: Path | None = None) -> tuple[pd.DataFrame, LoadReport]:
@@ -207,7 +214,7 @@ def prepare_leads(raw: pd.DataFrame, spec: DatasetSpec, file: Path) -> tuple[pd.
     """Type and label a raw lead table already in memory (tests and the feature cache use it)."""
     lt = spec.leads
     wanted = [c for c in (lt.id, lt.created_at, lt.order_by, spec.outcome.column) if c]
-    wanted += spec.feature_columns
+    wanted += spec.feature_columns + text_columns(spec)
     require_columns(file, raw.columns, wanted)
     clash = sorted(set(raw.columns) & set(RESERVED))
     if clash:
@@ -233,8 +240,15 @@ def prepare_leads(raw: pd.DataFrame, spec: DatasetSpec, file: Path) -> tuple[pd.
     else:
         leads[ID] = leads[ROW].astype(str).to_numpy(dtype=object)
 
+    if spec.outcome.column is not None:
+        leads[LABEL] = label_outcome(file, spec, raw[spec.outcome.column])
+    else:
+        leads[LABEL] = np.nan  # filled from the conversion table by the feature pipeline
     if lt.created_at:
-        leads[TIME] = parse_times(file, lt.created_at, raw[lt.created_at])
+        # an open deal may not have reached the stage that dates it (no engage date yet): it is
+        # still scored, as of now; a labelled lead without a date is an error
+        optional = leads[LABEL].isna().to_numpy() if spec.outcome.column is not None else None
+        leads[TIME] = parse_times(file, lt.created_at, raw[lt.created_at], optional)
     elif lt.order_by:
         leads[TIME] = to_numeric(file, lt.order_by, _missing_to_nan(raw[lt.order_by], missing))
         if leads[TIME].isna().any():
@@ -242,7 +256,8 @@ def prepare_leads(raw: pd.DataFrame, spec: DatasetSpec, file: Path) -> tuple[pd.
     elif lt.file_order_is_time:
         leads[TIME] = leads[ROW].astype("float64")
 
-    leads[LABEL] = label_outcome(file, spec, raw[spec.outcome.column])
+    for name in text_columns(spec):
+        leads[name] = _missing_to_nan(raw[name], missing).to_numpy(dtype=object)
     for name in spec.features.categorical:
         leads[name] = _missing_to_nan(raw[name], missing).to_numpy(dtype=object)
     for name in spec.features.numeric:
@@ -257,7 +272,7 @@ def prepare_leads(raw: pd.DataFrame, spec: DatasetSpec, file: Path) -> tuple[pd.
 
     try:
         lead_schema(spec).validate(leads, lazy=True)
-    except pa.errors.SchemaErrors as exc:
+    except pandera.errors.SchemaErrors as exc:
         failed = sorted({str(c) for c in exc.failure_cases["column"].dropna()})
         raise DataError(f"{file}: table does not match the spec in column(s) {failed}") from None
 
@@ -274,12 +289,18 @@ def prepare_leads(raw: pd.DataFrame, spec: DatasetSpec, file: Path) -> tuple[pd.
     return leads, report
 
 
-def parse_times(file: Path, column: str, values: pd.Series) -> pd.Series:
+def parse_times(
+    file: Path, column: str, values: pd.Series, optional: np.ndarray | None = None
+) -> pd.Series:
     """Timestamps in any ISO-like format; unparseable or future ones are errors (clock skew or a
-    wrong column would silently reorder the train/test split)."""
+    wrong column would silently reorder the train/test split). Rows marked `optional` may be
+    empty, never unparseable."""
     text = values.astype("string").str.strip()
     times = pd.to_datetime(text, errors="coerce", format="mixed", utc=True).dt.tz_localize(None)
     bad = times.isna()
+    if optional is not None:
+        empty = (text.isna() | (text == "")).fillna(True).to_numpy(dtype=bool)
+        bad = bad & ~(empty & optional)
     if bad.any():
         raise DataError(
             f"{file}: column {column!r} has {int(bad.sum())} empty or unparseable timestamp(s) "
@@ -294,15 +315,33 @@ def parse_times(file: Path, column: str, values: pd.Series) -> pd.Series:
     return times.astype("datetime64[ns]")
 
 
+def text_columns(spec: DatasetSpec) -> list[str]:
+    """Lead columns read as text besides the features: derivation sources and join keys."""
+    cols = [*spec.derived_sources, *spec.derive.bant, *(d.lead_key for d in spec.dimensions)]
+    features = set(spec.feature_columns)
+    return [c for c in dict.fromkeys(cols) if c not in features]
+
+
 def label_outcome(file: Path, spec: DatasetSpec, values: pd.Series) -> np.ndarray:
-    """1 for converted, 0 for not, NaN for open (neither list) or an empty outcome."""
+    """1 for converted, 0 for not, NaN for open or empty; an unmapped value is an error (a new
+    stage nobody told the spec about would otherwise be trained on as a loss)."""
     outcome = spec.outcome
     text = values.astype("string").str.strip()
     positive = text.isin(outcome.positive).fillna(False).to_numpy(dtype=bool)
+    filled = (text.notna() & (text != "")).fillna(False).to_numpy(dtype=bool)
     if outcome.negative:
         negative = text.isin(outcome.negative).fillna(False).to_numpy(dtype=bool)
+        is_open = text.isin(outcome.open).fillna(False).to_numpy(dtype=bool)
+        unmapped = filled & ~positive & ~negative & ~is_open
+        if unmapped.any():
+            values_seen = sorted(text[unmapped].unique().tolist())[:10]
+            raise DataError(
+                f"{file}: outcome column {outcome.column!r} has {int(unmapped.sum())} value(s) "
+                f"mapped to none of positive/negative/open: {values_seen} ({_rows(unmapped)}); "
+                "add them to the spec's outcome lists"
+            )
     else:
-        negative = ~positive & text.notna().to_numpy() & (text != "").fillna(False).to_numpy()
+        negative = ~positive & filled
     label = np.full(len(values), np.nan)
     label[positive] = 1.0
     label[negative] = 0.0
@@ -313,6 +352,110 @@ def label_outcome(file: Path, spec: DatasetSpec, values: pd.Series) -> np.ndarra
             f"{outcome.positive}; values seen: {seen}"
         )
     return label
+
+
+def load_conversions(spec: DatasetSpec) -> pd.DataFrame:
+    """The conversion table as (_id, converted_at); a lead listed twice keeps its first time."""
+    table = spec.outcome.table
+    assert table is not None
+    file = spec.resolve(table.path)
+    raw = read_table(file, delimiter=table.delimiter, encoding=table.encoding)
+    require_columns(file, raw.columns, [table.id, table.converted_at])
+    ids = raw[table.id].astype("string").str.strip()
+    times = parse_times(file, table.converted_at, raw[table.converted_at])
+    out = pd.DataFrame({ID: ids.to_numpy(dtype=object), "converted_at": times.to_numpy()})
+    return out.sort_values("converted_at", kind="stable").drop_duplicates(ID, keep="first")
+
+
+def load_dimension(spec: DatasetSpec, dim: DimensionSpec) -> pd.DataFrame:
+    """A dimension table keyed by its (normalised) key, with its typed columns."""
+    file = spec.resolve(dim.path)
+    raw = read_table(file, delimiter=dim.delimiter, encoding=dim.encoding)
+    require_columns(file, raw.columns, [dim.key, *dim.categorical, *dim.numeric])
+    missing = set(dim.missing_values)
+    keys = normalise_keys(raw[dim.key], dim.normalise_keys)
+    dupes = keys.duplicated(keep=False) & keys.notna()
+    if dupes.any():
+        raise DataError(
+            f"{file}: key column {dim.key!r} has {int(keys[dupes].duplicated().sum())} duplicate "
+            f"key(s) after normalisation ({_rows(dupes)})"
+        )
+    out = pd.DataFrame({"_key": keys.to_numpy(dtype=object)})
+    for name in dim.categorical:
+        out[f"{dim.name}.{name}"] = _missing_to_nan(raw[name], missing).to_numpy(dtype=object)
+    for name in dim.numeric:
+        out[f"{dim.name}.{name}"] = to_numeric(file, name, _missing_to_nan(raw[name], missing)).to_numpy()
+    return out.dropna(subset=["_key"])
+
+
+def normalise_keys(values: pd.Series, normalise: bool) -> pd.Series:
+    """Trim, lower-case and drop inner spaces, so ` GTX Pro` and `GTXPro` meet."""
+    text = values.astype("string").str.strip()
+    if normalise:
+        text = text.str.lower().str.replace(r"\s+", "", regex=True)
+    return text.where(text != "", pd.NA)
+
+
+def load_activities(spec: DatasetSpec) -> pa.Table:
+    """The activity log as an Arrow table (id, timestamp, type[, channel]), read multi-threaded:
+    at 20M rows, pandas' object strings would cost gigabytes and tens of seconds."""
+    act = spec.activities
+    assert act is not None
+    file = spec.resolve(act.path)
+    check_file(file)
+    columns = [c for c in (act.id, act.timestamp, act.type, act.channel) if c]
+    if file.is_dir() or file.suffix.lower() in {".parquet", ".pq"}:
+        table = pads.dataset(str(file), format="parquet")
+        require_columns(file, table.schema.names, columns)
+        raw = table.to_table(columns=columns)
+    else:
+        encoding = act.encoding or detect_encoding(file)
+        delimiter = act.delimiter or detect_delimiter(file, encoding)
+        with file.open("r", encoding=encoding, newline="") as handle:
+            header = [h.strip() for h in next(csv.reader([handle.readline()], delimiter=delimiter), [])]
+        require_columns(file, header, columns)
+        try:
+            raw = pacsv.read_csv(
+                str(file),
+                read_options=pacsv.ReadOptions(encoding="utf8" if encoding.startswith("utf-8") else encoding),
+                parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+                convert_options=pacsv.ConvertOptions(
+                    include_columns=columns,
+                    column_types={c: pa.string() for c in columns},
+                    null_values=[*act.missing_values, ""],
+                    strings_can_be_null=True,
+                ),
+            )
+        except pa.ArrowInvalid as exc:
+            raise DataError(f"{file}: cannot be read: {str(exc).splitlines()[0]}") from None
+    if raw.num_rows == 0:
+        raise DataError(f"{file}: has a header but no data rows")
+    stamp = raw.column(act.timestamp)
+    if not pa.types.is_timestamp(stamp.type):
+        try:
+            stamp = pc.cast(pc.utf8_trim_whitespace(stamp.cast(pa.string())), pa.timestamp("ns"))
+        except pa.ArrowInvalid:
+            times = pd.to_datetime(
+                pd.Series(stamp.to_pandas(), dtype="string"), errors="coerce", format="mixed", utc=True
+            ).dt.tz_localize(None)
+            bad = times.isna().to_numpy()
+            if bad.any():
+                raise DataError(
+                    f"{file}: column {act.timestamp!r} has {int(bad.sum())} empty or "
+                    f"unparseable timestamp(s) ({_rows(bad)})"
+                ) from None
+            stamp = pa.array(times.astype("datetime64[ns]"))
+    nulls = pc.is_null(stamp).to_numpy(zero_copy_only=False)
+    if nulls.any():
+        raise DataError(f"{file}: column {act.timestamp!r} is empty on {_rows(nulls)}")
+    out = {
+        "id": pc.utf8_trim_whitespace(raw.column(act.id).cast(pa.string())),
+        "ts": stamp.cast(pa.timestamp("ns")),
+        "type": pc.utf8_trim_whitespace(raw.column(act.type).cast(pa.string())),
+    }
+    if act.channel:
+        out["channel"] = pc.utf8_trim_whitespace(raw.column(act.channel).cast(pa.string()))
+    return pa.table(out)
 
 
 def check_ready(leads: pd.DataFrame, spec: DatasetSpec, file: Path | str) -> None:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -19,6 +21,17 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from leadscore.config import ActivitySpec, DatasetSpec
+from leadscore.data import (
+    ID,
+    LABEL,
+    TIME,
+    load_activities,
+    load_conversions,
+    load_dimension,
+    load_leads,
+    normalise_keys,
+)
 from leadscore.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -30,12 +43,80 @@ SMALL_BATCH = 64
 
 @dataclass(frozen=True)
 class Feature:
-    """One model input. `source` is the business field it comes from, which reasons report."""
+    """One model input. `source` is the business field reasons report it under; `inputs` are the
+    raw columns it is computed from (one, or several for a derived count)."""
 
     name: str
     kind: Literal["categorical", "numeric"]
     source: str
     levels: tuple[str, ...] = ()
+    derive: str | None = None
+    inputs: tuple[str, ...] = ()
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return self.inputs or (self.source,)
+
+
+# --------------------------------------------------------------------------- derived fields
+
+FREE_MAIL = frozenset(
+    ["gmail.com", "googlemail.com", "yahoo.com", "yahoo.co.uk", "yahoo.fr", "ymail.com", "hotmail.com", "hotmail.co.uk", "hotmail.fr", "outlook.com", "live.com", "msn.com", "aol.com", "icloud.com", "me.com", "mac.com", "gmx.com", "gmx.de", "gmx.net", "web.de", "mail.com", "mail.ru", "yandex.ru", "yandex.com", "protonmail.com", "proton.me", "zoho.com", "qq.com", "163.com", "126.com", "rediffmail.com", "libero.it", "orange.fr", "free.fr", "laposte.net", "t-online.de", "seznam.cz", "wp.pl", "o2.pl", "btinternet.com", "comcast.net", "verizon.net", "att.net", "sbcglobal.net"]
+)
+
+_SENIORITY = (  # first match wins: "VP of Engineering Operations Manager" is a VP
+    ("c_level", re.compile(r"\b(chief|ceo|cto|cfo|coo|cmo|cio|cro|ciso|founder|co-founder|"
+                            r"owner|president|partner|managing director)\b")),
+    ("vp", re.compile(r"\b(vp|svp|evp|vice president|vice-president)\b")),
+    ("director", re.compile(r"\b(director|head of|head)\b")),
+    ("manager", re.compile(r"\b(manager|mgr|lead|supervisor|principal)\b")),
+    ("intern", re.compile(r"\b(intern|internship|student|trainee|apprentice)\b")),
+)
+_DEPARTMENT = (
+    ("sales", re.compile(r"\b(sales|account executive|business development|bdr|sdr|cro|"
+                         r"account manager|revenue)\b")),
+    ("marketing", re.compile(r"\b(marketing|cmo|growth|brand|content|seo|demand gen)\b")),
+    ("engineering", re.compile(r"\b(engineer|engineering|developer|software|cto|it|devops|"
+                               r"technology|technical|architect|data|ciso|security)\b")),
+    ("finance", re.compile(r"\b(finance|financial|cfo|accounting|accountant|controller|"
+                           r"procurement|purchasing)\b")),
+    ("operations", re.compile(r"\b(operations|coo|ops|logistics|supply chain)\b")),
+    ("hr", re.compile(r"\b(hr|human resources|people|talent|recruiter|recruiting)\b")),
+    ("product", re.compile(r"\b(product)\b")),
+    ("executive", re.compile(r"\b(ceo|founder|co-founder|owner|president|managing director|"
+                             r"general manager)\b")),
+)
+
+
+def seniority(title: str) -> str:
+    text = title.lower()
+    for label, pattern in _SENIORITY:
+        if pattern.search(text):
+            return label
+    return "individual"
+
+
+def department(title: str) -> str:
+    text = title.lower()
+    for label, pattern in _DEPARTMENT:
+        if pattern.search(text):
+            return label
+    return "other"
+
+
+def email_domain_type(email: str) -> str:
+    """business / free / invalid: the address itself never leaves this function."""
+    _, at, domain = email.strip().lower().rpartition("@")
+    if not at or "." not in domain or not _ or " " in domain:
+        return "invalid"
+    return "free" if domain in FREE_MAIL else "business"
+
+
+TEXT_DERIVATIONS: dict[str, Callable[[str], str]] = {
+    "seniority": seniority,
+    "department": department,
+    "email_domain": email_domain_type,
+}
 
 
 Columns = pd.DataFrame | pa.Table | Mapping[str, Sequence[Any]]
@@ -51,31 +132,89 @@ class FeatureBuilder:
         missing_values: Sequence[str] = ("",),
         max_levels: int = 200,
         min_level_count: int = 3,
+        derive: Mapping[str, Any] | None = None,
+        monotone: Mapping[str, int] | None = None,
+        exclude: Sequence[str] = (),
     ) -> None:
         self.categorical = list(categorical)
         self.numeric = list(numeric)
         self.missing_values = list(missing_values)
         self.max_levels = max_levels
         self.min_level_count = min_level_count
+        self.derive = dict(derive or {})
+        self.monotone = dict(monotone or {})
+        self.exclude = list(exclude)
+
+    def _planned(self) -> list[Feature]:
+        """Every feature before levels are learned: plain columns, then derived fields."""
+        plan = [Feature(c, "categorical", c) for c in self.categorical]
+        plan += [Feature(c, "numeric", c) for c in self.numeric]
+        d = self.derive
+        if d.get("job_title"):
+            src = d["job_title"]
+            plan.append(Feature(f"{src}.seniority", "categorical", src, derive="seniority", inputs=(src,)))
+            plan.append(Feature(f"{src}.department", "categorical", src, derive="department", inputs=(src,)))
+        if d.get("email"):
+            src = d["email"]
+            plan.append(Feature(f"{src}.domain", "categorical", src, derive="email_domain", inputs=(src,)))
+        if d.get("phone"):
+            src = d["phone"]
+            plan.append(Feature(f"{src}.present", "numeric", src, derive="present", inputs=(src,)))
+        if d.get("bant"):
+            cols = tuple(d["bant"])
+            plan.append(Feature("bant_answered", "numeric", "BANT answered", derive="count_filled",
+                                inputs=cols))
+        excluded = set(self.exclude)
+        return [f for f in plan if f.name not in excluded and f.source not in excluded]
 
     # ------------------------------------------------------------------ fit
 
     def fit(self, leads: pd.DataFrame) -> FeatureBuilder:
         """Keep the levels seen at least `min_level_count` times (rarer ones act as missing:
         a level seen twice teaches the trees noise, not signal)."""
+        self.missing_ = set(self.missing_values)
         features: list[Feature] = []
-        for name in self.categorical:
-            counts = leads[name].dropna().astype(str).str.strip().value_counts()
+        for planned in self._planned():
+            if planned.kind == "numeric":
+                features.append(planned)
+                continue
+            if planned.derive:
+                raw = self._derived_text(planned, leads, len(leads))
+                values = pd.Series(raw.to_pylist(), dtype=object)
+            else:
+                values = leads[planned.source] if planned.source in leads else pd.Series([], dtype=object)
+            counts = values.dropna().astype(str).str.strip().value_counts()
             counts = counts[(counts >= self.min_level_count) & ~counts.index.isin(self.missing_values)]
             levels = tuple(sorted(counts.index[: self.max_levels]))
             if not levels:
-                log.warning("categorical column %r has no level seen %d+ times", name, self.min_level_count)
-            features.append(Feature(name, "categorical", name, levels))
-        for name in self.numeric:
-            features.append(Feature(name, "numeric", name))
+                log.warning("categorical %r has no level seen %d+ times", planned.name, self.min_level_count)
+            features.append(Feature(planned.name, "categorical", planned.source, levels,
+                                    planned.derive, planned.inputs))
+        unknown = sorted(set(self.monotone) - {f.name for f in features if f.kind == "numeric"})
+        if unknown:
+            log.warning("monotone constraints name %s, which are not numeric features", unknown)
         self.features_ = features
         self._index()
         return self
+
+    @property
+    def monotone_constraints_(self) -> list[int]:
+        return [int(self.monotone.get(f.name, 0)) for f in self.features_]
+
+    @property
+    def input_kinds_(self) -> dict[str, str]:
+        """Raw column → "numeric" | "categorical": what a caller may send (text for derivations)."""
+        kinds: dict[str, str] = {}
+        for f in self.features_:
+            for column in f.columns:
+                kind = f.kind if not f.derive else "categorical"
+                kinds.setdefault(column, kind)
+        return kinds
+
+    @property
+    def sensitive_inputs_(self) -> set[str]:
+        """Raw columns that are PII (email, phone): read to derive, never shown in a reason."""
+        return {self.derive[k] for k in ("email", "phone") if self.derive.get(k)}
 
     def _index(self) -> None:
         self.lookup_ = {f.name: {lvl: float(i) for i, lvl in enumerate(f.levels)} for f in self.features_}
@@ -94,7 +233,12 @@ class FeatureBuilder:
 
     @property
     def inputs_(self) -> list[str]:
-        """The raw columns a caller supplies (business fields), in model order."""
+        """The raw columns a caller supplies, in model order."""
+        return list(dict.fromkeys(c for f in self.features_ for c in f.columns))
+
+    @property
+    def sources_(self) -> list[str]:
+        """The business fields reasons are reported under, in model order."""
         return list(dict.fromkeys(f.source for f in self.features_))
 
     def transform(self, leads: Columns) -> np.ndarray:
@@ -109,6 +253,9 @@ class FeatureBuilder:
         small = n <= SMALL_BATCH and not isinstance(leads, pa.Table)
         names = set(leads.column_names) if isinstance(leads, pa.Table) else set(leads.keys())
         for j, feature in enumerate(self.features_):
+            if feature.derive:
+                matrix[:, j] = self._derived(feature, leads, n, small, names)
+                continue
             if feature.source not in names:
                 continue
             column = leads[feature.source]
@@ -125,6 +272,55 @@ class FeatureBuilder:
                 else:
                     matrix[:, j] = self._numbers_arrow(feature, array)
         return matrix
+
+    def _derived(self, feature: Feature, leads: Columns, n: int, small: bool, names: set[str]) -> Any:
+        if feature.derive == "count_filled":
+            total = np.zeros(n)
+            for column in feature.inputs:
+                if column in names:
+                    total += self._filled(leads[column], small)
+            return total
+        if feature.derive == "present":
+            if feature.inputs[0] not in names:
+                return np.zeros(n)
+            return self._filled(leads[feature.inputs[0]], small)
+        if small:
+            values = list(leads[feature.inputs[0]]) if feature.inputs[0] in names else [None] * n
+            func = TEXT_DERIVATIONS[str(feature.derive)]
+            derived = [None if _is_missing(v, self.missing_) else func(str(v)) for v in values]
+            return self._codes_small(feature, derived)
+        return self._codes_arrow(feature, self._derived_text(feature, leads, n))
+
+    def _derived_text(self, feature: Feature, leads: Columns, n: int) -> pa.Array:
+        """A derived text column, computed once per distinct value (job titles repeat a lot)."""
+        names = set(leads.column_names) if isinstance(leads, pa.Table) else set(leads.keys())
+        if feature.inputs[0] not in names:
+            return pa.nulls(n, pa.string())
+        array = _to_arrow(leads[feature.inputs[0]])
+        if not pa.types.is_string(array.type):
+            array = pc.cast(array, pa.string())
+        array = pc.utf8_trim_whitespace(array)
+        missing = pa.array(sorted(self.missing_ | {""}), type=pa.string())
+        array = pc.if_else(pc.is_in(array, value_set=missing), pa.scalar(None, pa.string()), array)
+        encoded = pc.dictionary_encode(array).combine_chunks() if isinstance(
+            array, pa.ChunkedArray) else pc.dictionary_encode(array)
+        func = TEXT_DERIVATIONS[str(feature.derive)]
+        mapped = pa.array([func(v) for v in encoded.dictionary.to_pylist()], type=pa.string())
+        return pc.take(mapped, encoded.indices)
+
+    def _filled(self, column: Any, small: bool) -> np.ndarray:
+        if small:
+            return np.array([0.0 if _is_missing(v, self.missing_) else 1.0 for v in column])
+        array = _to_arrow(column)
+        if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
+            array = pc.utf8_trim_whitespace(array)
+            missing = pa.array(sorted(self.missing_ | {""}), type=pa.string())
+            filled = pc.and_(pc.is_valid(array), pc.invert(pc.is_in(array, value_set=missing)))
+        else:
+            filled = pc.is_valid(array)
+            if pa.types.is_floating(array.type):
+                filled = pc.and_(filled, pc.invert(pc.is_nan(array)))
+        return filled.to_numpy(zero_copy_only=False).astype("float64")
 
     def _codes_small(self, feature: Feature, values: list[Any]) -> list[float]:
         index = self.lookup_[feature.name]
@@ -187,18 +383,36 @@ class FeatureBuilder:
                 "missing_values": self.missing_values,
                 "max_levels": self.max_levels,
                 "min_level_count": self.min_level_count,
+                "derive": self.derive,
+                "monotone": self.monotone,
+                "exclude": self.exclude,
             },
-            "features": [{**asdict(f), "levels": list(f.levels)} for f in self.features_],
+            "features": [
+                {**asdict(f), "levels": list(f.levels), "inputs": list(f.inputs)} for f in self.features_
+            ],
         }
 
     @classmethod
     def from_dict(cls, state: Mapping[str, Any]) -> FeatureBuilder:
         builder = cls(**state["params"])
         builder.features_ = [
-            Feature(f["name"], f["kind"], f["source"], tuple(f["levels"])) for f in state["features"]
+            Feature(f["name"], f["kind"], f["source"], tuple(f["levels"]), f.get("derive"),
+                    tuple(f.get("inputs", ())))
+            for f in state["features"]
         ]
         builder._index()
         return builder
+
+
+def _is_missing(value: Any, missing: set[str]) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float):
+        return math.isnan(value)
+    if isinstance(value, str):
+        text = value.strip()
+        return text == "" or text in missing
+    return False
 
 
 def _to_arrow(column: Any) -> pa.Array:
@@ -218,3 +432,266 @@ def _to_arrow(column: Any) -> pa.Array:
         return pa.array(list(column), from_pandas=True)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         return pa.array([None if v is None else str(v) for v in column], type=pa.string())
+
+
+# --------------------------------------------------------------------------- the training table
+
+ACTIVITY_PREFIX = "activity."
+CHANNEL_COLUMNS = (f"{ACTIVITY_PREFIX}first_channel", f"{ACTIVITY_PREFIX}last_channel")
+
+
+def activity_count_column(kind: str, window: int) -> str:
+    return f"{ACTIVITY_PREFIX}{kind}.{window}d"
+
+
+def builder_for(spec: DatasetSpec, table: pd.DataFrame | None = None) -> FeatureBuilder:
+    """The (unfitted) encoder a spec asks for: its columns, joined dimension columns, activity
+    aggregates found in the training table, derived fields; minus `drop` (which the leak audit
+    extends)."""
+    columns = list(table.columns) if table is not None else []
+    categorical = list(spec.features.categorical)
+    numeric = list(spec.features.numeric)
+    for dim in spec.dimensions:
+        categorical += [f"{dim.name}.{c}" for c in dim.categorical]
+        numeric += [f"{dim.name}.{c}" for c in dim.numeric]
+    monotone = dict(spec.features.monotone)
+    if spec.activities is not None:
+        generated = [c for c in columns if c.startswith(ACTIVITY_PREFIX)]
+        categorical += [c for c in generated if c in CHANNEL_COLUMNS]
+        numeric += [c for c in generated if c not in CHANNEL_COLUMNS]
+        for kinds, sign in ((spec.activities.positive, 1), (spec.activities.negative, -1)):
+            for kind in kinds:
+                for window in spec.activities.windows:
+                    monotone.setdefault(activity_count_column(kind, window), sign)
+    dropped = set(spec.drop)
+    derive = spec.derive.model_dump()
+    return FeatureBuilder(
+        categorical=[c for c in categorical if c not in dropped],
+        numeric=[c for c in numeric if c not in dropped],
+        missing_values=spec.leads.missing_values,
+        derive=derive,
+        monotone=monotone,
+        exclude=sorted(dropped),
+    )
+
+
+@dataclass
+class TableReport:
+    """What happened to every lead on the way to the training table, with reasons."""
+
+    leads: int = 0
+    rows: int = 0
+    labelled: int = 0
+    positives: int = 0
+    excluded: dict[str, int] = field(default_factory=dict)
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def exclude(self, reason: str, count: int) -> None:
+        if count:
+            self.excluded[reason] = self.excluded.get(reason, 0) + int(count)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "leads": self.leads, "rows": self.rows, "labelled": self.labelled,
+            "positives": self.positives, "excluded": dict(self.excluded), **self.notes,
+        }
+
+
+def aggregate_activities(
+    activities: pa.Table,
+    lead_ids: Sequence[str],
+    as_of: np.ndarray,
+    spec: ActivitySpec,
+    types: Sequence[str] | None = None,
+) -> tuple[pd.DataFrame, list[str], dict[str, int]]:
+    """Per-lead activity features counting only what happened before each lead's as-of time.
+
+    Vectorised with integer codes and `np.bincount` (20M activities in seconds): counts per type
+    and window, total per window, days since the last activity, first- and last-touch channel.
+    Returns the features, the activity types used, and counts of activities left out.
+    """
+    n = len(lead_ids)
+    idx_arr = pc.index_in(activities.column("id"), value_set=pa.array(list(lead_ids), pa.string()))
+    idx = idx_arr.to_numpy(zero_copy_only=False)
+    known = ~np.isnan(idx) if idx.dtype.kind == "f" else np.ones(len(idx), bool)
+    idx = np.nan_to_num(idx, nan=-1).astype(np.int64)
+    ts = activities.column("ts").cast(pa.int64()).to_numpy(zero_copy_only=False)
+    as_of_ns = as_of.astype("datetime64[ns]").astype(np.int64)
+    before = np.zeros(len(idx), bool)
+    before[known] = ts[known] < as_of_ns[idx[known]]
+    skipped = {
+        "activities for leads not in the lead table": int((~known).sum()),
+        "activities at or after the lead's as-of time": int((known & ~before).sum()),
+    }
+    idx, ts = idx[before], ts[before]
+    type_col = activities.column("type").filter(pa.array(before))
+    if types is None:
+        counts = pc.value_counts(type_col).to_pylist()
+        types = sorted(
+            str(c["values"]) for c in counts if c["values"] is not None and c["counts"] >= spec.min_count
+        )
+    type_codes = pc.index_in(type_col, value_set=pa.array(list(types), pa.string()))
+    tcode = np.nan_to_num(type_codes.to_numpy(zero_copy_only=False), nan=-1).astype(np.int64)
+    age_days = (as_of_ns[idx] - ts) / 86_400e9
+
+    out: dict[str, np.ndarray] = {}
+    n_types = len(types)
+    typed = tcode >= 0
+    for window in spec.windows:
+        in_window = age_days < window
+        total = np.bincount(idx[in_window], minlength=n).astype("float64")
+        out[f"{ACTIVITY_PREFIX}total.{window}d"] = total
+        mask = in_window & typed
+        grid = np.bincount(idx[mask] * n_types + tcode[mask], minlength=n * n_types)
+        grid = grid.reshape(n, n_types).astype("float64") if n_types else np.zeros((n, 0))
+        for t, kind in enumerate(types):
+            out[activity_count_column(kind, window)] = grid[:, t]
+
+    since = np.full(n, np.nan)
+    first_channel = np.full(n, None, dtype=object)
+    last_channel = np.full(n, None, dtype=object)
+    if len(idx):
+        order = np.lexsort((ts, idx))
+        sorted_idx = idx[order]
+        starts = np.flatnonzero(np.r_[True, sorted_idx[1:] != sorted_idx[:-1]])
+        ends = np.r_[starts[1:], len(sorted_idx)] - 1
+        leads_with = sorted_idx[starts]
+        since[leads_with] = age_days[order[ends]]
+        if "channel" in activities.column_names:
+            channel = activities.column("channel").filter(pa.array(before))
+            encoded = pc.dictionary_encode(channel).combine_chunks()
+            names = np.asarray(encoded.dictionary.to_pylist() + [None], dtype=object)
+            codes = encoded.indices.fill_null(len(names) - 1).to_numpy(zero_copy_only=False)
+            first_channel[leads_with] = names[codes[order[starts]]]
+            last_channel[leads_with] = names[codes[order[ends]]]
+    out[f"{ACTIVITY_PREFIX}days_since_last"] = since
+    frame = pd.DataFrame(out)
+    if "channel" in activities.column_names:
+        frame[CHANNEL_COLUMNS[0]] = first_channel
+        frame[CHANNEL_COLUMNS[1]] = last_channel
+    return frame, list(types), skipped
+
+
+def build_table(
+    spec: DatasetSpec,
+    *,
+    data_path: Path | None = None,
+    scoring_time: pd.Timestamp | None = None,
+    activity_types: Sequence[str] | None = None,
+) -> tuple[pd.DataFrame, TableReport]:
+    """The training table: one row per usable lead, as of the moment it would have been scored.
+
+    With `scoring_time`, the table of leads to score instead: every lead, as of that moment,
+    labels left as they are (open leads are the point).
+    """
+    leads, load_report = load_leads(spec, data_path)
+    report = TableReport(leads=len(leads))
+    for reason, count in load_report.unusable.items():
+        report.notes.setdefault("load", {})[reason] = count
+    has_clock = spec.leads.created_at is not None
+    created = leads[TIME].to_numpy(dtype="datetime64[ns]") if has_clock else None
+
+    conversions = None
+    if spec.outcome.table is not None:
+        conversions = load_conversions(spec)
+        unknown = ~conversions[ID].isin(leads[ID])
+        report.notes["conversions_for_unknown_leads"] = int(unknown.sum())
+        converted_at = leads[ID].map(conversions.set_index(ID)["converted_at"])
+        leads["_converted_at"] = converted_at.to_numpy(dtype="datetime64[ns]")
+
+    activities = load_activities(spec) if spec.activities is not None else None
+    cutoff = _cutoff(spec, leads, activities)
+    report.notes["cutoff"] = str(cutoff) if cutoff is not None else None
+
+    if created is not None:
+        if scoring_time is not None:
+            as_of = np.full(len(leads), np.datetime64(scoring_time, "ns"))
+        else:
+            as_of = created + np.timedelta64(int(spec.as_of_days * 86_400e9), "ns")
+        leads["_as_of"] = as_of
+    if conversions is not None and created is not None:
+        _label_from_conversions(spec, leads, created, cutoff)
+
+    for dim in spec.dimensions:
+        leads = _join_dimension(spec, dim, leads, report)
+
+    if activities is not None and created is not None:
+        aggregates, types, skipped = aggregate_activities(
+            activities, leads[ID].tolist(), leads["_as_of"].to_numpy(), spec.activities,
+            activity_types,
+        )
+        report.notes["activity_types"] = types
+        report.notes["activities_skipped"] = skipped
+        leads = pd.concat([leads.reset_index(drop=True), aggregates], axis=1)
+
+    if scoring_time is None:
+        leads = _training_rows(spec, leads, cutoff, report)
+    report.rows = len(leads)
+    report.labelled = int(leads[LABEL].notna().sum())
+    report.positives = int((leads[LABEL] == 1).sum())
+    return leads.reset_index(drop=True), report
+
+
+def _cutoff(spec: DatasetSpec, leads: pd.DataFrame, activities: pa.Table | None) -> pd.Timestamp | None:
+    if spec.cutoff:
+        return pd.Timestamp(spec.cutoff)
+    if spec.leads.created_at is None:
+        return None
+    stamps = [leads[TIME].max()]
+    if "_converted_at" in leads:
+        stamps.append(leads["_converted_at"].max())
+    if activities is not None and activities.num_rows:
+        stamps.append(pd.Timestamp(pc.max(activities.column("ts")).as_py()))
+    return max(pd.Timestamp(s) for s in stamps if s is not None and not pd.isna(s))
+
+
+def _label_from_conversions(
+    spec: DatasetSpec, leads: pd.DataFrame, created: np.ndarray, cutoff: pd.Timestamp | None
+) -> None:
+    """Converted (within the horizon) → 1; otherwise 0 once the horizon has passed by the
+    cut-off; a younger unconverted lead stays unlabelled (it may still convert)."""
+    converted_at = leads["_converted_at"].to_numpy(dtype="datetime64[ns]")
+    converted = ~np.isnat(converted_at)
+    horizon = spec.outcome.horizon_days
+    label = np.zeros(len(leads))
+    if horizon is None:
+        label[converted] = 1.0
+    else:
+        end = created + np.timedelta64(int(horizon * 86_400e9), "ns")
+        label[converted & (converted_at <= end)] = 1.0
+        if cutoff is not None:
+            young = ~(label == 1) & (end > np.datetime64(cutoff, "ns"))
+            label[young] = np.nan
+    leads[LABEL] = label
+
+
+def _join_dimension(spec: DatasetSpec, dim: Any, leads: pd.DataFrame, report: TableReport) -> pd.DataFrame:
+    table = load_dimension(spec, dim)
+    keys = normalise_keys(leads[dim.lead_key], dim.normalise_keys)
+    matched = keys.isin(table["_key"])
+    report.notes.setdefault("unmatched_keys", {})[dim.name] = int((keys.notna() & ~matched).sum())
+    joined = pd.DataFrame({"_key": keys.to_numpy(dtype=object)}).merge(table, on="_key", how="left")
+    joined = joined.drop(columns="_key")
+    joined.index = leads.index
+    return pd.concat([leads, joined], axis=1)
+
+
+def _training_rows(
+    spec: DatasetSpec, leads: pd.DataFrame, cutoff: pd.Timestamp | None, report: TableReport
+) -> pd.DataFrame:
+    """Drop, and count, the leads that cannot be training examples at their as-of time."""
+    keep = np.ones(len(leads), bool)
+    if "_as_of" in leads and cutoff is not None:
+        unseen = leads["_as_of"].to_numpy() > np.datetime64(cutoff, "ns")
+        report.exclude("as-of time after the data cut-off (too recent to score yet)", int((keep & unseen).sum()))
+        keep &= ~unseen
+    if "_converted_at" in leads and "_as_of" in leads:
+        early = leads["_converted_at"].to_numpy(dtype="datetime64[ns]") < leads["_as_of"].to_numpy()
+        early &= ~np.isnat(leads["_converted_at"].to_numpy(dtype="datetime64[ns]"))
+        report.exclude("converted before its as-of time (never scored then)", int((keep & early).sum()))
+        keep &= ~early
+    if spec.outcome.horizon_days is not None:
+        young = leads[LABEL].isna().to_numpy() & keep
+        report.exclude(f"younger than the {spec.outcome.horizon_days}-day horizon at the cut-off",
+                       int(young.sum()))
+    return leads[keep]

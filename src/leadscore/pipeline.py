@@ -18,10 +18,12 @@ import pandas as pd
 
 from leadscore import __version__
 from leadscore.config import DatasetSpec, Settings
-from leadscore.data import ID, LABEL, LoadReport, check_ready, load_leads
+from leadscore.audit import LeakReport, audit_leaks
+from leadscore.data import ID, LABEL, check_ready
+from leadscore.features import TableReport, build_table
 from leadscore.evaluate import classification_metrics
 from leadscore.scoring import ModelBundle
-from leadscore.train import TrainedModel, fit_model
+from leadscore.train import TrainedModel, fit_model, split_leads
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +34,8 @@ class TrainingResult:
     bundle_dir: Path
     trained: TrainedModel
     metrics: dict[str, float]
-    report: LoadReport
+    report: TableReport
+    leak: LeakReport
     run_id: str | None = None
     version: str | None = None
     model_uri: str | None = None
@@ -49,6 +52,8 @@ def fingerprint(leads: pd.DataFrame, columns: list[str]) -> dict[str, Any]:
 def build_bundle(trained: TrainedModel, spec: DatasetSpec, leads: pd.DataFrame,
                  metrics: dict[str, float], model_name: str) -> ModelBundle:
     used = leads.iloc[np.concatenate([trained.split.train, trained.split.valid])]
+    builder = trained.builder
+    hashed = [c for c in builder.inputs_ if c in leads and c not in builder.sensitive_inputs_]
     meta: dict[str, Any] = {
         "name": model_name,
         "version": None,
@@ -62,7 +67,8 @@ def build_bundle(trained: TrainedModel, spec: DatasetSpec, leads: pd.DataFrame,
         "metrics": metrics,
         "tiers": trained.tiers,
         "percentiles": trained.percentiles,
-        "fingerprint": fingerprint(used, spec.feature_columns),
+        "fingerprint": fingerprint(used, hashed),
+        "spec": spec.model_dump(mode="json", exclude={"source"}),
     }
     return ModelBundle(trained.booster, trained.builder, trained.calibrator, meta)
 
@@ -82,9 +88,17 @@ def run_training(
     track: bool = True,
     params: dict[str, Any] | None = None,
 ) -> TrainingResult:
-    """Train, evaluate on the held-out most recent slice, save the bundle, log and register."""
-    leads, report = load_leads(spec, data_path)
-    check_ready(leads, spec, report.file)
+    """Build the point-in-time table, audit it for leaks, train, evaluate on the held-out most
+    recent slice, save the bundle, log and register."""
+    leads, report = build_table(spec, data_path=data_path)
+    source = str(data_path or spec.resolve(spec.leads.path))
+    check_ready(leads, spec, source)
+    leak = LeakReport()
+    if spec.leak_audit.enabled:
+        split = split_leads(leads, spec)
+        leak = audit_leaks(leads, spec, np.concatenate([split.train, split.valid]))
+        if leak.dropped:
+            spec = spec.model_copy(update={"drop": [*spec.drop, *leak.dropped]})
     trained = fit_model(leads, spec, params)
     metrics = {f"test_{k}": v for k, v in evaluate_test(trained, leads).items()}
     log.info(
@@ -95,7 +109,7 @@ def run_training(
     bundle = build_bundle(trained, spec, leads, metrics, settings.model_name)
     bundle_dir = settings.resolved_models_dir() / settings.model_name
     bundle.save(bundle_dir)
-    result = TrainingResult(bundle, bundle_dir, trained, metrics, report)
+    result = TrainingResult(bundle, bundle_dir, trained, metrics, report, leak)
     if not track:
         return result
 
@@ -113,16 +127,18 @@ def run_training(
             "rows_train": len(split.train),
             "rows_valid": len(split.valid),
             "rows_test": len(split.test),
-            "features_categorical": spec.features.categorical,
-            "features_numeric": spec.features.numeric,
+            "features": trained.builder.feature_names_,
             "dropped_columns": spec.drop,
+            "leak_audit_dropped": leak.dropped,
+            "as_of_days": spec.as_of_days,
             "best_iteration": trained.best_iteration,
             "calibration": trained.calibrator.state_["method"],
             **{f"lgb_{k}": v for k, v in bundle.meta["params"].items()},
         },
         metrics=metrics,
         artifacts={
-            "load_report.json": report.as_dict(),
+            "table_report.json": report.as_dict(),
+            "leak_report.json": leak.as_dict(),
             "fingerprint.json": bundle.meta["fingerprint"],
             "tiers.json": bundle.meta["tiers"],
         },

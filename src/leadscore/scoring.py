@@ -56,9 +56,20 @@ class ModelBundle:
         """Precompute what every request needs, so the hot path only does arithmetic."""
         features = self.builder.features_
         self.inputs: list[str] = self.builder.inputs_
-        self.field_matrix_ = np.zeros((len(features), len(self.inputs)))
+        self.sources: list[str] = self.builder.sources_
+        self.field_matrix_ = np.zeros((len(features), len(self.sources)))
         for j, feature in enumerate(features):
-            self.field_matrix_[j, self.inputs.index(feature.source)] = 1.0
+            self.field_matrix_[j, self.sources.index(feature.source)] = 1.0
+        # how a reason shows each field's value: the raw input, or (for PII and derived counts)
+        # the derived value of the field's first feature, so an email address is never echoed
+        sensitive = self.builder.sensitive_inputs_
+        self.display_: list[tuple[str, int]] = []
+        for source in self.sources:
+            if source in self.inputs and source not in sensitive:
+                self.display_.append(("raw", self.inputs.index(source)))
+            else:
+                first = next(j for j, f in enumerate(features) if f.source == source)
+                self.display_.append(("derived", first))
         cutoffs = self.meta.get("tiers", {})
         self.cutoffs_ = np.array([cutoffs.get(t, -math.inf) for t in TIERS[:-1]])
         grid = self.meta.get("percentiles") or [0.0, 1.0]
@@ -78,8 +89,8 @@ class ModelBundle:
         return str(self.meta.get("id_column") or "lead_id")
 
     def input_types(self) -> dict[str, str]:
-        """Business field → "categorical" | "numeric": the schema the API and pyfunc expose."""
-        return {f.source: f.kind for f in self.builder.features_}
+        """Raw field → "categorical" | "numeric": the schema the API and pyfunc expose."""
+        return self.builder.input_kinds_
 
     # ---------------------------------------------------------------- persistence
 
@@ -201,26 +212,46 @@ def field_impacts(bundle: ModelBundle, contrib: np.ndarray, margin: np.ndarray) 
 
 
 def top_reasons(
-    bundle: ModelBundle, impacts: np.ndarray, values: Sequence[Sequence[Any]], k: int
+    bundle: ModelBundle,
+    impacts: np.ndarray,
+    values: Sequence[Sequence[Any]],
+    k: int,
+    matrix: np.ndarray | None = None,
 ) -> list[list[dict[str, Any]]]:
-    """The k fields that moved each lead's score most, either way, as {feature, value, impact}."""
+    """The k fields that moved each lead's score most, either way, as {feature, value, impact}.
+
+    `values` holds the raw input columns (in `bundle.inputs` order); `matrix` the encoded
+    features, used to show derived values (a free-mail domain rather than the address).
+    """
     k = min(k, impacts.shape[1])
     if k <= 0:
         return [[] for _ in range(len(impacts))]
     order = np.argsort(-np.abs(impacts), axis=1, kind="stable")[:, :k]
+    features = bundle.builder.features_
     out = []
     for i, row in enumerate(order):
-        out.append(
-            [
-                {
-                    "feature": bundle.inputs[j],
-                    "value": _plain(values[j][i]),
-                    "impact": round(float(impacts[i, j]), 2),
-                }
-                for j in row
-            ]
-        )
+        reasons = []
+        for j in row:
+            how, where = bundle.display_[j]
+            if how == "raw":
+                value = _plain(values[where][i])
+            elif matrix is not None:
+                value = _decode(features[where], matrix[i, where])
+            else:
+                value = None
+            reasons.append(
+                {"feature": bundle.sources[j], "value": value, "impact": round(float(impacts[i, j]), 2)}
+            )
+        out.append(reasons)
     return out
+
+
+def _decode(feature: Any, code: float) -> Any:
+    if math.isnan(code):
+        return None
+    if feature.kind == "categorical":
+        return feature.levels[int(code)]
+    return float(code)
 
 
 def _plain(value: Any) -> Any:
@@ -257,7 +288,7 @@ def score_arrays(bundle: ModelBundle, leads: Columns, reasons: int = 0) -> Score
     if contrib is not None:
         impacts = field_impacts(bundle, contrib, scores.margin)
         values = [_column_values(leads, name, len(matrix)) for name in bundle.inputs]
-        scores.reasons = top_reasons(bundle, impacts, values, reasons)
+        scores.reasons = top_reasons(bundle, impacts, values, reasons, matrix)
     return scores
 
 

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import tempfile
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,13 +129,16 @@ def log_training(
         with tempfile.TemporaryDirectory() as tmp:
             shim = Path(tmp) / "leadscore_model.py"
             shim.write_text(_SHIM, encoding="utf-8")
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=str(shim),
-                artifacts={BUNDLE_ARTIFACT: str(bundle_dir)},
-                signature=signature_for(bundle),
-                pip_requirements=_requirements(),
-            )
+            with warnings.catch_warnings():
+                # no input example on purpose: it would copy leads (PII) into the artifact
+                warnings.filterwarnings("ignore", message=".*input example was not provided.*")
+                info = mlflow.pyfunc.log_model(
+                    name="model",
+                    python_model=str(shim),
+                    artifacts={BUNDLE_ARTIFACT: str(bundle_dir)},
+                    signature=signature_for(bundle),
+                    pip_requirements=_requirements(),
+                )
         run_id = run.info.run_id
     client = MlflowClient()
     try:

@@ -21,7 +21,7 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from leadscore.config import DatasetSpec
 from leadscore.data import LABEL, TIME
-from leadscore.features import FeatureBuilder
+from leadscore.features import FeatureBuilder, builder_for
 
 log = logging.getLogger(__name__)
 
@@ -193,20 +193,14 @@ def fit_model(
 ) -> TrainedModel:
     """Encoder on train, booster with early stopping on validation, calibration on validation."""
     split = split_leads(leads, spec)
-    builder = FeatureBuilder(
-        categorical=spec.features.categorical,
-        numeric=spec.features.numeric,
-        missing_values=spec.leads.missing_values,
-    ).fit(leads.iloc[split.train])
+    builder = builder_for(spec, leads).fit(leads.iloc[split.train])
     y = leads[LABEL].to_numpy()
     x_train = builder.transform(leads.iloc[split.train])
     x_valid = builder.transform(leads.iloc[split.valid])
 
     merged = {**DEFAULT_PARAMS, "seed": spec.train.seed, **spec.train.params, **(params or {})}
-    if spec.features.monotone:
-        merged["monotone_constraints"] = [
-            spec.features.monotone.get(name, 0) for name in builder.feature_names_
-        ]
+    if any(builder.monotone_constraints_):
+        merged["monotone_constraints"] = builder.monotone_constraints_
         merged.setdefault("monotone_constraints_method", "advanced")
     train_set = lgb.Dataset(
         x_train,
