@@ -80,8 +80,14 @@ class ModelHolder:
 
         with self._lock:
             try:
-                fingerprint = source_fingerprint(uri, settings)
-                loaded = prepare(load_model(uri, settings), settings, fingerprint)
+                try:
+                    fingerprint = source_fingerprint(uri, settings)
+                    loaded = prepare(load_model(uri, settings), settings, fingerprint)
+                except ModelError:
+                    raise
+                except Exception as exc:  # whatever breaks, the old model keeps serving
+                    kind = type(exc).__name__
+                    raise ModelError(f"{uri}: model cannot be loaded ({kind})") from None
             except ModelError as exc:
                 self.last_error = str(exc)
                 if self._on_refused is not None:

@@ -1,7 +1,10 @@
-"""Assembles the scoring API: settings, model holder, routers, error handlers, OpenAPI."""
+"""Assembles the scoring API: settings, model holder, metrics, middleware, routers, error
+handlers, OpenAPI, and the lifespan that loads the model (and polls for new ones)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,26 +17,43 @@ from leadscore import __version__
 from leadscore.config import Settings, get_settings
 from leadscore.errors import LeadscoreError
 from serve import errors
-from serve.deps import ModelHolder
-from serve.routes import admin, health, model, score
+from serve.deps import ModelHolder, key_digests
+from serve.observe import Metrics, ObserveMiddleware
+from serve.reload import poll
+from serve.routes import admin, health, metrics, model, score
 from serve.schemas import request_model
 
 log = logging.getLogger("serve")
 
 
 def create_app(settings: Settings | None = None, *, load_model: bool = True) -> FastAPI:
-    """An app bound to `settings` (tests pass their own); the model loads in `lifespan`."""
+    """An app bound to `settings` (default: the environment's); the model loads in `lifespan`.
+
+    With `LEADSCORE_RELOAD_SECONDS` > 0 a background task reloads the model whenever its
+    source (registry version, or bundle checksum) changes; it stops when the server does.
+    """
+    current = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        current = app.state.settings or get_settings()
-        if load_model and app.state.holder.loaded is None:
-            uri = current.resolved_model_uri()
+        holder: ModelHolder = app.state.holder
+        uri = current.resolved_model_uri()
+        if load_model and holder.loaded is None:
             try:
-                await run_in_threadpool(app.state.holder.load, uri, current)
+                await run_in_threadpool(holder.load, uri, current)
             except LeadscoreError as exc:
                 log.error("no model loaded from %s: %s", uri, exc)
-        yield
+        poller = None
+        if load_model and current.reload_seconds > 0:
+            poller = asyncio.create_task(poll(holder, uri, current, current.reload_seconds))
+        try:
+            yield
+        finally:
+            if poller is not None:
+                poller.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await poller
+            log.info("shut down")
 
     app = FastAPI(
         title="leadscore",
@@ -41,23 +61,28 @@ def create_app(settings: Settings | None = None, *, load_model: bool = True) -> 
         description="Lead conversion probabilities, scores, tiers and reasons.",
         lifespan=lifespan,
     )
-    app.state.settings = settings
-    app.state.holder = ModelHolder()
+    app.state.settings = current
+    app.state.metrics = Metrics()
+    app.state.holder = ModelHolder(on_swap=app.state.metrics.model_swapped,
+                                   on_refused=app.state.metrics.model_refused)
+    app.state.key_digests = key_digests(current)
+    app.state.openapi_model = None
     errors.install(app)
-    for router in (health.router, model.router, score.router, admin.router):
+    app.add_middleware(ObserveMiddleware, metrics=app.state.metrics)
+    for router in (health.router, metrics.router, model.router, score.router, admin.router):
         app.include_router(router)
 
     def openapi() -> dict[str, Any]:
-        """The default schema plus the lead fields of the model being served."""
-        if app.openapi_schema:
+        """The default schema plus the lead fields of the model being served (rebuilt after a
+        reload, since a new model may bring new fields)."""
+        loaded = app.state.holder.loaded
+        if app.openapi_schema and app.state.openapi_model is loaded:
             return app.openapi_schema
         from fastapi.openapi.utils import get_openapi
 
         schema = get_openapi(title=app.title, version=app.version, description=app.description,
                              routes=app.routes)
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        loaded = app.state.holder.loaded
-        current = app.state.settings or get_settings()
         if loaded is not None:
             body = request_model(loaded.lead, current.max_batch).model_json_schema(
                 ref_template="#/components/schemas/{model}"
@@ -67,7 +92,16 @@ def create_app(settings: Settings | None = None, *, load_model: bool = True) -> 
         else:
             components["ScoreRequest"] = {"type": "object", "properties": {"leads": {
                 "type": "array", "items": {"type": "object"}}}, "required": ["leads"]}
-        app.openapi_schema = schema
+        if current.api_key_list():
+            schema["components"]["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            }
+            for path, operations in schema.get("paths", {}).items():
+                if path.startswith("/v1/"):
+                    for operation in operations.values():
+                        operation["security"] = [{"bearer": []}, {"apiKey": []}]
+        app.openapi_schema, app.state.openapi_model = schema, loaded
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -89,7 +89,7 @@ def lead_model(bundle: ModelBundle, *, forbid_extra: bool = True) -> type[Any]:
             fields[name] = Annotated[
                 Category | None, Field(title=name, description="Category (text).")
             ]
-    lead = TypedDict("Lead", fields, total=False)  # type: ignore[operator]
+    lead = TypedDict("Lead", fields, total=False)  # type: ignore[misc]
     lead.__pydantic_config__ = ConfigDict(  # type: ignore[attr-defined]
         title="Lead",
         extra="forbid" if forbid_extra else "ignore",

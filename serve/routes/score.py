@@ -1,7 +1,8 @@
 """POST /v1/score: leads in, probability, score, tier, percentile and reasons out.
 
 The body is read with a size cap before any JSON parsing, validated per lead against the
-model's own fields, then scored in a worker thread by the same `scoring` code batch uses.
+model's own fields, then scored by the same `scoring.score_records` batch uses. A few leads
+score inline (microseconds: a thread hop would cost more); bigger batches go to a worker thread.
 """
 
 from __future__ import annotations
@@ -16,10 +17,13 @@ from starlette.concurrency import run_in_threadpool
 
 from leadscore.scoring import score_records
 from serve.deps import Authorized, HolderDep, Loaded, SettingsDep
-from serve.errors import ApiError
+from serve.errors import ApiError, safe_name
 from serve.schemas import ErrorResponse, ScoreResponse
 
 router = APIRouter(tags=["scoring"])
+
+INLINE_LEADS = 8  # up to this many leads are scored on the event loop (well under 2 ms)
+MAX_LISTED = 10  # problems spelled out in an error message; `details` lists them all
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": text}
@@ -27,46 +31,53 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         400: "Malformed JSON",
         401: "Missing or invalid API key",
         413: "Too many leads or body too large",
-        422: "A lead has a wrong type or an unknown field",
+        422: "A lead has a wrong type or an unknown field, or the list is empty",
         503: "No model loaded",
     }.items()
 }
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refusing it as soon as it passes `limit` bytes (before any parsing)."""
+    """The body, refusing it as soon as it passes `limit` bytes (before any parsing): at once
+    from a declared Content-Length, else while a chunked body streams in."""
     declared = request.headers.get("content-length")
-    too_big = ApiError(413, "body_too_large", f"request body exceeds {limit} bytes")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise too_big
+        raise _too_large(limit)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise too_big
+            raise _too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
 
 
-def parse_leads(body: bytes, max_batch: int) -> list[Any]:
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, "body_too_large", f"request body exceeds the limit of {limit} bytes",
+                    [{"limit_bytes": limit}])
+
+
+def parse_leads(body: bytes, max_batch: int, ignore_unknown: bool = False) -> list[Any]:
+    """The `leads` list of a JSON body, checked for shape and size (not yet for field types)."""
     try:
         payload = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # bad JSON, bad UTF-8, absurd numbers or nesting
         raise ApiError(400, "malformed_json", "request body is not valid JSON") from None
     if not isinstance(payload, dict) or "leads" not in payload:
         raise ApiError(422, "invalid_request", 'body must be an object {"leads": [...]}',
                        [{"loc": ["leads"], "type": "missing"}])
-    unknown = sorted(set(payload) - {"leads"})
-    if unknown:
-        raise ApiError(422, "unknown_field", f"unknown top-level field(s): {unknown}",
-                       [{"loc": [name], "type": "extra_forbidden"} for name in unknown])
+    unknown = [name for name in payload if name != "leads"]
+    if unknown and not ignore_unknown:
+        names = [safe_name(name) for name in unknown]
+        raise ApiError(422, "unknown_field", f"unknown top-level field(s): {', '.join(names)}",
+                       [{"loc": [name], "type": "extra_forbidden"} for name in names])
     leads = payload["leads"]
     if not isinstance(leads, list):
         raise ApiError(422, "invalid_request", '"leads" must be a list of lead objects',
                        [{"loc": ["leads"], "type": "list_type"}])
     if not leads:
-        raise ApiError(422, "empty_batch", '"leads" is empty: send 1 to %d leads' % max_batch,
-                       [{"loc": ["leads"], "type": "too_short"}])
+        raise ApiError(422, "empty_batch", f'"leads" is empty: send 1 to {max_batch} leads',
+                       [{"loc": ["leads"], "type": "too_short", "min": 1}])
     if len(leads) > max_batch:
         raise ApiError(413, "too_many_leads",
                        f"{len(leads)} leads in one request; the limit is {max_batch}",
@@ -77,54 +88,62 @@ def parse_leads(body: bytes, max_batch: int) -> list[Any]:
 def validate_leads(loaded: Loaded, leads: list[Any]) -> list[dict[str, Any]]:
     """Typed lead dicts keyed by field name; errors name the lead's index and the field only."""
     try:
-        models = loaded.leads.validate_python(leads)
+        return loaded.leads.validate_python(leads)
     except ValidationError as exc:
-        details, parts = [], []
-        for error in exc.errors(include_input=False, include_url=False):
-            loc = list(error["loc"])
-            index = loc[0] if loc and isinstance(loc[0], int) else None
-            field = ".".join(str(p) for p in loc[1:] if not isinstance(p, int) or p != index)
-            field = field.split(".")[0] if field else ""
-            kind = error["type"]
-            if kind == "extra_forbidden":
-                text = f"lead {index}: unknown field {field!r}"
-            elif kind in {"model_type", "dict_type"}:
-                text = f"lead {index}: must be an object of fields"
-            else:
-                text = f"lead {index}: field {field!r} {_expectation(kind)}"
-            parts.append(text)
-            details.append({"lead": index, "field": field or None, "type": kind})
-        code = "unknown_field" if all(d["type"] == "extra_forbidden" for d in details) else "invalid_lead"
-        message = "; ".join(dict.fromkeys(parts[:10])) + (" …" if len(parts) > 10 else "")
-        raise ApiError(422, code, message, details) from None
-    return [model.model_dump(by_alias=True, exclude_none=True) for model in models]
+        raise _invalid(loaded, exc) from None
 
 
-def _expectation(kind: str) -> str:
-    if kind.startswith("float") or kind.startswith("finite"):
-        return "should be a number"
-    if kind.startswith("string") or kind in {"int_type", "bool_type", "int_parsing"}:
-        return "should be text or a number"
-    return f"is invalid ({kind})"
+def _invalid(loaded: Loaded, exc: ValidationError) -> ApiError:
+    kinds = loaded.bundle.input_types()
+    id_field = loaded.bundle.id_column
+    problems: dict[tuple[int | None, str | None], str] = {}
+    for error in exc.errors(include_input=False, include_url=False, include_context=False):
+        loc = error["loc"]
+        index = loc[0] if loc and isinstance(loc[0], int) else None
+        field = safe_name(loc[1]) if len(loc) > 1 else None
+        problems.setdefault((index, field), error["type"])  # a union fails once per member
+    details, parts = [], []
+    for (index, field), kind in problems.items():
+        details.append({"lead": index, "field": field, "type": kind})
+        if kind == "extra_forbidden":
+            parts.append(f"lead {index}: unknown field {field!r}")
+        elif field is None:
+            parts.append(f"lead {index}: must be an object of fields")
+        elif field == id_field:
+            parts.append(f"lead {index}: field {field!r} should be text or a whole number")
+        elif kinds.get(field) == "numeric":
+            parts.append(f"lead {index}: field {field!r} should be a finite number")
+        else:
+            parts.append(f"lead {index}: field {field!r} should be text, a number or a boolean")
+    unknown_only = all(d["type"] == "extra_forbidden" for d in details)
+    code = "unknown_field" if unknown_only else "invalid_lead"
+    more = len(parts) - MAX_LISTED
+    message = "; ".join(parts[:MAX_LISTED]) + (f"; and {more} more" if more > 0 else "")
+    return ApiError(422, code, message, details)
 
 
 def score_payload(loaded: Loaded, leads: list[dict[str, Any]], reasons: int) -> dict[str, Any]:
     bundle = loaded.bundle
     scores, ids = score_records(bundle, leads, reasons)
-    results = []
-    for i in range(len(leads)):
-        results.append(
-            {
-                "id": None if ids[i] is None else str(ids[i]),
-                "probability": float(scores.probability[i]),
-                "score": int(scores.score[i]),
-                "tier": str(scores.tier[i]),
-                "percentile": int(scores.percentile[i]),
-                "reasons": scores.reasons[i] if scores.reasons is not None else [],
-                "model_name": bundle.name,
-                "model_version": bundle.version,
-            }
-        )
+    name, version = bundle.name, bundle.version
+    probability = scores.probability.tolist()
+    score = scores.score.tolist()
+    tier = scores.tier.tolist()
+    percentile = scores.percentile.tolist()
+    explained = scores.reasons
+    results = [
+        {
+            "id": None if ids[i] is None else str(ids[i]),
+            "probability": probability[i],
+            "score": score[i],
+            "tier": tier[i],
+            "percentile": percentile[i],
+            "reasons": explained[i] if explained is not None else [],
+            "model_name": name,
+            "model_version": version,
+        }
+        for i in range(len(leads))
+    ]
     return {"results": results}
 
 
@@ -145,12 +164,13 @@ async def score(
     """Score 1 to `max_batch` leads. Missing fields are scored as missing; results keep the
     request's order and echo each lead's id."""
     body = await read_body(request, settings.max_body_bytes)
-    leads = parse_leads(body, settings.max_batch)
+    leads = parse_leads(body, settings.max_batch, settings.ignore_unknown_fields)
     loaded = holder.snapshot()  # this request finishes on this model, whatever reloads meanwhile
     records = validate_leads(loaded, leads)
     k = settings.default_reasons if reasons is None else reasons
-    if len(records) <= 8:  # microseconds of work: a thread hop would cost more than it saves
+    if len(records) <= INLINE_LEADS:
         payload = score_payload(loaded, records, k)
     else:
         payload = await run_in_threadpool(score_payload, loaded, records, k)
+    request.app.state.metrics.scored(r["tier"] for r in payload["results"])
     return JSONResponse(payload)

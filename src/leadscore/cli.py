@@ -177,16 +177,96 @@ def promote(version: Annotated[str, typer.Argument(help="Registered version numb
     console.print(f"{settings.model_name} version {version} is now @champion")
 
 
+def server_log_config(level: str) -> dict[str, Any]:
+    """Logging for the server and each of its worker processes (uvicorn applies it in every
+    worker): one plain line per record on stderr. Our access log replaces uvicorn's, which
+    would print query strings."""
+    handler = {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+        "handlers": {"stderr": handler},
+        "loggers": {
+            name: {"handlers": ["stderr"], "level": level.upper(), "propagate": False}
+            for name in ("uvicorn", "serve", "leadscore")
+        },
+    }
+
+
+@app.command()
+@friendly
+def features(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Dataset spec (YAML).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output .parquet or .csv.")],
+    as_of: Annotated[
+        str | None,
+        typer.Option(help="Score leads as of this time (default: the data's latest timestamp)."),
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Model URI or bundle folder: reuse its activity types.")
+    ] = None,
+    training: Annotated[
+        bool, typer.Option("--training", help="Write the training table (with labels) instead.")
+    ] = False,
+) -> None:
+    """Build the table of leads to score (or the training table) from the spec's raw exports:
+    joins, activity aggregates as of one moment, every lead kept. Feed it to `leadscore score`."""
+    from leadscore.features import build_table, export_table
+
+    spec = load_spec(config)
+    types = None
+    if model:
+        from leadscore.tracking import load_model
+
+        types = load_model(model, get_settings()).meta.get("activity_types")
+    if training:
+        table, report = build_table(spec, activity_types=types)
+    else:
+        when = None
+        if as_of:
+            import pandas as pd
+
+            try:
+                when = pd.Timestamp(as_of)
+            except ValueError:
+                raise LeadscoreError(f"--as-of {as_of!r} is not a date or timestamp") from None
+        table, report = build_table(spec, scoring_time=when or "cutoff", activity_types=types)
+    path = export_table(table, spec, output, with_label=training)
+    console.print(f"{len(table):,} leads -> {path}")
+    console.print(json.dumps(report.as_dict(), indent=2, default=str))
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    graceful_timeout: Annotated[
+        int, typer.Option(min=0, help="Seconds to let in-flight requests finish on shutdown.")
+    ] = 30,
 ) -> None:
-    """Serve scores over HTTP (FastAPI under uvicorn)."""
+    """Serve scores over HTTP (FastAPI under uvicorn); SIGTERM drains in-flight requests."""
+    import os
+    import tempfile
+    from contextlib import ExitStack
+
     import uvicorn
 
-    uvicorn.run("serve.main:app", host=host, port=port, workers=workers, log_level="info")
+    with ExitStack() as stack:
+        if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            # each worker writes its metrics here and /metrics adds them up
+            metrics_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="leadscore-"))
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        uvicorn.run(
+            "serve.main:app",
+            host=host,
+            port=port,
+            workers=workers,
+            log_config=server_log_config(get_settings().log_level),
+            access_log=False,
+            timeout_graceful_shutdown=graceful_timeout or None,
+        )
 
 
 if __name__ == "__main__":

@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     ignore_unknown_fields: bool = False
     reload_seconds: float = 0.0
     log_level: str = "INFO"
+    # where built training tables are cached between retrains on unchanged files ("off": never)
+    feature_cache: str = "auto"
 
     def resolved_tracking_uri(self) -> str:
         """`MLFLOW_TRACKING_URI` wins (a team's shared server), then ours, then the embedded store."""
@@ -65,6 +67,13 @@ class Settings(BaseSettings):
 
     def resolved_models_dir(self) -> Path:
         return self.models_dir or project_root() / "models"
+
+    def resolved_feature_cache(self) -> Path | None:
+        if self.feature_cache == "off":
+            return None
+        if self.feature_cache == "auto":
+            return project_root() / "data" / "interim" / "feature-cache"
+        return Path(self.feature_cache)
 
     def resolved_model_uri(self) -> str:
         return self.model_uri or f"models:/{self.model_name}@champion"

@@ -279,7 +279,7 @@ def prepare_leads(raw: pd.DataFrame, spec: DatasetSpec, file: Path) -> tuple[pd.
     labelled = leads[LABEL].notna()
     report.labelled = int(labelled.sum())
     report.positives = int((leads[LABEL] == 1).sum())
-    report.open = int((~labelled).sum())
+    report.open = int((~labelled).sum()) if spec.outcome.column is not None else 0
     if report.open:
         report.unusable["open outcome (scorable, not trained on)"] = report.open
     log.info(
@@ -414,20 +414,32 @@ def load_activities(spec: DatasetSpec) -> pa.Table:
         with file.open("r", encoding=encoding, newline="") as handle:
             header = [h.strip() for h in next(csv.reader([handle.readline()], delimiter=delimiter), [])]
         require_columns(file, header, columns)
-        try:
-            raw = pacsv.read_csv(
+        def read(timestamp_type: pa.DataType) -> pa.Table:
+            types: dict[str, pa.DataType] = {c: pa.string() for c in columns}
+            types[act.timestamp] = timestamp_type
+            return pacsv.read_csv(
                 str(file),
-                read_options=pacsv.ReadOptions(encoding="utf8" if encoding.startswith("utf-8") else encoding),
+                read_options=pacsv.ReadOptions(
+                    encoding="utf8" if encoding.startswith("utf-8") else encoding
+                ),
                 parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
                 convert_options=pacsv.ConvertOptions(
                     include_columns=columns,
-                    column_types={c: pa.string() for c in columns},
+                    column_types=types,
                     null_values=[*act.missing_values, ""],
                     strings_can_be_null=True,
                 ),
             )
-        except pa.ArrowInvalid as exc:
-            raise DataError(f"{file}: cannot be read: {str(exc).splitlines()[0]}") from None
+
+        try:
+            # ISO timestamps parse inside the multi-threaded reader; anything else falls back
+            # to text and the tolerant parser below, which names the bad rows
+            raw = read(pa.timestamp("ns"))
+        except pa.ArrowInvalid:
+            try:
+                raw = read(pa.string())
+            except pa.ArrowInvalid as exc:
+                raise DataError(f"{file}: cannot be read: {str(exc).splitlines()[0]}") from None
     if raw.num_rows == 0:
         raise DataError(f"{file}: has a header but no data rows")
     stamp = raw.column(act.timestamp)

@@ -3,6 +3,9 @@ Brier, calibration error) and the expected-vs-actual conversions a forecast reli
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import numpy as np
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
@@ -44,3 +47,76 @@ def classification_metrics(y: np.ndarray, probability: np.ndarray) -> dict[str, 
         "rows": float(len(y)),
         "base_rate": float(y.mean()) if len(y) else float("nan"),
     }
+
+
+# --------------------------------------------------------------------------- drift profile
+
+# inner edges of the fixed probability bins the score's distribution is kept in (finer at the
+# low end, where most leads of a 10-30% base rate sit)
+SCORE_EDGES = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8)
+PSI_WARNING = 0.2
+_PSI_FLOOR = 1e-4
+
+
+def feature_profile(
+    features: Sequence[Any], matrix: np.ndarray, probability: np.ndarray
+) -> dict[str, Any]:
+    """The training data's distributions, for drift checks later, without storing any row.
+
+    Numeric features: decile bin edges and the share of rows in each bin; categorical features:
+    the share of each level; both with a last bin for missing. The score: shares over fixed
+    probability bins. `features` are the encoder's `features_` (name, kind, levels), in the
+    order of the matrix's columns.
+    """
+    out: dict[str, Any] = {}
+    for j, feature in enumerate(features):
+        column = matrix[:, j]
+        present = column[~np.isnan(column)]
+        entry: dict[str, Any] = {"kind": feature.kind}
+        if feature.kind == "numeric":
+            deciles = np.quantile(present, np.linspace(0.1, 0.9, 9)) if len(present) else []
+            entry["edges"] = [float(e) for e in np.unique(deciles)]
+        else:
+            entry["levels"] = len(feature.levels)
+        counts = bin_counts(entry, column)
+        entry["proportions"] = [float(c) for c in counts / max(counts.sum(), 1)]
+        out[feature.name] = entry
+    score = {"edges": list(SCORE_EDGES)}
+    counts = bin_counts(score, probability)
+    score["proportions"] = [float(c) for c in counts / max(counts.sum(), 1)]
+    return {"rows": int(len(matrix)), "features": out, "score": score}
+
+
+def profile_training(trained: Any, leads: Any) -> dict[str, Any]:
+    """`feature_profile` of the leads a model was trained on (a `TrainedModel` and its rows)."""
+    matrix = trained.builder.transform(leads)
+    margin = np.asarray(trained.booster.predict(matrix, raw_score=True))
+    probability = trained.calibrator.transform(margin)
+    return feature_profile(trained.builder.features_, matrix, probability)
+
+
+def bin_counts(entry: Mapping[str, Any], values: np.ndarray) -> np.ndarray:
+    """Counts of `values` in a profile entry's bins (the last bin counts missing values)."""
+    values = np.asarray(values, dtype=float)
+    missing = np.isnan(values)
+    present = values[~missing]
+    if "levels" in entry:
+        n_bins = int(entry["levels"])
+        codes = present.astype(np.int64)
+        counts = np.bincount(codes[(codes >= 0) & (codes < n_bins)], minlength=n_bins)
+    else:
+        edges = np.asarray(entry["edges"], dtype=float)
+        which = np.searchsorted(edges, present, side="right")
+        counts = np.bincount(which, minlength=len(edges) + 1)
+    return np.append(counts, missing.sum()).astype(np.int64)
+
+
+def population_stability(expected: Sequence[float], actual: np.ndarray) -> float:
+    """PSI between a profile's proportions and observed counts in the same bins (0: same
+    distribution; above 0.2 the population has shifted enough to distrust the model)."""
+    e = np.maximum(np.asarray(expected, dtype=float), _PSI_FLOOR)
+    total = float(np.sum(actual))
+    if total <= 0 or len(e) != len(actual):
+        return float("nan")
+    a = np.maximum(np.asarray(actual, dtype=float) / total, _PSI_FLOOR)
+    return float(np.sum((a - e) * np.log(a / e)))

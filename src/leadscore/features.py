@@ -551,7 +551,7 @@ def aggregate_activities(
     first_channel = np.full(n, None, dtype=object)
     last_channel = np.full(n, None, dtype=object)
     if len(idx):
-        order = np.lexsort((ts, idx))
+        order = _lead_time_order(idx, ts)
         sorted_idx = idx[order]
         starts = np.flatnonzero(np.r_[True, sorted_idx[1:] != sorted_idx[:-1]])
         ends = np.r_[starts[1:], len(sorted_idx)] - 1
@@ -572,17 +572,28 @@ def aggregate_activities(
     return frame, list(types), skipped
 
 
+def _lead_time_order(idx: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """Positions sorted by (lead, time), skipping the sorts an export already did: logs usually
+    come sorted by time, or by lead then time (a 20M-row lexsort costs seconds)."""
+    same_lead = idx[1:] == idx[:-1]
+    if np.all(idx[1:] >= idx[:-1]) and np.all(ts[1:][same_lead] >= ts[:-1][same_lead]):
+        return np.arange(len(idx))
+    if np.all(ts[1:] >= ts[:-1]):
+        return np.argsort(idx, kind="stable")
+    return np.lexsort((ts, idx))
+
+
 def build_table(
     spec: DatasetSpec,
     *,
     data_path: Path | None = None,
-    scoring_time: pd.Timestamp | None = None,
+    scoring_time: pd.Timestamp | Literal["cutoff"] | None = None,
     activity_types: Sequence[str] | None = None,
 ) -> tuple[pd.DataFrame, TableReport]:
     """The training table: one row per usable lead, as of the moment it would have been scored.
 
-    With `scoring_time`, the table of leads to score instead: every lead, as of that moment,
-    labels left as they are (open leads are the point).
+    With `scoring_time` (a timestamp, or "cutoff" for the data's latest timestamp), the table of
+    leads to score instead: every lead, as of that moment, labels left as they are.
     """
     leads, load_report = load_leads(spec, data_path)
     report = TableReport(leads=len(leads))
@@ -603,6 +614,8 @@ def build_table(
     cutoff = _cutoff(spec, leads, activities)
     report.notes["cutoff"] = str(cutoff) if cutoff is not None else None
 
+    if scoring_time == "cutoff":
+        scoring_time = cutoff if cutoff is not None else pd.Timestamp.now()
     if created is not None:
         if scoring_time is not None:
             as_of = np.full(len(leads), np.datetime64(scoring_time, "ns"))
@@ -630,6 +643,23 @@ def build_table(
     report.labelled = int(leads[LABEL].notna().sum())
     report.positives = int((leads[LABEL] == 1).sum())
     return leads.reset_index(drop=True), report
+
+
+def export_table(table: pd.DataFrame, spec: DatasetSpec, output: Path, with_label: bool) -> Path:
+    """Write a built table with the spec's own id column name, ready for `leadscore score`."""
+    id_name = spec.leads.id or "lead_id"
+    out = table.drop(columns=[c for c in table.columns if c.startswith("_")])
+    out.insert(0, id_name, table[ID].astype(str).to_numpy())
+    if with_label:
+        out["label"] = table[LABEL].to_numpy()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if output.suffix.lower() == ".csv":
+        out.to_csv(output, index=False)
+    elif output.suffix.lower() in {".parquet", ".pq"}:
+        out.to_parquet(output, index=False)
+    else:
+        raise DataError(f"{output}: output must end in .parquet or .csv")
+    return output
 
 
 def _cutoff(spec: DatasetSpec, leads: pd.DataFrame, activities: pa.Table | None) -> pd.Timestamp | None:

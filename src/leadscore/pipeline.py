@@ -7,12 +7,14 @@ data team runs is what the tests check.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import joblib
 import numpy as np
 import pandas as pd
 
@@ -21,7 +23,7 @@ from leadscore.config import DatasetSpec, Settings
 from leadscore.audit import LeakReport, audit_leaks
 from leadscore.data import ID, LABEL, check_ready
 from leadscore.features import TableReport, build_table
-from leadscore.evaluate import classification_metrics
+from leadscore.evaluate import classification_metrics, profile_training
 from leadscore.scoring import ModelBundle
 from leadscore.train import TrainedModel, fit_model, split_leads
 
@@ -68,6 +70,7 @@ def build_bundle(trained: TrainedModel, spec: DatasetSpec, leads: pd.DataFrame,
         "tiers": trained.tiers,
         "percentiles": trained.percentiles,
         "fingerprint": fingerprint(used, hashed),
+        "profile": profile_training(trained, used),  # training distributions, for drift
         "spec": spec.model_dump(mode="json", exclude={"source"}),
     }
     return ModelBundle(trained.booster, trained.builder, trained.calibrator, meta)
@@ -80,6 +83,54 @@ def evaluate_test(trained: TrainedModel, leads: pd.DataFrame) -> dict[str, float
     return classification_metrics(test[LABEL].to_numpy(), probability)
 
 
+def _input_files(spec: DatasetSpec, data_path: Path | None) -> list[Path]:
+    files = [data_path or spec.resolve(spec.leads.path)]
+    if spec.outcome.table is not None:
+        files.append(spec.resolve(spec.outcome.table.path))
+    if spec.activities is not None:
+        files.append(spec.resolve(spec.activities.path))
+    files += [spec.resolve(d.path) for d in spec.dimensions]
+    return files
+
+
+def _stat(path: Path) -> tuple[str, int, int]:
+    try:
+        info = path.stat()
+    except OSError:
+        return (str(path), -1, -1)
+    return (str(path.resolve()), info.st_size, info.st_mtime_ns)
+
+
+def _build_for_cache(
+    spec_json: str, data_path: str | None, stats: list[tuple[str, int, int]]
+) -> tuple[pd.DataFrame, TableReport]:
+    """What the cache stores; `stats` is only part of the key (size and mtime of every file)."""
+    spec = DatasetSpec.model_validate_json(spec_json)
+    return build_table(spec, data_path=Path(data_path) if data_path else None)
+
+
+def cached_build(
+    spec: DatasetSpec, settings: Settings, data_path: Path | None = None
+) -> tuple[pd.DataFrame, TableReport]:
+    """`build_table`, cached with joblib between retrains on unchanged files: a 20M-row activity
+    log takes tens of seconds to aggregate, and tuning or a backtest retrains many times.
+
+    The key is the spec and each input file's path, size and modification time; the cache
+    holds data tables only, never a model.
+    """
+    location = settings.resolved_feature_cache()
+    files = _input_files(spec, data_path)
+    if location is None or not all(f.is_file() for f in files):
+        return build_table(spec, data_path=data_path)
+    memory = joblib.Memory(location=str(location), verbose=0)
+    # paths in the spec resolve against its own folder; pin them so the cached call agrees
+    pinned = spec.model_dump(mode="json")
+    pinned["source"] = str(spec.source) if spec.source else None
+    spec_json = json.dumps(pinned, sort_keys=True, default=str)
+    build = memory.cache(_build_for_cache)
+    return build(spec_json, str(data_path) if data_path else None, [_stat(f) for f in files])
+
+
 def run_training(
     spec: DatasetSpec,
     settings: Settings,
@@ -90,7 +141,7 @@ def run_training(
 ) -> TrainingResult:
     """Build the point-in-time table, audit it for leaks, train, evaluate on the held-out most
     recent slice, save the bundle, log and register."""
-    leads, report = build_table(spec, data_path=data_path)
+    leads, report = cached_build(spec, settings, data_path)
     source = str(data_path or spec.resolve(spec.leads.path))
     check_ready(leads, spec, source)
     leak = LeakReport()
@@ -107,6 +158,8 @@ def run_training(
         metrics["test_brier"], trained.split.kind,
     )
     bundle = build_bundle(trained, spec, leads, metrics, settings.model_name)
+    bundle.meta["activity_types"] = report.notes.get("activity_types")
+    bundle.meta["leak_audit"] = {"dropped": leak.dropped, "flagged": leak.flagged}
     bundle_dir = settings.resolved_models_dir() / settings.model_name
     bundle.save(bundle_dir)
     result = TrainingResult(bundle, bundle_dir, trained, metrics, report, leak)

@@ -7,7 +7,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -21,6 +21,7 @@ FloatArray = np.ndarray
 IntArray = np.ndarray
 
 DAY = 86_400  # seconds
+NAT = np.iinfo(np.int64).min  # what NaT is underneath a datetime64 column
 BASE_RATE = 0.25  # the share of leads that convert, whatever the seed or the size
 ACTIVITY_HORIZON_DAYS = 60  # activity is drawn over this many days after a lead is created
 TIME_BITS = 23  # seconds within the horizon fit in 23 bits (97 days), used to sort in one pass
@@ -274,10 +275,10 @@ ACTIVITY_TYPES = (
     ("demo_request", "web", 0.18, 1.0, 12.0, 1.2),
     ("free_trial_start", "web", 0.14, 0.9, 10.0, 0.9),
     ("call_answered", "phone", 0.7, 0.5, 10.0, 0.35),
-    ("call_unanswered", "phone", 1.5, -0.2, 10.0, -0.45),
+    ("call_unanswered", "phone", 1.6, -0.5, 10.0, -0.5),
 )
 ACTIVITY_CHANNELS = ("web", "email", "phone", "event")
-FORM_FILL, DEMO_REQUEST = 2, 5
+FORM_FILL, DEMO_REQUEST, CALL_ANSWERED, CALL_UNANSWERED = 2, 5, 7, 8
 EVENT_SCAN_SHARE = 0.6  # forms and demo requests of event leads are badge scans at the booth
 ACTIVITY_SCALE_SIGMA = 0.7  # lead-to-lead spread of activity beyond what intent explains
 # web, pricing, form, open, click, demo, trial, answered, unanswered
@@ -363,34 +364,44 @@ def _categorical(codes: IntArray, values: tuple[str, ...] | np.ndarray) -> pd.Ca
     return pd.Categorical.from_codes(codes, categories=pd.Index(list(values), dtype="str"))
 
 
-def _strings(values: np.ndarray, missing: np.ndarray | None = None) -> pd.Series:
-    """A numpy StringDType array as a pandas string column, empty where `missing`."""
-    series = pd.Series(pd.array(values, dtype="str"))
+TEXT = pa.large_string()  # what backs pandas' "str" dtype
+
+
+def _vocab(values: list[str] | np.ndarray) -> pa.Array:
+    return pa.array(list(values), type=TEXT)
+
+
+def _take(vocab: pa.Array, codes: IntArray) -> pa.Array:
+    """Strings by code: building 1M strings in Arrow costs milliseconds, in Python seconds."""
+    return vocab.take(pa.array(codes))
+
+
+def _concat(*parts: pa.Array | str) -> pa.Array:
+    pieces = [pa.scalar(part, type=TEXT) if isinstance(part, str) else part for part in parts]
+    return pc.binary_join_element_wise(*pieces, pa.scalar("", type=TEXT))
+
+
+def _digits(values: IntArray, width: int) -> pa.Array:
+    """Integers as zero-padded text, e.g. 123 -> "0123"."""
+    return pc.utf8_lpad(pc.cast(pa.array(values), TEXT), width=width, padding="0")
+
+
+def _strings(values: pa.Array, missing: np.ndarray | None = None) -> pd.Series:
+    """An Arrow string array as a pandas "str" column (no copy), empty where `missing`."""
     if missing is not None:
-        series[missing] = pd.NA
-    return series
-
-
-def _text(values: tuple[str, ...] | list[str]) -> np.ndarray:
-    return np.array(values, dtype=np.dtypes.StringDType())
-
-
-def _join(*parts: np.ndarray | str) -> np.ndarray:
-    out = parts[0]
-    for part in parts[1:]:
-        out = np.strings.add(out, part)
-    return np.asarray(out)
+        values = pc.if_else(pa.array(missing), pa.scalar(None, type=TEXT), values)
+    return pd.Series(pd.array(values, dtype="str"))
 
 
 # --------------------------------------------------------------------------- the generator
 
 
 class _Contacts(NamedTuple):
-    name: np.ndarray
-    email: np.ndarray
+    name: pa.Array
+    email: pa.Array
     email_missing: np.ndarray
     free_mail: np.ndarray
-    phone: np.ndarray
+    phone: pa.Array
     phone_missing: np.ndarray
 
 
@@ -463,12 +474,12 @@ def generate(
     leads = pd.DataFrame(
         {
             "lead_id": _strings(lead_ids),
-            "created_at": _timestamps(created),
+            "created_at": _timestamps(created.copy()),
             "name": _strings(contacts.name),
             "email": _strings(contacts.email, contacts.email_missing),
             "phone": _strings(contacts.phone, contacts.phone_missing),
             "source_channel": _categorical(channel, _column(CHANNELS, 0)),
-            "job_title": _strings(_text([row[0] for row in JOB_TITLES])[title]),
+            "job_title": _strings(_take(_vocab([row[0] for row in JOB_TITLES]), title)),
             "seniority": _categorical(seniority, SENIORITIES),
             "industry": _categorical(industry, _column(INDUSTRIES, 0)),
             "company_size": _categorical(size, _column(SIZES, 0)),
@@ -492,18 +503,17 @@ def generate(
     return SynthData(leads=leads, activities=activities, conversions=conversions, truth=truth)
 
 
-NAT = np.iinfo(np.int64).min  # what NaT is underneath a datetime64 column
-
-
 def _timestamps(seconds: IntArray) -> pd.Series:
-    """Epoch seconds (NAT where absent) as a datetime64[ns] column, as `data.parse_times` makes."""
-    nanos = np.where(seconds == NAT, NAT, seconds * 1_000_000_000)
-    return pd.Series(nanos.astype(np.int64).view("datetime64[ns]"))
+    """Epoch seconds (NAT where absent) as a datetime64[ns] column, as `data.parse_times` makes.
+
+    Works in place on `seconds`: the activity log's 20M timestamps are not copied twice.
+    """
+    np.multiply(seconds, 1_000_000_000, out=seconds, where=seconds != NAT)
+    return pd.Series(seconds.view("datetime64[ns]"), copy=False)
 
 
-def _lead_ids(n: int) -> np.ndarray:
-    width = max(7, len(str(n)))
-    return _join("L", np.strings.zfill(np.arange(1, n + 1).astype(np.dtypes.StringDType()), width))
+def _lead_ids(n: int) -> pa.Array:
+    return _concat("L", _digits(np.arange(1, n + 1), max(7, len(str(n)))))
 
 
 def _creation_seconds(rng: np.random.Generator, n: int, days: int, weekday: int) -> IntArray:
@@ -521,23 +531,22 @@ def _creation_seconds(rng: np.random.Generator, n: int, days: int, weekday: int)
     return np.sort(day.astype(np.int64) * DAY + second)
 
 
-def _companies(rng: np.random.Generator, wanted: int) -> dict[str, np.ndarray]:
+def _companies(rng: np.random.Generator, wanted: int) -> dict[str, Any]:
     """A pool of invented companies with their own industry, size band, country and domain."""
-    first, middle, last = COMPANY_PARTS
-    combos = len(first) * len(middle) * len(last)
+    first, middle, last = (len(parts) for parts in COMPANY_PARTS)
+    combos = first * middle * last
     count = min(wanted, combos)
     pick = rng.choice(combos, size=count, replace=False)
-    i, rest = np.divmod(pick, len(middle) * len(last))
-    j, k = np.divmod(rest, len(last))
+    i, rest = np.divmod(pick, middle * last)
+    j, k = np.divmod(rest, last)
     country = _draw(rng, _column(COUNTRIES, 1).astype(float), count)
-    local_tld = _text([row[4] for row in COUNTRIES])[country]
+    # a US company, or half of the others, uses .com; the rest their country's domain
     dot_com = (country == 0) | (rng.random(count) < 0.5)
-    tld = np.where(dot_com, _text(["com"])[0], local_tld)
-    stem = _join(
-        np.strings.lower(_text(first)[i]), _text(middle)[j], np.strings.lower(_text(last)[k])
-    )
+    tld = _take(_vocab(["com", *(row[4] for row in COUNTRIES)]), np.where(dot_com, 0, country + 1))
+    words = [_vocab([part.lower() for part in parts]) for parts in COMPANY_PARTS]
+    stem = _concat(*(_take(vocab, code) for vocab, code in zip(words, (i, j, k), strict=True)))
     return {
-        "domain": _join(stem, ".", tld),
+        "domain": _concat(stem, ".", tld),
         "industry": _draw(rng, _column(INDUSTRIES, 1).astype(float), count),
         "size": _draw(rng, _column(SIZES, 1).astype(float), count),
         "country": country,
@@ -566,36 +575,37 @@ def _bant(
 
 def _contact_details(
     rng: np.random.Generator,
-    companies: dict[str, np.ndarray],
+    companies: dict[str, Any],
     company: IntArray,
     size: IntArray,
     country: IntArray,
 ) -> _Contacts:
     """Names, e-mail addresses and phone numbers; people at small firms use free mail more."""
     n = len(company)
-    first = rng.integers(0, len(FIRST_NAMES), size=n)
-    last = rng.integers(0, len(LAST_NAMES), size=n)
-    first_text = _text(list(FIRST_NAMES))[first]
-    name = _join(first_text, " ", _text([row[0] for row in LAST_NAMES])[last])
+    # every (first, last) pair is spelt once, then looked up by code
+    firsts = np.repeat(np.array(FIRST_NAMES, dtype=object), len(LAST_NAMES))
+    lasts = np.tile(np.array([row[0] for row in LAST_NAMES], dtype=object), len(FIRST_NAMES))
+    first_mail = np.char.lower(firsts.astype(str)).astype(object)
+    last_mail = np.tile(np.array([row[1] for row in LAST_NAMES], dtype=object), len(FIRST_NAMES))
+    dotted = first_mail + "." + last_mail
+    initial = np.array([name[0] for name in first_mail], dtype=object) + last_mail
+    person = rng.integers(0, len(firsts), size=n)
+    name = _take(_vocab(firsts + " " + lasts), person)
 
-    first_mail = np.strings.lower(first_text)
-    last_mail = _text([row[1] for row in LAST_NAMES])[last]
     free_mail = rng.random(n) < _column(SIZES, 3).astype(float)[size]
-    free_domain = _text([row[0] for row in FREE_MAIL])[
-        _draw(rng, _column(FREE_MAIL, 1).astype(float), n)
-    ]
-    digits = np.strings.zfill(rng.integers(0, 100, size=n).astype(np.dtypes.StringDType()), 2)
-    full = rng.random(n) < 0.6
-    initial = np.strings.slice(first_mail, 1)
-    business = np.where(full, _join(first_mail, ".", last_mail), _join(initial, last_mail))
-    local = np.where(free_mail, _join(first_mail, ".", last_mail, digits), business)
-    domain = np.where(free_mail, free_domain, companies["domain"][company])
-    email = _join(local, "@", domain)
+    full = rng.random(n) < 0.6  # first.last@ rather than flast@
+    business = _take(_vocab(np.concatenate([dotted, initial])), person + len(firsts) * ~full)
+    personal = _concat(_take(_vocab(dotted), person), _digits(rng.integers(0, 100, size=n), 2))
+    local = pc.if_else(pa.array(free_mail), personal, business)
+    free_domain = _draw(rng, _column(FREE_MAIL, 1).astype(float), n)
+    domains = pa.concat_arrays([companies["domain"], _vocab([row[0] for row in FREE_MAIL])])
+    domain = np.where(free_mail, len(companies["domain"]) + free_domain, company)
+    email = _concat(local, "@", _take(domains, domain))
 
-    calling = _text([row[3] for row in COUNTRIES])[country]
-    block = np.strings.zfill(rng.integers(0, 10_000, size=n).astype(np.dtypes.StringDType()), 4)
-    tail = np.strings.zfill(rng.integers(0, 1_000, size=n).astype(np.dtypes.StringDType()), 3)
-    phone = _join("+", calling, " 555 ", block, " ", tail)
+    prefixes = _vocab([f"+{row[3]} 555 " for row in COUNTRIES])
+    block = _digits(rng.integers(0, 10_000, size=n), 4)
+    tail = _digits(rng.integers(0, 1_000, size=n), 3)
+    phone = _concat(_take(prefixes, country), block, " ", tail)
     return _Contacts(
         name=name,
         email=email,
@@ -615,8 +625,10 @@ def _activity_multipliers() -> tuple[np.ndarray, np.ndarray]:
     by_stage = np.ones((len(STAGES), len(ACTIVITY_TYPES)))
     by_stage[0, _CALLS] = 0.3
     by_stage[0, _MAIL] = 1.5
-    by_stage[2, _CALLS] = 1.3
-    by_stage[3, _CALLS] = 2.0
+    # qualified leads get called more, and pick up more often
+    by_stage[2, CALL_ANSWERED] = 1.3
+    by_stage[3, CALL_ANSWERED] = 2.0
+    by_stage[3, CALL_UNANSWERED] = 1.2
     return by_channel, by_stage
 
 
@@ -626,37 +638,40 @@ def _activities(
 ) -> tuple[_Log, IntArray]:  # fmt: skip
     """Every lead's activity over the horizon and its per-type counts in the first as_of_days.
 
-    Counts per (lead, type) are Poisson, then expanded with `np.repeat`: no loop over leads.
-    Times decay exponentially from creation (interest is highest right after sign-up).
+    Counts per (lead, type) are Poisson, then expanded with `np.repeat`: the only loop is over
+    the nine types. Times decay exponentially from creation (interest peaks right after sign-up).
     """
     n = len(intent)
-    n_types = len(ACTIVITY_TYPES)
-    base = _column(ACTIVITY_TYPES, 2).astype(float)
-    slope = _column(ACTIVITY_TYPES, 3).astype(float)
     sigma = ACTIVITY_SCALE_SIGMA
     scale = rng.lognormal(-(sigma**2) / 2.0, sigma, size=n)
     by_channel, by_stage = _activity_multipliers()
-    rate = np.exp(intent[:, None] * slope) * base * by_channel[channel] * by_stage[stage]
-    rate *= scale[:, None]
-    counts = rng.poisson(rate).astype(np.int32)
-    del rate
-
-    cell_dtype = np.int32 if n * n_types < np.iinfo(np.int32).max else np.int64
-    cell = np.repeat(np.arange(n * n_types, dtype=cell_dtype), counts.ravel())
-    del counts
-    lead = (cell // n_types).astype(np.int32)
-    kind = (cell % n_types).astype(np.int8)
-
     horizon = ACTIVITY_HORIZON_DAYS * DAY
-    tau = (_column(ACTIVITY_TYPES, 4).astype(float) * DAY)[kind]
-    u = rng.random(len(cell))
-    offset = -tau * np.log1p(-u * -np.expm1(-horizon / tau))
-    del tau, u
-    offset = np.minimum(offset, horizon - 1).astype(np.int64)
-
-    early = offset < as_of_days * DAY
-    early_counts = np.bincount(cell[early], minlength=n * n_types).reshape(n, n_types)
-    return _Log(lead=lead, offset=offset, kind=kind), early_counts
+    leads = np.arange(n, dtype=np.int32)
+    parts: list[tuple[IntArray, IntArray]] = []
+    early = np.zeros((n, len(ACTIVITY_TYPES)), dtype=np.int64)
+    for kind, (_, _, base, slope, decay_days, _) in enumerate(ACTIVITY_TYPES):
+        rate = np.exp(slope * intent)
+        rate *= base * by_channel[channel, kind] * by_stage[stage, kind]
+        rate *= scale
+        lead = np.repeat(leads, rng.poisson(rate))
+        # inverse CDF of an exponential truncated at the horizon
+        tau = decay_days * DAY
+        u = rng.random(len(lead))
+        u *= np.expm1(-horizon / tau)  # minus the share of the exponential inside the horizon
+        np.log1p(u, out=u)
+        u *= -tau
+        offset = np.minimum(u, horizon - 1).astype(np.int64)
+        early[:, kind] = np.bincount(lead[offset < as_of_days * DAY], minlength=n)
+        parts.append((lead, offset))
+    kinds = np.repeat(
+        np.arange(len(ACTIVITY_TYPES), dtype=np.int8), [len(lead) for lead, _ in parts]
+    )
+    log_ = _Log(
+        lead=np.concatenate([lead for lead, _ in parts]),
+        offset=np.concatenate([offset for _, offset in parts]),
+        kind=kinds,
+    )
+    return log_, early
 
 
 def _effect(effects: np.ndarray | list[float], codes: IntArray) -> FloatArray:
@@ -763,7 +778,8 @@ def _activity_frame(
             "timestamp": _timestamps(created[lead] + offset),
             "type": _categorical(kind, _column(ACTIVITY_TYPES, 0)),
             "channel": _categorical(channel, ACTIVITY_CHANNELS),
-        }
+        },
+        copy=False,
     )
 
 

@@ -145,8 +145,10 @@ def log_training(
         client.create_registered_model(name)
     except MlflowException:
         pass  # already registered
+    # model_id: a tracking server refuses a `models:/m-...` source without it
     created = client.create_model_version(
-        name=name, source=info.model_uri, run_id=run_id, tags={"spec": experiment}
+        name=name, source=info.model_uri, run_id=run_id, tags={"spec": experiment},
+        model_id=info.model_id,
     )
     version = str(created.version)
     for key, value in metrics.items():
@@ -247,14 +249,19 @@ def list_versions(settings: Settings) -> list[dict[str, Any]]:
     name = settings.model_name
     try:
         versions = client.search_model_versions(f"name='{name}'")
+        # search results carry no aliases in MLflow's SQL store: the registered model does
+        registered = client.get_registered_model(name).aliases or {}
     except MlflowException:
         return []
+    aliases: dict[str, list[str]] = {}
+    for alias, number in sorted(registered.items()):
+        aliases.setdefault(str(number), []).append(alias)
     rows = []
     for mv in sorted(versions, key=lambda v: int(v.version), reverse=True):
         rows.append(
             {
                 "version": str(mv.version),
-                "aliases": list(getattr(mv, "aliases", []) or []),
+                "aliases": aliases.get(str(mv.version), []),
                 "run_id": mv.run_id,
                 "created": pd.Timestamp(mv.creation_timestamp, unit="ms").isoformat(),
                 "metrics": {

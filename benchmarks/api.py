@@ -1,0 +1,326 @@
+"""Bounded load test of the scoring API: a real uvicorn server on 127.0.0.1, a fixed number of
+requests per case, figures written to benchmarks/results/api.json.
+
+    .venv/bin/python benchmarks/api.py                     # trains a model on synthetic leads
+    .venv/bin/python benchmarks/api.py --bundle models/lead-conversion
+
+The server is the app `leadscore serve` runs (same middleware, auth, access log, logging
+config) plus one empty endpoint mounted here only, whose figures in the same run are the
+yardstick: `ratio_to_empty` is a case's requests/s over the empty endpoint's. The client is a
+small asyncio HTTP/1.1 client on keep-alive connections (one per unit of concurrency), light
+enough that the server, not the client, is what is measured. Every run stops by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+HOST = "127.0.0.1"
+API_KEY = "benchmark-key"
+EMPTY_PATH = "/bench/empty"
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = ROOT / "benchmarks" / "results" / "api.json"
+TARGETS: dict[str, tuple[str, Callable[[dict[str, float]], bool]]] = {
+    "single_c16": ("ratio_to_empty >= 0.40", lambda r: r["ratio_to_empty"] >= 0.40),
+    "single_reasons_c16": ("ratio_to_empty >= 0.25 and p99_ms <= 20",
+                           lambda r: r["ratio_to_empty"] >= 0.25 and r["p99_ms"] <= 20),
+    "batch1000_reasons_c1": ("p50_ms <= 250", lambda r: r["p50_ms"] <= 250),
+}
+
+
+# --------------------------------------------------------------------------- server side
+
+
+def bench_app() -> Any:
+    """The production app plus an empty endpoint (never part of the app `leadscore serve` runs)."""
+    from fastapi import Response
+
+    from serve.main import create_app
+
+    app = create_app()
+
+    async def empty() -> Response:
+        return Response(b"{}", media_type="application/json")
+
+    app.add_api_route(EMPTY_PATH, empty, methods=["POST"], include_in_schema=False)
+    return app
+
+
+def serve(port: int) -> None:
+    """Run the benchmark app as `leadscore serve` runs the real one (one worker)."""
+    import uvicorn
+
+    from leadscore.cli import server_log_config
+    from leadscore.config import get_settings
+
+    uvicorn.run(bench_app(), host=HOST, port=port, log_config=server_log_config(
+        get_settings().log_level), access_log=False, timeout_graceful_shutdown=10)
+
+
+# --------------------------------------------------------------------------- model and leads
+
+
+def train_bundle(folder: Path, leads: int) -> Path:
+    """A model trained on synthetic leads (no MLflow), saved as a bundle folder."""
+    import yaml
+
+    from leadscore import synth
+    from leadscore.config import Settings, load_spec
+    from leadscore.pipeline import run_training
+
+    data = folder / "synthetic"
+    synth.write(synth.generate(leads, seed=11), data, fmt="csv")
+    spec = {
+        "name": "benchmark",
+        "leads": {"path": str(data / "leads.csv"), "id": "lead_id", "created_at": "created_at"},
+        "outcome": {"column": "converted", "positive": ["1"], "negative": ["0"]},
+        "features": {"categorical": [
+            "source_channel", "seniority", "industry", "company_size", "country",
+            "budget", "authority", "need", "timeline", "stage_at_creation",
+        ]},
+        "drop": ["converted_at", "job_title"],
+        "pii": ["name", "email", "phone"],
+    }
+    spec_path = folder / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+    settings = Settings(models_dir=folder / "models", model_name="benchmark")
+    result = run_training(load_spec(spec_path), settings, track=False)
+    return result.bundle_dir
+
+
+def sample_leads(bundle_dir: Path, n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """Plausible leads for any bundle: known levels for categories, small numbers otherwise."""
+    from leadscore.scoring import load_bundle
+
+    bundle = load_bundle(bundle_dir)
+    rng = random.Random(seed)
+    levels: dict[str, tuple[str, ...]] = {}
+    for feature in bundle.builder.features_:
+        if feature.kind == "categorical" and not feature.derive and feature.levels:
+            levels.setdefault(feature.source, feature.levels)
+    leads = []
+    for i in range(n):
+        lead: dict[str, Any] = {bundle.id_column: f"L{i:07d}"}
+        for name, kind in bundle.input_types().items():
+            if name == bundle.id_column or rng.random() < 0.1:
+                continue  # some fields missing, as in real CRM exports
+            if kind == "numeric":
+                lead[name] = round(rng.gauss(10, 5), 2)
+            elif name in levels:
+                lead[name] = rng.choice(levels[name])
+        leads.append(lead)
+    return leads
+
+
+# --------------------------------------------------------------------------- client side
+
+
+def http_request(path: str, body: bytes, port: int, key: str | None = API_KEY) -> bytes:
+    auth = f"Authorization: Bearer {key}\r\n" if key else ""
+    head = (f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n{auth}"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+    return head.encode() + body
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split()[1])
+    length = 0
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+        elif name.strip().lower() == b"transfer-encoding":
+            raise RuntimeError("chunked responses are not expected from this API")
+    return status, await reader.readexactly(length)
+
+
+async def _connection(port: int, request: bytes, counts: Sequence[int],
+                      latencies: list[list[float]], failures: list[int],
+                      gate: asyncio.Barrier) -> None:
+    """One keep-alive connection: `counts[0]` warm-up requests, then `counts[1]` timed ones."""
+    reader, writer = await asyncio.open_connection(HOST, port)
+    try:
+        for phase, count in enumerate(counts):
+            if phase == 1:
+                await gate.wait()  # every connection starts the timed phase together
+            for _ in range(count):
+                start = time.perf_counter()
+                writer.write(request)
+                status, _ = await read_response(reader)
+                if phase == 1:
+                    latencies[phase].append(time.perf_counter() - start)
+                if status != 200:
+                    failures.append(status)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def run_case(port: int, request: bytes, concurrency: int, total: int) -> dict[str, float]:
+    warmup = max(concurrency, total // 10)
+    share = [total // concurrency + (1 if i < total % concurrency else 0) for i in range(concurrency)]
+    warm = [warmup // concurrency + (1 if i < warmup % concurrency else 0) for i in range(concurrency)]
+    latencies: list[list[float]] = [[], []]
+    failures: list[int] = []
+    gate = asyncio.Barrier(concurrency + 1)
+    tasks = [asyncio.create_task(_connection(port, request, (warm[i], share[i]), latencies,
+                                             failures, gate)) for i in range(concurrency)]
+    await gate.wait()
+    start = time.perf_counter()
+    await asyncio.gather(*tasks)
+    wall = time.perf_counter() - start
+    if failures:
+        raise RuntimeError(f"{len(failures)} failed requests (statuses {sorted(set(failures))})")
+    timed = sorted(latencies[1])
+    return {
+        "rps": round(len(timed) / wall, 1),
+        "p50_ms": round(_quantile(timed, 0.50) * 1000, 3),
+        "p99_ms": round(_quantile(timed, 0.99) * 1000, 3),
+        "requests": len(timed),
+        "concurrency": concurrency,
+    }
+
+
+def _quantile(sorted_values: list[float], q: float) -> float:
+    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+async def check(port: int, request: bytes) -> dict[str, Any]:
+    """One request, its answer parsed: the case must really score before it is timed."""
+    reader, writer = await asyncio.open_connection(HOST, port)
+    try:
+        writer.write(request)
+        status, body = await read_response(reader)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    if status != 200:
+        raise RuntimeError(f"check request failed with {status}: {body[:300]!r}")
+    parsed: dict[str, Any] = json.loads(body)
+    return parsed
+
+
+# --------------------------------------------------------------------------- orchestration
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_ready(port: int, process: subprocess.Popen[bytes], timeout: float = 120.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode} before it was ready")
+        try:
+            if httpx.get(f"http://{HOST}:{port}/readyz", timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"server not ready after {timeout:.0f} s")
+
+
+async def run_all(port: int, leads: list[dict[str, Any]], scale: float) -> dict[str, dict[str, Any]]:
+    single = json.dumps({"leads": leads[:1]}).encode()
+    batch = json.dumps({"leads": leads[:1000]}).encode()
+    cases = {
+        "empty_c16": (http_request(EMPTY_PATH, single, port, key=None), 16, 4000),
+        "single_c1": (http_request("/v1/score?reasons=0", single, port), 1, 2000),
+        "single_c16": (http_request("/v1/score?reasons=0", single, port), 16, 4000),
+        "single_reasons_c16": (http_request("/v1/score?reasons=3", single, port), 16, 3000),
+        "batch1000_reasons_c1": (http_request("/v1/score?reasons=3", batch, port), 1, 20),
+    }
+    for name, (request, _, _) in cases.items():
+        if name != "empty_c16":
+            answer = await check(port, request)
+            expected = 1000 if name.startswith("batch") else 1
+            if len(answer["results"]) != expected:
+                raise RuntimeError(f"{name}: expected {expected} results")
+    results: dict[str, dict[str, Any]] = {}
+    for name, (request, concurrency, total) in cases.items():
+        results[name] = await run_case(port, request, concurrency, max(concurrency,
+                                                                        int(total * scale)))
+        print(f"{name:22s} {results[name]['rps']:9.1f} req/s  p50 {results[name]['p50_ms']:8.2f} ms"
+              f"  p99 {results[name]['p99_ms']:8.2f} ms", flush=True)
+    empty = results["empty_c16"]["rps"]
+    return {
+        name: {"rps": r["rps"], "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"],
+               "ratio_to_empty": round(r["rps"] / empty, 4)}
+        for name, r in results.items()
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bundle", type=Path, help="Model bundle folder (default: train one).")
+    parser.add_argument("--leads", type=int, default=10_000, help="Synthetic leads to train on.")
+    parser.add_argument("--scale", type=float, default=1.0, help="Multiply request counts.")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="Results JSON.")
+    parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve:
+        serve(args.serve)
+        return 0
+
+    with tempfile.TemporaryDirectory(prefix="leadscore-bench-") as tmp:
+        folder = Path(tmp)
+        if args.bundle is None:
+            print(f"training a model on {args.leads} synthetic leads …", flush=True)
+            bundle_dir = train_bundle(folder, args.leads)
+        else:
+            bundle_dir = args.bundle.resolve()
+        leads = sample_leads(bundle_dir, 1000)
+        port = free_port()
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("LEADSCORE_", "PROMETHEUS_"))}
+        env.update(LEADSCORE_MODEL_URI=str(bundle_dir), LEADSCORE_API_KEYS=API_KEY,
+                   LEADSCORE_LOG_LEVEL="INFO")
+        log_path = folder / "server.log"
+        with log_path.open("wb") as server_log:
+            process = subprocess.Popen([sys.executable, __file__, "--serve", str(port)],
+                                       env=env, stdout=server_log, stderr=server_log, cwd=ROOT)
+            try:
+                wait_ready(port, process)
+                results = asyncio.run(run_all(port, leads, args.scale))
+            finally:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+        if process.returncode not in (0, -signal.SIGTERM):
+            print(log_path.read_text(errors="replace")[-3000:], file=sys.stderr)
+
+    for case, (text, met) in TARGETS.items():
+        print(f"target {case}: {text} -> {'met' if met(results[case]) else 'MISSED'}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

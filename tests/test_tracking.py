@@ -1,0 +1,282 @@
+"""MLflow: runs, the registry alias, a pickle-free pyfunc, no PII in what is logged, and a real
+tracking server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import SYNTH_CATEGORICAL, write_spec
+from leadscore import tracking
+from leadscore.config import DatasetSpec, Settings, load_spec
+from leadscore.errors import ModelError
+from leadscore.pipeline import run_training
+from leadscore.scoring import ModelBundle, score
+
+NUMERIC = ["web_visits", "pricing_views", "demo_requests", "calls_unanswered"]
+COUNTED = {
+    "web_visits": "web_visit",
+    "pricing_views": "pricing_page_view",
+    "demo_requests": "demo_request",
+    "calls_unanswered": "call_unanswered",
+}
+
+
+def numeric_leads(synth_dir: Path) -> Path:
+    """The synthetic leads plus integer activity counts, so a model has numeric inputs."""
+    leads = pd.read_csv(synth_dir / "leads.csv", dtype=str, keep_default_na=False)
+    acts = pd.read_csv(synth_dir / "activities.csv", usecols=["lead_id", "type"])
+    counts = pd.crosstab(acts["lead_id"], acts["type"])
+    for column, kind in COUNTED.items():
+        leads[column] = leads["lead_id"].map(counts[kind]).fillna(0).astype("int64")
+    path = synth_dir / "leads_numeric.csv"
+    if not path.exists():
+        leads.to_csv(path, index=False)
+    return path
+
+
+def numeric_spec(synth_dir: Path) -> DatasetSpec:
+    path = numeric_leads(synth_dir)
+    spec = {
+        "name": "synthetic_numeric",
+        "leads": {"path": str(path), "id": "lead_id", "created_at": "created_at"},
+        "outcome": {"column": "converted", "positive": ["1"], "negative": ["0"]},
+        "features": {"categorical": ["source_channel", "seniority", "stage_at_creation",
+                                     "budget", "timeline"], "numeric": NUMERIC},
+        "drop": ["converted_at", "job_title"],
+        "pii": ["name", "email", "phone"],
+        "train": {"min_per_class": 20},
+    }
+    return load_spec(write_spec(synth_dir / "numeric_spec.yaml", spec))
+
+
+@pytest.fixture(scope="module")
+def numeric(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A model with integer inputs, registered in its own store."""
+    root = tmp_path_factory.mktemp("numeric_store")
+    settings = Settings(
+        tracking_uri=f"sqlite:///{root / 'mlflow.db'}", models_dir=root / "models",
+        model_name="numeric-leads",
+    )
+    spec = numeric_spec(synth_dir)
+    result = run_training(spec, settings)
+    return settings, spec, result
+
+
+@pytest.fixture
+def no_pickle(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+
+
+def test_registered_version_is_champion(trained) -> None:
+    tracking.configure(trained.settings)
+    client = MlflowClient()
+    name = trained.settings.model_name
+    mv = client.get_model_version_by_alias(name, "champion")
+    assert str(mv.version) == trained.version
+    assert "champion" in client.get_model_version(name, trained.version).aliases
+    assert trained.uri == f"models:/{name}@champion"
+    tags = client.get_model_version(name, trained.version).tags
+    assert float(tags["metric.test_roc_auc"]) == pytest.approx(
+        trained.metrics["test_roc_auc"], abs=1e-6
+    )
+
+
+def test_list_versions_and_promote(trained) -> None:
+    rows = tracking.list_versions(trained.settings)
+    assert rows[0]["version"] == trained.version
+    assert "champion" in rows[0]["aliases"]
+    assert rows[0]["metrics"]["test_roc_auc"] == pytest.approx(trained.metrics["test_roc_auc"])
+    tracking.promote(trained.version, trained.settings)  # idempotent on the same version
+    with pytest.raises(ModelError, match="test-leads has no version 999"):
+        tracking.promote("999", trained.settings)
+
+
+def test_unknown_alias_is_a_model_error(trained) -> None:
+    with pytest.raises(ModelError, match="not found in the registry"):
+        tracking.load_model(f"models:/{trained.settings.model_name}@nobody", trained.settings)
+    with pytest.raises(ModelError, match="no such model bundle folder"):
+        tracking.load_model("no/such/folder", trained.settings)
+
+
+def test_pyfunc_loads_without_pickle_and_matches_score(
+    trained, bundle: ModelBundle, synth_leads: pd.DataFrame, no_pickle: None
+) -> None:
+    assert os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] == "false"
+    tracking.configure(trained.settings)
+    model = mlflow.pyfunc.load_model(f"models:/{trained.settings.model_name}@champion")
+    leads = synth_leads.iloc[:300]
+    out = model.predict(leads)
+    assert list(out.columns) == ["probability"]
+    assert len(out) == 300
+    expected = score(bundle, leads)["probability"].to_numpy()
+    np.testing.assert_allclose(out["probability"].to_numpy(), expected, rtol=0, atol=1e-9)
+
+
+def test_pyfunc_accepts_int64_columns_from_pandas(numeric, no_pickle: None) -> None:
+    settings, spec, result = numeric
+    frame = pd.read_csv(spec.resolve(spec.leads.path)).iloc[:400]
+    assert all(frame[c].dtype == np.int64 for c in NUMERIC), "the test needs int64 columns"
+    tracking.configure(settings)
+    model = mlflow.pyfunc.load_model(result.model_uri)
+    out = model.predict(frame)
+    bundle = tracking.load_model(result.model_uri, settings)
+    expected = score(bundle, frame)["probability"].to_numpy()
+    np.testing.assert_allclose(out["probability"].to_numpy(), expected, rtol=0, atol=1e-9)
+    # and the numbers matter: more demo requests never lower the average probability
+    assert len(set(np.round(expected, 6))) > 50
+
+
+def _run_text(client: MlflowClient, run_id: str, dst: Path, model_uri: str) -> str:
+    """Everything logged for a run, as one text: params, tags, metric names, artifacts and
+    the registered model's files."""
+    run = client.get_run(run_id)
+    parts = [
+        json.dumps(run.data.params), json.dumps(run.data.tags), json.dumps(list(run.data.metrics)),
+    ]
+    roots = [
+        Path(mlflow.artifacts.download_artifacts(run_id=run_id, dst_path=str(dst / "run"))),
+        Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst / "m"))),
+    ]
+    files = [p for root in roots for p in root.rglob("*") if p.is_file()]
+    assert any(p.parent.name == "reports" for p in files), "the run's reports were read"
+    assert any(p.name == "model.txt" for p in files)
+    for path in files:
+        parts.append(path.read_bytes().decode("utf-8", errors="replace"))
+    return "\n".join(parts)
+
+
+def test_logged_run_holds_no_pii(trained, synth_leads: pd.DataFrame, tmp_path: Path) -> None:
+    tracking.configure(trained.settings)
+    client = MlflowClient()
+    mv = client.get_model_version(trained.settings.model_name, trained.version)
+    text = _run_text(client, mv.run_id, tmp_path, f"models:/{mv.name}/{mv.version}")
+    assert "source_channel" in text, "sanity: the text holds what was logged"
+    for column in ("email", "name", "phone"):
+        values = [v for v in synth_leads[column].unique() if len(v) >= 6]
+        assert len(values) > 100
+        leaked = [v for v in values if v in text]
+        assert leaked == [], f"{column} values logged: {leaked[:3]}"
+    mv_text = json.dumps(mv.tags) + json.dumps(client.get_registered_model(mv.name).tags)
+    assert not any(v in mv_text for v in synth_leads["email"])
+
+
+def test_pickle_free_artifact(trained, tmp_path: Path) -> None:
+    tracking.configure(trained.settings)
+    root = Path(
+        mlflow.artifacts.download_artifacts(artifact_uri=trained.uri, dst_path=str(tmp_path))
+    )
+    files = [p for p in root.rglob("*") if p.is_file()]
+    assert not [p for p in files if p.suffix in {".pkl", ".pickle", ".joblib", ".cloudpickle"}]
+    for path in files:
+        assert not path.read_bytes()[:2] in {b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05"}
+    mlmodel = (root / "MLmodel").read_text(encoding="utf-8")
+    assert "python_model.pkl" not in mlmodel
+
+
+# --------------------------------------------------------------------------- a real server
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, seconds: float = 90.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"mlflow server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"mlflow server at {url} not healthy after {seconds} s")
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path):  # type: ignore[no-untyped-def]
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    artifacts = tmp_path / "server-artifacts"
+    log_file = (tmp_path / "server.log").open("wb")
+    mlflow_bin = Path(sys.executable).parent / "mlflow"
+    proc = subprocess.Popen(
+        [
+            str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(port),
+            "--workers", "1",
+            "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+            "--artifacts-destination", str(artifacts),
+        ],
+        stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},
+    )
+    try:
+        try:
+            _wait_healthy(url, proc)
+        except (RuntimeError, TimeoutError):
+            log_file.flush()
+            tail = (tmp_path / "server.log").read_text(errors="replace")[-3000:]
+            raise AssertionError(f"mlflow server did not start:\n{tail}") from None
+        yield url, artifacts
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+        log_file.close()
+
+
+@pytest.mark.slow
+def test_train_against_a_real_tracking_server(
+    mlflow_server, synth_spec: DatasetSpec, synth_leads: pd.DataFrame, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url, artifacts = mlflow_server
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    # the spec's own store is ignored: MLFLOW_TRACKING_URI wins
+    settings = Settings(
+        tracking_uri=f"sqlite:///{tmp_path / 'ignored.db'}", models_dir=tmp_path / "models",
+        model_name="server-leads",
+    )
+    assert settings.resolved_tracking_uri() == url
+    spec = synth_spec.model_copy(
+        update={"features": synth_spec.features.model_copy(
+            update={"categorical": SYNTH_CATEGORICAL[:6]})}
+    )
+    result = run_training(spec, settings)
+    assert result.model_uri == "models:/server-leads@champion"
+    assert not (tmp_path / "ignored.db").exists()
+    assert any(p.name == "model.txt" for p in artifacts.rglob("*")), "artifacts went via server"
+
+    bundle = tracking.load_model(result.model_uri, settings)
+    assert bundle.version == result.version
+    leads = synth_leads.iloc[:200]
+    np.testing.assert_allclose(
+        score(bundle, leads)["probability"], score(result.bundle, leads)["probability"],
+        rtol=0, atol=1e-12,
+    )
+    mlflow.set_tracking_uri(url)
+    client = MlflowClient(tracking_uri=url)
+    assert client.get_model_version_by_alias("server-leads", "champion").version == result.version
