@@ -56,6 +56,7 @@ def bench_app() -> Any:
         return Response(b"{}", media_type="application/json")
 
     app.add_api_route(EMPTY_PATH, empty, methods=["POST"], include_in_schema=False)
+    app.router.routes.insert(0, app.router.routes.pop())  # matched first, like /v1/score
     return app
 
 

@@ -69,7 +69,7 @@ def create_app(settings: Settings | None = None, *, load_model: bool = True) -> 
     app.state.openapi_model = None
     errors.install(app)
     app.add_middleware(ObserveMiddleware, metrics=app.state.metrics)
-    for router in (health.router, metrics.router, model.router, score.router, admin.router):
+    for router in (score.router, health.router, metrics.router, model.router, admin.router):
         app.include_router(router)
 
     def openapi() -> dict[str, Any]:

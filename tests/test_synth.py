@@ -3,6 +3,7 @@ model tests rely on (a demo request helps, an unanswered call hurts)."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 
 from leadscore import synth
 from leadscore.config import load_spec, project_root
-from leadscore.data import load_leads
+from leadscore.data import ID, TIME, load_activities, load_conversions, load_leads
 
 AS_OF_DAYS = 14
 LEAD_COLUMNS = [
@@ -257,19 +258,32 @@ def test_write_parquet_round_trips(small: synth.SynthData, tmp_path: Path) -> No
 # --------------------------------------------------------------------------- the dataset spec
 
 
-def test_synthetic_spec_loads_and_reads_written_leads(
+def test_synthetic_spec_loads_and_reads_written_tables(
     small: synth.SynthData, tmp_path: Path
 ) -> None:
-    spec = load_spec(project_root() / "configs" / "synthetic.yaml")
-    assert spec.leads.id == "lead_id" and spec.leads.created_at == "created_at"
+    """The real spec, copied next to freshly written data, reads every table it names."""
+    source = project_root() / "configs" / "synthetic.yaml"
+    spec = load_spec(source)
     assert spec.resolve(spec.leads.path) == project_root() / "data" / "synthetic" / "leads.csv"
     columns = set(small.leads.columns)
     assert set(spec.feature_columns) <= columns
     assert set(spec.drop) | set(spec.pii) <= columns
-    assert "job_title" in spec.drop and "converted_at" in spec.drop
+    assert "converted_at" in spec.drop and spec.derive.job_title == "job_title"
+    assert spec.activities is not None and spec.outcome.table is not None
 
-    paths = synth.write(small, tmp_path, fmt="csv")
-    leads, report = load_leads(spec.with_lead_path(paths["leads"]))
-    assert report.rows_read == len(small.leads) == report.labelled
-    assert report.positives == int(small.leads["converted"].sum())
-    assert len(leads) == len(small.leads)
+    synth.write(small, tmp_path / "data" / "synthetic", fmt="csv")
+    (tmp_path / "configs").mkdir()
+    copy = tmp_path / "configs" / "synthetic.yaml"
+    shutil.copy(source, copy)
+    spec = load_spec(copy)
+    leads, report = load_leads(spec)
+    assert report.rows_read == len(leads) == len(small.leads)
+    assert leads[ID].tolist() == small.leads["lead_id"].tolist()
+    assert (leads[TIME].to_numpy() == small.leads["created_at"].to_numpy()).all()
+    if spec.outcome.column is not None:
+        assert report.positives == int(small.leads["converted"].sum())
+    if spec.outcome.table is not None:
+        conversions = load_conversions(spec)
+        assert set(conversions[ID]) == set(small.conversions["lead_id"])
+    if spec.activities is not None:
+        assert load_activities(spec).num_rows == len(small.activities)

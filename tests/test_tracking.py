@@ -165,13 +165,12 @@ def test_logged_run_holds_no_pii(trained, synth_leads: pd.DataFrame, tmp_path: P
     mv = client.get_model_version(trained.settings.model_name, trained.version)
     text = _run_text(client, mv.run_id, tmp_path, f"models:/{mv.name}/{mv.version}")
     assert "source_channel" in text, "sanity: the text holds what was logged"
+    text += json.dumps(mv.tags) + json.dumps(client.get_registered_model(mv.name).tags)
     for column in ("email", "name", "phone"):
         values = [v for v in synth_leads[column].unique() if len(v) >= 6]
         assert len(values) > 100
         leaked = [v for v in values if v in text]
         assert leaked == [], f"{column} values logged: {leaked[:3]}"
-    mv_text = json.dumps(mv.tags) + json.dumps(client.get_registered_model(mv.name).tags)
-    assert not any(v in mv_text for v in synth_leads["email"])
 
 
 def test_pickle_free_artifact(trained, tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from leadscore.scoring import score_records
-from serve.deps import Authorized, HolderDep, Loaded, SettingsDep
+from serve.deps import Loaded, ScoringDep
 from serve.errors import ApiError, safe_name
 from serve.schemas import ErrorResponse, ScoreResponse
 
@@ -156,21 +156,20 @@ def score_payload(loaded: Loaded, leads: list[dict[str, Any]], reasons: int) -> 
 )
 async def score(
     request: Request,
-    holder: HolderDep,
-    settings: SettingsDep,
-    _: Authorized,
+    context: ScoringDep,
     reasons: Annotated[int | None, Query(ge=0, le=10, description="Top reasons per lead.")] = None,
 ) -> JSONResponse:
     """Score 1 to `max_batch` leads. Missing fields are scored as missing; results keep the
     request's order and echo each lead's id."""
+    settings = context.settings
     body = await read_body(request, settings.max_body_bytes)
     leads = parse_leads(body, settings.max_batch, settings.ignore_unknown_fields)
-    loaded = holder.snapshot()  # this request finishes on this model, whatever reloads meanwhile
+    loaded = context.holder.snapshot()  # this request finishes on this model, whatever reloads meanwhile
     records = validate_leads(loaded, leads)
     k = settings.default_reasons if reasons is None else reasons
     if len(records) <= INLINE_LEADS:
         payload = score_payload(loaded, records, k)
     else:
         payload = await run_in_threadpool(score_payload, loaded, records, k)
-    request.app.state.metrics.scored(r["tier"] for r in payload["results"])
+    context.metrics.scored(r["tier"] for r in payload["results"])
     return JSONResponse(payload)

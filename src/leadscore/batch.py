@@ -1,8 +1,10 @@
-"""Streaming file rescoring: read a chunk, score it with the shared scoring code, write it.
+"""Batch rescoring of files: stream chunks through the shared scoring code into one output file.
 
-Memory stays bounded by the chunk size, whatever the file's size. Output is written to a
-temporary file beside the target and moved into place only when complete, so a reader never
-sees half a file.
+Memory is bounded by the chunk size, whatever the input's size. Each completed chunk is kept as
+a part file beside a small JSON checkpoint, so a job killed at any point continues from its
+last completed chunk (`resume=True`); the output is assembled at `<output>.partial` and moved
+into place only when complete. Rows that fail validation go to `<output>.rejects.csv` (row
+number and reason, never a value), and the summary accounts for every row read.
 """
 
 from __future__ import annotations
@@ -11,25 +13,42 @@ import csv
 import json
 import logging
 import os
+import queue
+import shutil
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from leadscore.data import check_file, detect_delimiter, detect_encoding
 from leadscore.errors import DataError
+from leadscore.evaluate import PSI_WARNING, bin_counts, population_stability
 from leadscore.scoring import ModelBundle, score_arrays
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_ROWS = 100_000
+CHECKPOINT_VERSION = 1
+CSV_BLOCK_BYTES = 4 << 20
+# drift is profiled on every row of a small input and on every 10th row (by row number, so the
+# same rows whatever the chunk size) of a large one: PSI needs thousands of rows, not millions
+DRIFT_STRIDE = 10
+DRIFT_ALL_ROWS_UP_TO = 200_000
+LOG_EVERY_S = 10.0
+REJECT_COLUMNS = ("row", "lead_id", "reason")
 
 
 @dataclass
@@ -65,68 +84,192 @@ class BatchSummary:
         }
 
 
-def _input_columns(bundle: ModelBundle, available: Sequence[str], keep: Sequence[str]) -> list[str]:
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass
+class Source:
+    """An input file (or folder of Parquet files) and what identifies its current content."""
+
+    path: Path
+    kind: str  # "csv" | "parquet"
+    columns: list[str]
+    schema: pa.Schema
+    fingerprint: dict[str, Any]
+    total_rows: int | None
+    total_bytes: int
+    files: list[str] = field(default_factory=list)
+    encoding: str = "utf-8"
+    delimiter: str = ","
+
+
+def _stat(path: Path) -> list[Any]:
+    st = path.stat()
+    return [path.name, st.st_size, st.st_mtime_ns]
+
+
+def open_source(path: Path, bundle: ModelBundle, keep: Sequence[str] = ()) -> Source:
+    """Inspect an input: the columns to read (id, `keep`, model inputs) and its fingerprint."""
+    check_file(path)
+    resolved = path.resolve()
+    if path.is_dir() or path.suffix.lower() in {".parquet", ".pq"}:
+        if path.is_dir():
+            files = sorted(str(p) for p in path.rglob("*") if p.is_file()
+                           and p.suffix.lower() in {".parquet", ".pq"}
+                           and not p.name.startswith((".", "_")))
+        else:
+            files = [str(path)]
+        try:
+            dataset = pads.dataset(files, format="parquet")
+            total = dataset.count_rows()
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DataError(
+                f"{path}: not a readable Parquet file ({type(exc).__name__})"
+            ) from None
+        columns = _input_columns(bundle, dataset.schema.names, keep)
+        schema = pa.schema([dataset.schema.field(c) for c in columns])
+        stats = [_stat(Path(f)) for f in files]
+        fingerprint = {"path": str(resolved), "files": stats}
+        size = sum(s[1] for s in stats)
+        return Source(path, "parquet", columns, schema, fingerprint, total, size, files)
+    encoding = detect_encoding(path)
+    delimiter = detect_delimiter(path, encoding)
+    header = _header(path, encoding, delimiter)
+    dupes = sorted({h for h in header if header.count(h) > 1})
+    if dupes:
+        raise DataError(f"{path}: column name(s) {dupes} appear more than once in the header")
+    columns = _input_columns(bundle, header, keep)
+    schema = pa.schema([(c, pa.string()) for c in columns])
+    size, mtime = _stat(path)[1:]
+    fingerprint = {"path": str(resolved), "size": size, "mtime_ns": mtime}
+    return Source(path, "csv", columns, schema, fingerprint, None, size, [str(path)],
+                  encoding, delimiter)
+
+
+def _input_columns(
+    bundle: ModelBundle, available: Sequence[str], keep: Sequence[str]
+) -> list[str]:
     missing_keep = [c for c in keep if c not in available]
     if missing_keep:
         raise DataError(f"--keep names column(s) not in the input: {missing_keep}")
     wanted = [bundle.id_column, *keep, *bundle.inputs]
-    return [c for c in dict.fromkeys(wanted) if c in available]
+    columns = [c for c in dict.fromkeys(wanted) if c in available]
+    if not any(c in available for c in bundle.inputs):
+        raise DataError(
+            f"the input has none of the model's input columns (expected some of "
+            f"{bundle.inputs[:8]}{' ...' if len(bundle.inputs) > 8 else ''})"
+        )
+    return columns
+
+
+@dataclass
+class Chunk:
+    """Rows [first_row, first_row + n) of the input (1-based data rows), as read."""
+
+    index: int
+    first_row: int
+    table: pa.Table
+    malformed: list[str] = field(default_factory=list)
+    bytes_read: int = 0
+
+
+def _raw_batches(source: Source, tracker: list[str]) -> Iterator[tuple[pa.RecordBatch, int]]:
+    """Record batches in file order, with the bytes read so far; malformed CSV records (wrong
+    number of fields) are skipped and described in `tracker`."""
+    if source.kind == "parquet":
+        dataset = pads.dataset(source.files, format="parquet")
+        done = 0
+        for fragment in dataset.get_fragments():
+            for batch in fragment.to_batches(schema=dataset.schema, columns=source.columns,
+                                             batch_size=64 * 1024):
+                yield batch, done
+            done += os.path.getsize(fragment.path)
+        return
+
+    def on_invalid(row: Any) -> str:
+        # the record's text may hold PII: only its shape is kept
+        tracker.append(f"malformed record: {row.actual_columns} fields where the header has "
+                       f"{row.expected_columns}")
+        return "skip"
+
+    header = _header(source.path, source.encoding, source.delimiter)
+    stream = pa.OSFile(str(source.path), "r")
+    try:
+        reader = pacsv.open_csv(
+            stream,
+            read_options=pacsv.ReadOptions(
+                encoding="utf8" if source.encoding.startswith("utf-8") else source.encoding,
+                block_size=CSV_BLOCK_BYTES,
+                column_names=header,
+                skip_rows=1,
+                use_threads=False,  # deterministic: malformed records belong to the batch read
+            ),
+            parse_options=pacsv.ParseOptions(
+                delimiter=source.delimiter, newlines_in_values=True, invalid_row_handler=on_invalid
+            ),
+            convert_options=pacsv.ConvertOptions(
+                column_types={c: pa.string() for c in source.columns},
+                include_columns=source.columns,
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=True,
+            ),
+        )
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                break
+            yield batch, stream.tell()
+    except pa.ArrowInvalid as exc:
+        raise DataError(f"{source.path}: cannot be read: {_arrow_message(exc)}") from None
+    finally:
+        stream.close()
+
+
+def _header(path: Path, encoding: str, delimiter: str) -> list[str]:
+    with path.open("r", encoding=encoding, newline="") as handle:
+        line = handle.readline()
+    return [h.strip() for h in next(csv.reader([line], delimiter=delimiter), [])]
+
+
+def iter_chunks(source: Source, chunk_rows: int) -> Iterator[Chunk]:
+    """Chunks of exactly `chunk_rows` rows (the last may be shorter), whatever the file's blocks:
+    chunk k always holds the same rows, which is what lets a job resume at chunk k."""
+    tracker: list[str] = []
+    pending: list[pa.RecordBatch] = []
+    pending_rows = 0
+    index = 0
+    first_row = 1
+    bytes_read = 0
+    for batch, bytes_read in _raw_batches(source, tracker):
+        if batch.num_rows == 0:
+            continue
+        pending.append(batch)
+        pending_rows += batch.num_rows
+        while pending_rows >= chunk_rows:
+            table = pa.Table.from_batches(pending, schema=pending[0].schema)
+            yield Chunk(index, first_row, table.slice(0, chunk_rows), tracker[:], bytes_read)
+            tracker.clear()
+            index += 1
+            first_row += chunk_rows
+            rest = table.slice(chunk_rows)
+            pending = [b for b in rest.to_batches() if b.num_rows]
+            pending_rows = rest.num_rows
+    if pending_rows or tracker or index == 0:
+        if pending:
+            table = pa.Table.from_batches(pending, schema=pending[0].schema)
+        else:
+            table = source.schema.empty_table()
+        yield Chunk(index, first_row, table, tracker[:], source.total_bytes)
 
 
 def read_chunks(
     path: Path, bundle: ModelBundle, chunk_rows: int, keep: Sequence[str] = ()
 ) -> Iterator[pa.Table]:
-    """Arrow tables of at most `chunk_rows` rows, typed as the model expects."""
-    check_file(path)
-    types = bundle.input_types()
-    if path.is_dir() or path.suffix.lower() in {".parquet", ".pq"}:
-        dataset = pads.dataset(str(path), format="parquet")
-        columns = _input_columns(bundle, dataset.schema.names, keep)
-        for batch in dataset.to_batches(columns=columns, batch_size=chunk_rows):
-            if batch.num_rows:
-                yield pa.Table.from_batches([batch])
-        return
-    encoding = detect_encoding(path)
-    delimiter = detect_delimiter(path, encoding)
-    with path.open("r", encoding=encoding, newline="") as handle:
-        header = next(csv.reader([handle.readline()], delimiter=delimiter), [])
-    header = [h.strip() for h in header]
-    columns = _input_columns(bundle, header, keep)
-    column_types: dict[str, pa.DataType] = {}
-    for name in columns:
-        column_types[name] = pa.float64() if types.get(name) == "numeric" else pa.string()
-    missing_values = bundle.builder.missing_values
-    reader = pacsv.open_csv(
-        str(path),
-        read_options=pacsv.ReadOptions(
-            encoding="utf8" if encoding.startswith("utf-8") else encoding,
-            block_size=8 << 20,
-        ),
-        parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
-        convert_options=pacsv.ConvertOptions(
-            column_types=column_types,
-            include_columns=columns,
-            null_values=[*missing_values, ""],
-            strings_can_be_null=True,
-            quoted_strings_can_be_null=True,
-        ),
-    )
-    pending: list[pa.RecordBatch] = []
-    pending_rows = 0
-    try:
-        for batch in reader:
-            pending.append(batch)
-            pending_rows += batch.num_rows
-            while pending_rows >= chunk_rows:
-                table = pa.Table.from_batches(pending)
-                yield table.slice(0, chunk_rows)
-                rest = table.slice(chunk_rows)
-                pending = rest.to_batches()
-                pending_rows = rest.num_rows
-    except pa.ArrowInvalid as exc:
-        raise DataError(f"{path}: cannot be read: {_arrow_message(exc)}") from None
-    if pending_rows:
-        yield pa.Table.from_batches(pending)
+    """Arrow tables of at most `chunk_rows` rows, as read (CSV cells as text)."""
+    for chunk in iter_chunks(open_source(path, bundle, keep), chunk_rows):
+        if chunk.table.num_rows:
+            yield chunk.table
 
 
 def _arrow_message(exc: Exception) -> str:
@@ -135,64 +278,563 @@ def _arrow_message(exc: Exception) -> str:
     return text.split(": got '")[0] if ": got '" in text else text
 
 
+# --------------------------------------------------------------------------- validation
+
+
+@dataclass
+class Checked:
+    """A chunk's rows that can be scored, their row numbers, and the rejected rows."""
+
+    table: pa.Table
+    rows: np.ndarray
+    rejects: pa.Table
+
+
+def _rejects_table(rows: Sequence[int | None], ids: Sequence[str | None],
+                   reasons: Sequence[str]) -> pa.Table:
+    return pa.table(
+        {"row": pa.array(rows, pa.int64()), "lead_id": pa.array(ids, pa.string()),
+         "reason": pa.array(reasons, pa.string())}
+    )
+
+
+def _bad_positions(array: pa.Array, target: pa.DataType) -> np.ndarray:
+    """Positions whose value does not cast, found by bisection: a few casts per bad value."""
+    bad: list[int] = []
+    stack = [(0, len(array))]
+    while stack:
+        lo, hi = stack.pop()
+        try:
+            pc.cast(array.slice(lo, hi - lo), target)
+            continue
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
+        if hi - lo == 1:
+            bad.append(lo)
+        else:
+            mid = (lo + hi) // 2
+            stack += [(mid, hi), (lo, mid)]
+    return np.array(sorted(bad), dtype=np.int64)
+
+
+def to_numbers(array: pa.Array | pa.ChunkedArray, name: str,
+               missing: Sequence[str]) -> tuple[pa.Array, np.ndarray]:
+    """A float64 column and the positions that are not numbers (those become null).
+
+    Text is trimmed, the spec's missing markers and empty cells become null, and the rest is
+    parsed by Arrow, so one bad cell costs its own row, never the chunk.
+    """
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    empty = np.zeros(0, dtype=np.int64)
+    kind = array.type
+    if pa.types.is_floating(kind):
+        return pc.cast(array, pa.float64()), empty
+    if pa.types.is_integer(kind) or pa.types.is_boolean(kind) or pa.types.is_decimal(kind):
+        return pc.cast(array, pa.float64()), empty
+    if pa.types.is_dictionary(kind):
+        array = pc.cast(array, kind.value_type)
+        kind = array.type
+    if pa.types.is_null(kind):
+        return pa.nulls(len(array), pa.float64()), empty
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        raise DataError(f"column {name!r} holds {kind}, not numbers")
+    array = pc.utf8_trim_whitespace(array)
+    markers = pa.array(sorted({*missing, ""}), type=array.type)
+    array = pc.if_else(pc.is_in(array, value_set=markers), pa.scalar(None, array.type), array)
+    try:
+        return pc.cast(array, pa.float64()), empty
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    bad = _bad_positions(array, pa.float64())
+    mask = np.zeros(len(array), dtype=bool)
+    mask[bad] = True
+    array = pc.if_else(pa.array(mask), pa.scalar(None, array.type), array)
+    return pc.cast(array, pa.float64()), bad
+
+
+def check_chunk(bundle: ModelBundle, chunk: Chunk) -> Checked:
+    """Convert the model's numeric inputs and set aside the rows that cannot be scored."""
+    table = chunk.table
+    n = table.num_rows
+    rows = np.arange(chunk.first_row, chunk.first_row + n, dtype=np.int64)
+    problems: dict[int, list[str]] = {}
+    id_col = bundle.id_column
+    ids: pa.Array | None = None
+    if id_col in table.column_names:
+        ids = pc.cast(table.column(id_col).combine_chunks(), pa.string())
+        trimmed = pc.utf8_trim_whitespace(ids)
+        blank = pc.fill_null(pc.equal(trimmed, ""), True)
+        for blank_pos in np.flatnonzero(blank.to_numpy(zero_copy_only=False)).tolist():
+            problems.setdefault(blank_pos, []).append("lead id is missing")
+    kinds = bundle.input_types()
+    missing = bundle.builder.missing_values
+    for name in table.column_names:
+        if kinds.get(name) != "numeric":
+            continue
+        numbers, bad = to_numbers(table.column(name), name, missing)
+        table = table.set_column(table.column_names.index(name), name, numbers)
+        for bad_pos in bad.tolist():
+            problems.setdefault(bad_pos, []).append(f"{name!r} is not a number")
+    reasons = list(chunk.malformed)
+    reject_rows: list[int | None] = [None] * len(reasons)
+    reject_ids: list[str | None] = [None] * len(reasons)
+    if problems:
+        positions = sorted(problems)
+        keep = np.ones(n, dtype=bool)
+        keep[positions] = False
+        id_values = ids.take(pa.array(positions)).to_pylist() if ids is not None else None
+        for i, where in enumerate(positions):
+            reject_rows.append(int(rows[where]))
+            reject_ids.append(id_values[i] if id_values is not None else str(rows[where]))
+            reasons.append("; ".join(problems[where]))
+        table = table.filter(pa.array(keep))
+        rows = rows[keep]
+    return Checked(table, rows, _rejects_table(reject_rows, reject_ids, reasons))
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def output_schema(bundle: ModelBundle, source_schema: pa.Schema, keep: Sequence[str],
+                  reasons: int) -> pa.Schema:
+    fields = [pa.field(bundle.id_column, pa.string())]
+    fields += [source_schema.field(name) for name in keep if name != bundle.id_column]
+    fields += [
+        pa.field("probability", pa.float64()),
+        pa.field("score", pa.int64()),
+        pa.field("tier", pa.string()),
+        pa.field("percentile", pa.int64()),
+    ]
+    if reasons > 0:
+        fields.append(pa.field("reasons", pa.string()))
+    fields += [pa.field(c, pa.string()) for c in ("model_name", "model_version", "scored_at")]
+    return pa.schema(fields)
+
+
 def scores_table(bundle: ModelBundle, chunk: pa.Table, reasons: int, keep: Sequence[str],
-                 scored_at: str, first_row: int = 1) -> pa.Table:
-    """The output rows for one chunk: id, kept columns, then the scores."""
-    result = score_arrays(bundle, chunk, reasons)
+                 scored_at: str, first_row: int = 1, *, rows: np.ndarray | None = None,
+                 raw: pa.Table | None = None) -> pa.Table:
+    """The output rows for one chunk: id, kept columns, then the scores.
+
+    `rows` are the chunk's 1-based row numbers in the input (the id when the model's spec has
+    no id column); `raw` the chunk as read, whose `keep` columns are copied as they were.
+    """
     n = chunk.num_rows
+    if rows is None:
+        rows = np.arange(first_row, first_row + n, dtype=np.int64)
+    raw = raw if raw is not None else chunk
+    result = score_arrays(bundle, chunk, reasons)
     columns: dict[str, pa.Array | pa.ChunkedArray] = {}
     id_col = bundle.id_column
     if id_col in chunk.column_names:
-        columns[id_col] = chunk.column(id_col).cast(pa.string())
+        columns[id_col] = pc.cast(chunk.column(id_col), pa.string())
     else:
         # no id column (a spec whose lead id is the row number): number the rows as training did
-        columns[id_col] = pa.array([str(first_row + i) for i in range(n)], type=pa.string())
+        columns[id_col] = pc.cast(pa.array(rows), pa.string())
     for name in keep:
         if name != id_col:
-            columns[name] = chunk.column(name)
+            columns[name] = raw.column(name)
     columns["probability"] = pa.array(result.probability, type=pa.float64())
     columns["score"] = pa.array(result.score, type=pa.int64())
-    columns["tier"] = pa.array(result.tier.tolist(), type=pa.string())
+    columns["tier"] = pa.array(result.tier, type=pa.string())
     columns["percentile"] = pa.array(result.percentile, type=pa.int64())
     if result.reasons is not None:
-        columns["reasons"] = pa.array([json.dumps(r) for r in result.reasons], type=pa.string())
-    columns["model_name"] = pa.array([bundle.name] * n, type=pa.string())
-    columns["model_version"] = pa.array([bundle.version] * n, type=pa.string())
-    columns["scored_at"] = pa.array([scored_at] * n, type=pa.string())
+        dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+        columns["reasons"] = pa.array([dumps(r) for r in result.reasons], type=pa.string())
+    # constants: repeated in Arrow, not built as Python lists
+    columns["model_name"] = pa.repeat(pa.scalar(bundle.name, pa.string()), n)
+    columns["model_version"] = pa.repeat(pa.scalar(bundle.version, pa.string()), n)
+    columns["scored_at"] = pa.repeat(pa.scalar(scored_at, pa.string()), n)
     return pa.table(columns)
 
 
-class _Writer:
-    """Parquet or CSV by the output's suffix, written to `<output>.partial` first."""
+# --------------------------------------------------------------------------- drift
 
-    def __init__(self, output: Path) -> None:
+
+class Drift:
+    """The scored input's counts in the training profile's bins (`evaluate.feature_profile`)."""
+
+    def __init__(self, bundle: ModelBundle, stride: int) -> None:
+        self.profile = bundle.meta.get("profile") or {}
+        self.stride = stride
+        features = self.profile.get("features", {})
+        self.features = [f.name for f in bundle.builder.features_ if f.name in features]
+        self.index = [j for j, f in enumerate(bundle.builder.features_) if f.name in features]
+        self.counts: dict[str, np.ndarray] = {
+            name: np.zeros(len(features[name]["proportions"]), np.int64) for name in self.features
+        }
+        score = self.profile.get("score")
+        self.score = np.zeros(len(score["proportions"]), np.int64) if score else None
+        self.sampled = 0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.profile)
+
+    def counts_for(self, bundle: ModelBundle, table: pa.Table, rows: np.ndarray,
+                   probability: np.ndarray) -> dict[str, list[int]]:
+        """One chunk's bin counts (added to the totals by `add`, once the chunk is written)."""
+        if not self.enabled or len(rows) == 0:
+            return {}
+        out: dict[str, list[int]] = {}
+        if self.score is not None:
+            out["score"] = bin_counts(self.profile["score"], probability).tolist()
+        positions = np.flatnonzero((rows - 1) % self.stride == 0)
+        if len(positions) and self.features:
+            sample = table if len(positions) == len(rows) else table.take(pa.array(positions))
+            matrix = bundle.builder.transform(sample)
+            for name, j in zip(self.features, self.index, strict=True):
+                out[name] = bin_counts(self.profile["features"][name], matrix[:, j]).tolist()
+        out["_sampled"] = [len(positions)]
+        return out
+
+    def add(self, counts: dict[str, list[int]]) -> None:
+        for name, values in counts.items():
+            if name == "_sampled":
+                self.sampled += values[0]
+            elif name == "score" and self.score is not None:
+                self.score += np.asarray(values, dtype=np.int64)
+            elif name in self.counts:
+                self.counts[name] += np.asarray(values, dtype=np.int64)
+
+    def state(self) -> dict[str, Any]:
+        return {"sampled": self.sampled,
+                "score": self.score.tolist() if self.score is not None else None,
+                "features": {k: v.tolist() for k, v in self.counts.items()}}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.sampled = int(state.get("sampled", 0))
+        if state.get("score") is not None and self.score is not None:
+            self.score = np.asarray(state["score"], dtype=np.int64)
+        for name, values in state.get("features", {}).items():
+            if name in self.counts:
+                self.counts[name] = np.asarray(values, dtype=np.int64)
+
+    def report(self) -> dict[str, Any]:
+        if not self.enabled:
+            return {"available": False,
+                    "reason": "the model bundle has no training profile (trained before drift "
+                              "checks existed); retrain to get one"}
+        psi = {
+            name: round(population_stability(self.profile["features"][name]["proportions"],
+                                              self.counts[name]), 4)
+            for name in self.features
+        }
+        score_psi = None
+        if self.score is not None:
+            score_psi = round(population_stability(self.profile["score"]["proportions"],
+                                                   self.score), 4)
+        flagged = sorted((k for k, v in psi.items() if v > PSI_WARNING), key=lambda k: -psi[k])
+        if score_psi is not None and score_psi > PSI_WARNING:
+            flagged.insert(0, "score")
+        return {
+            "available": True,
+            "threshold": PSI_WARNING,
+            "sampled_rows": self.sampled,
+            "training_rows": self.profile.get("rows"),
+            "score_psi": score_psi,
+            "feature_psi": psi,
+            "drifted": flagged,
+        }
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class _Final:
+    """The output file, assembled at `<output>.partial` from the parts, in order."""
+
+    def __init__(self, output: Path, schema: pa.Schema, kind: str) -> None:
+        self.output = output
+        self.partial = output.with_name(output.name + ".partial")
+        self.partial.unlink(missing_ok=True)
+        self.kind = kind
+        self._writer: pq.ParquetWriter | pacsv.CSVWriter
+        if kind == "parquet":
+            self._writer = pq.ParquetWriter(str(self.partial), schema, compression="snappy")
+        else:
+            self._writer = pacsv.CSVWriter(str(self.partial), schema)
+
+    def write(self, table: pa.Table) -> None:
+        if table.num_rows:
+            self._writer.write_table(table)
+
+    def close(self) -> None:
+        self._writer.close()
+
+    def abort(self) -> None:
+        try:
+            self._writer.close()
+        finally:
+            self.partial.unlink(missing_ok=True)
+
+
+class Job:
+    """The parts folder, its checkpoint, and the output assembled from the parts.
+
+    `<output>.parts/` holds `part-NNNNNN.arrow` (the chunk's output rows), `rejects-NNNNNN.csv`
+    (its rejected rows) and `checkpoint.json`: what the job reads (the input's fingerprint,
+    model, chunk size, options) and how far it got. A part is renamed into place before the
+    checkpoint counts it, so a kill at any instant leaves every counted part complete.
+    """
+
+    def __init__(self, output: Path, identity: dict[str, Any], schema: pa.Schema) -> None:
         suffix = output.suffix.lower()
         if suffix not in {".parquet", ".pq", ".csv"}:
             raise DataError(f"{output}: output must end in .parquet or .csv")
         self.output = output
-        self.partial = output.with_name(output.name + ".partial")
         self.kind = "csv" if suffix == ".csv" else "parquet"
-        self._writer: pq.ParquetWriter | pacsv.CSVWriter | None = None
+        self.folder = output.with_name(output.name + ".parts")
+        self.checkpoint_path = self.folder / "checkpoint.json"
+        self.identity = {**identity, "format": self.kind}
+        self.schema = schema
+        self.state: dict[str, Any] = {"chunks_done": 0, "rows": 0, "scored": 0, "rejected": 0}
+        self.final: _Final | None = None
 
-    def write(self, table: pa.Table) -> None:
-        if self._writer is None:
-            self.output.parent.mkdir(parents=True, exist_ok=True)
-            if self.kind == "parquet":
-                self._writer = pq.ParquetWriter(str(self.partial), table.schema)
-            else:
-                self._writer = pacsv.CSVWriter(str(self.partial), table.schema)
-        self._writer.write_table(table)
+    def _part(self, index: int) -> Path:
+        return self.folder / f"part-{index:06d}.arrow"
 
-    def commit(self) -> None:
-        if self._writer is None:
-            raise DataError(f"{self.output}: nothing to write (the input has no rows)")
-        self._writer.close()
-        os.replace(self.partial, self.output)
+    def _rejects(self, index: int) -> Path:
+        return self.folder / f"rejects-{index:06d}.csv"
+
+    def prepare(self, resume: bool) -> dict[str, Any] | None:
+        """Start afresh, or (resume) return the saved state when it is this same job."""
+        saved = None
+        if resume and self.checkpoint_path.is_file():
+            saved = json.loads(self.checkpoint_path.read_text(encoding="utf-8"))
+            before = saved.get("identity", {})
+            changed = [k for k in self.identity if before.get(k) != self.identity[k]]
+            if changed:
+                raise DataError(
+                    f"{self.checkpoint_path}: cannot resume: {', '.join(changed)} changed since "
+                    "the interrupted run; run again without --resume to start over"
+                )
+            done = int(saved["state"]["chunks_done"])
+            absent = [i for i in range(done) if not self._part(i).is_file()]
+            if absent:
+                raise DataError(
+                    f"{self.folder}: cannot resume: part file(s) for chunk(s) {absent[:5]} are "
+                    "missing; run again without --resume to start over"
+                )
+            self.state = saved["state"]
+        elif resume:
+            log.info("no checkpoint at %s: starting from the first chunk", self.checkpoint_path)
+        if saved is None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.output.parent.mkdir(parents=True, exist_ok=True)
+        return saved
+
+    def open_final(self) -> None:
+        """Start `<output>.partial` and copy the parts already done into it."""
+        self.final = _Final(self.output, self.schema, self.kind)
+        for index in range(int(self.state["chunks_done"])):
+            with pa.memory_map(str(self._part(index))) as handle:
+                self.final.write(pa.ipc.open_file(handle).read_all())
+
+    def add(self, index: int, table: pa.Table, rejects: pa.Table, rows_in: int,
+            extra_state: dict[str, Any]) -> None:
+        """Keep one completed chunk: part file, rejects, checkpoint, then the output."""
+        assert self.final is not None
+        if index != self.state["chunks_done"]:
+            raise RuntimeError(f"chunk {index} arrived out of order")
+        part = self._part(index)
+        tmp = part.with_name(part.name + ".tmp")
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, self.schema) as writer:
+            writer.write_table(table)
+        os.replace(tmp, part)
+        if rejects.num_rows:
+            reject_path = self._rejects(index)
+            pacsv.write_csv(rejects, str(reject_path) + ".tmp",
+                            write_options=pacsv.WriteOptions(include_header=False))
+            os.replace(str(reject_path) + ".tmp", reject_path)
+        self.state = {
+            **self.state, **extra_state,
+            "chunks_done": index + 1,
+            "rows": self.state["rows"] + rows_in,
+            "scored": self.state["scored"] + table.num_rows,
+            "rejected": self.state["rejected"] + rejects.num_rows,
+        }
+        _write_atomic(self.checkpoint_path,
+                      json.dumps({"version": CHECKPOINT_VERSION, "identity": self.identity,
+                                  "state": self.state}))
+        self.final.write(table)
+
+    def commit(self) -> Path | None:
+        """Move the output (and the rejects file) into place; remove the parts."""
+        assert self.final is not None
+        self.final.close()
+        rejects_path = self.output.with_name(self.output.name + ".rejects.csv")
+        if self.state["rejected"]:
+            tmp = rejects_path.with_name(rejects_path.name + ".partial")
+            with tmp.open("wb") as out:
+                out.write((",".join(f'"{c}"' for c in REJECT_COLUMNS) + "\n").encode())
+                for index in range(int(self.state["chunks_done"])):
+                    path = self._rejects(index)
+                    if path.is_file():
+                        with path.open("rb") as part:
+                            shutil.copyfileobj(part, out)
+            os.replace(tmp, rejects_path)
+        else:
+            rejects_path.unlink(missing_ok=True)
+        os.replace(self.final.partial, self.output)
+        shutil.rmtree(self.folder, ignore_errors=True)
+        return rejects_path if self.state["rejected"] else None
 
     def abort(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-        self.partial.unlink(missing_ok=True)
+        """Stop without committing: the parts and checkpoint stay for `--resume`."""
+        if self.final is not None:
+            self.final.abort()
+
+
+# --------------------------------------------------------------------------- progress
+
+
+class Progress:
+    """A Rich progress bar (rows/s, ETA) on a terminal; a log line every few seconds otherwise."""
+
+    def __init__(self, source: Source, done_rows: int, console: Console | None) -> None:
+        self.total_rows = source.total_rows
+        self.total_bytes = source.total_bytes
+        self.start = time.perf_counter()
+        self.start_rows = done_rows
+        self.last_log = self.start
+        self._bar: Any = None
+        if console is not None and console.is_terminal:
+            from rich.progress import (
+                BarColumn,
+                TaskProgressColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+            from rich.progress import Progress as RichProgress
+
+            self._bar = RichProgress(
+                TextColumn("scoring"), BarColumn(), TaskProgressColumn(),
+                TextColumn("{task.fields[rows]:>12,} rows"),
+                TextColumn("{task.fields[rate]:>9,.0f} rows/s"),
+                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                console=console, transient=False,
+            )
+            total = self.total_rows if self.total_rows is not None else self.total_bytes
+            self._task = self._bar.add_task("score", total=total or None, rows=done_rows, rate=0.0)
+            self._bar.start()
+
+    def update(self, rows: int, bytes_read: int) -> None:
+        now = time.perf_counter()
+        rate = (rows - self.start_rows) / max(now - self.start, 1e-9)
+        done = rows if self.total_rows is not None else bytes_read
+        total = self.total_rows if self.total_rows is not None else self.total_bytes
+        if self._bar is not None:
+            self._bar.update(self._task, completed=done, rows=rows, rate=rate)
+            return
+        if now - self.last_log >= LOG_EVERY_S:
+            self.last_log = now
+            share = done / total if total else 0.0
+            eta = (now - self.start) * (1 - share) / share if share > 0 else float("nan")
+            log.info("scored %s rows (%.0f%%) at %s rows/s, ETA %.0f s",
+                     f"{rows:,}", 100 * share, f"{rate:,.0f}", eta)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+# --------------------------------------------------------------------------- the job
+
+
+_DONE = object()
+
+
+def _prefetch(items: Iterator[Any], depth: int, stop: threading.Event) -> Iterator[Any]:
+    """Run an iterator in a thread, `depth` items ahead (reading overlaps scoring)."""
+    slots: queue.Queue[Any] = queue.Queue(maxsize=depth)
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        slots.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            slots.put(_DONE)
+        except BaseException as exc:  # handed to the consumer, raised there
+            slots.put(exc)
+
+    thread = threading.Thread(target=produce, name="leadscore-read", daemon=True)
+    thread.start()
+    while True:
+        item = slots.get()
+        if item is _DONE:
+            break
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+class _Writer:
+    """A thread that keeps completed chunks (part, checkpoint, output) while the next is scored."""
+
+    def __init__(
+        self,
+        job: Job,
+        on_done: Callable[[dict[str, list[int]]], dict[str, Any]],
+        on_kept: Callable[[int], None],
+    ) -> None:
+        self.job = job
+        self.on_done = on_done
+        self.on_kept = on_kept
+        self.slots: queue.Queue[Any] = queue.Queue(maxsize=2)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="leadscore-write", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.job.open_final()
+            while True:
+                item = self.slots.get()
+                if item is _DONE:
+                    return
+                index, table, rejects, rows_in, counts, bytes_read = item
+                self.job.add(index, table, rejects, rows_in, self.on_done(counts))
+                self.on_kept(bytes_read)
+        except BaseException as exc:
+            self.error = exc
+            # keep draining so the producer never blocks on a full queue
+            while self.slots.get() is not _DONE:
+                pass
+
+    def put(self, item: Any) -> None:
+        if self.error is not None:
+            raise self.error
+        self.slots.put(item)
+
+    def finish(self) -> None:
+        self.slots.put(_DONE)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
+def _drift_stride(source: Source) -> int:
+    if source.total_rows is not None:
+        return 1 if source.total_rows <= DRIFT_ALL_ROWS_UP_TO else DRIFT_STRIDE
+    return 1 if source.total_bytes <= DRIFT_ALL_ROWS_UP_TO * 100 else DRIFT_STRIDE
 
 
 def rescore(
@@ -203,30 +845,401 @@ def rescore(
     reasons: int = 0,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     keep: Sequence[str] = (),
+    resume: bool = False,
+    console: Console | None = None,
+    scored_at: str | None = None,
+    after_chunk: Callable[[int], None] | None = None,
 ) -> BatchSummary:
-    """Score a CSV/Parquet file (or folder of Parquet files) into a Parquet or CSV file."""
+    """Score a CSV/Parquet file (or folder of Parquet files) into a Parquet or CSV file.
+
+    With `resume`, a job interrupted before (killed, Ctrl-C, a crash) continues after its last
+    completed chunk when the input, model, chunk size and options are unchanged; the output is
+    the same as an uninterrupted run's (`scored_at` included). `console`: a terminal to draw a
+    progress bar on. `after_chunk(index)` is called once each chunk is kept (tests use it).
+    """
     if chunk_rows < 1:
         raise DataError("--chunk-rows must be at least 1")
+    if reasons < 0:
+        raise DataError("--reasons must be 0 or more")
+    keep = list(dict.fromkeys(keep))
+    source = open_source(input_path, bundle, keep)
+    schema = output_schema(bundle, source.schema, keep, reasons)
+    identity = {
+        "input": source.fingerprint,
+        "model": {"name": bundle.name, "version": bundle.version,
+                  "sha256": bundle.meta.get("model_sha256")},
+        "chunk_rows": chunk_rows,
+        "reasons": reasons,
+        "keep": keep,
+    }
+    job = Job(output_path, identity, schema)
+    saved = job.prepare(resume)
+    drift = Drift(bundle, _drift_stride(source))
+    if saved is not None:
+        scored_at = saved["state"]["scored_at"]
+        drift.restore(saved["state"].get("drift", {}))
+        log.info("resuming %s after chunk %d (%s rows done)", output_path,
+                 saved["state"]["chunks_done"], f"{saved['state']['rows']:,}")
+    scored_at = scored_at or datetime.now(UTC).isoformat(timespec="seconds")
+    skip = int(job.state["chunks_done"])
+    rows_before = int(job.state["rows"])
+    progress = Progress(source, rows_before, console)
+
+    def on_done(counts: dict[str, list[int]]) -> dict[str, Any]:
+        drift.add(counts)
+        return {"scored_at": scored_at, "drift": drift.state()}
+
+    def on_kept(bytes_read: int) -> None:
+        progress.update(int(job.state["rows"]), bytes_read)
+        if after_chunk is not None:
+            after_chunk(int(job.state["chunks_done"]) - 1)
+
+    writer = _Writer(job, on_done, on_kept)
+    stop = threading.Event()
+    start = time.perf_counter()
+    writer.start()
+    try:
+        for chunk in _prefetch(_checked(iter_chunks(source, chunk_rows), bundle, skip), 2, stop):
+            checked, raw = chunk
+            if checked.table.num_rows:
+                table = scores_table(bundle, checked.table, reasons, keep, scored_at,
+                                     rows=checked.rows, raw=raw)
+                counts = drift.counts_for(bundle, checked.table, checked.rows,
+                                          table.column("probability").to_numpy())
+            else:
+                table, counts = schema.empty_table(), {}
+            writer.put((raw.index, table.cast(schema), checked.rejects, raw.table.num_rows
+                        + len(raw.malformed), counts, raw.bytes_read))
+        writer.finish()
+        rejects_path = job.commit()
+    except BaseException:
+        stop.set()
+        if writer.thread.is_alive():
+            try:
+                writer.finish()
+            except BaseException:  # the first error is the one to report
+                log.debug("writer stopped with an error", exc_info=True)
+        job.abort()
+        if job.checkpoint_path.is_file():
+            log.warning("stopped after %d completed chunk(s); run again with --resume to "
+                        "continue from there", job.state["chunks_done"])
+        raise
+    finally:
+        progress.close()
+    seconds = time.perf_counter() - start
+    state = job.state
     summary = BatchSummary(
         input=str(input_path), output=str(output_path),
-        model_name=bundle.name, model_version=bundle.version,
+        rows=int(state["rows"]), scored=int(state["scored"]), rejected=int(state["rejected"]),
+        seconds=seconds, model_name=bundle.name, model_version=bundle.version,
+        chunks=int(state["chunks_done"]),
     )
-    writer = _Writer(output_path)
-    scored_at = datetime.now(UTC).isoformat(timespec="seconds")
-    start = time.perf_counter()
-    try:
-        for chunk in read_chunks(input_path, bundle, chunk_rows, keep):
-            writer.write(scores_table(bundle, chunk, reasons, keep, scored_at, summary.rows + 1))
-            summary.rows += chunk.num_rows
-            summary.scored += chunk.num_rows
-            summary.chunks += 1
-            log.info("scored %d rows", summary.rows)
-        writer.commit()
-    except BaseException:
-        writer.abort()
-        raise
-    summary.seconds = time.perf_counter() - start
+    assert summary.rows == summary.scored + summary.rejected
+    rows_now = summary.rows - rows_before
+    report = drift.report()
+    summary.extra = {
+        "rows_per_s": round(rows_now / seconds, 1) if seconds > 0 else 0.0,
+        "rows_this_run": rows_now,
+        "resumed_after_chunk": skip if saved is not None else None,
+        "rejects_file": str(rejects_path) if rejects_path else None,
+        "scored_at": scored_at,
+        "chunk_rows": chunk_rows,
+        "reasons": reasons,
+        "drift": report,
+    }
+    for name in report.get("drifted", []):
+        value = report["score_psi"] if name == "score" else report["feature_psi"][name]
+        log.warning("drift: PSI %.2f for %s (above %.1f): the input differs from the training "
+                    "data", value, name, PSI_WARNING)
+    if summary.rejected:
+        log.warning("%s row(s) rejected; see %s", f"{summary.rejected:,}", rejects_path)
+    if summary.rows == 0:
+        log.warning("%s has no rows: wrote an empty %s", input_path, output_path)
     summary_path = output_path.with_name(output_path.name + ".summary.json")
-    summary_path.write_text(json.dumps(summary.as_dict(), indent=2), encoding="utf-8")
-    log.info("wrote %s: %d rows in %.1f s", output_path, summary.rows, summary.seconds)
+    _write_atomic(summary_path, json.dumps(summary.as_dict(), indent=2))
+    log.info("wrote %s: %s rows (%s scored, %s rejected) in %.1f s", output_path,
+             f"{summary.rows:,}", f"{summary.scored:,}", f"{summary.rejected:,}", seconds)
+    return summary
+
+
+def _checked(chunks: Iterator[Chunk], bundle: ModelBundle,
+             skip: int) -> Iterator[tuple[Checked, Chunk]]:
+    """Validation runs in the reading thread; chunks already done are read past, not scored."""
+    for chunk in chunks:
+        if chunk.index < skip:
+            continue
+        yield check_chunk(bundle, chunk), chunk
+
+
+# --------------------------------------------------------------------------- Spark
+
+REJECT_REASON = "reject_reason"
+ROW = "row"
+_SPARK_TYPES = {"probability": "double", "score": "bigint", "percentile": "bigint"}
+_EXECUTOR_BUNDLES: dict[str, ModelBundle] = {}
+
+
+def _bundle_payload(model_uri: str, settings: Any = None) -> dict[str, Any]:
+    """The bundle's files (a few MB of text and JSON) and registry name/version, shipped to the
+    executors with the task: they need no access to the tracking server or the driver's disk."""
+    from leadscore.config import get_settings
+    from leadscore.tracking import resolve_model
+
+    bundle_dir, info = resolve_model(model_uri, settings or get_settings())
+    files = {p.name: p.read_bytes() for p in bundle_dir.iterdir() if p.is_file()}
+    meta = json.loads(files["bundle.json"])
+    return {"files": files, "sha256": meta.get("model_sha256"), "info": info, "uri": model_uri}
+
+
+def _executor_bundle(payload: dict[str, Any]) -> ModelBundle:
+    """Load the shipped bundle once per Python worker (checksum verified by `load_bundle`)."""
+    key = str(payload["sha256"])
+    if key not in _EXECUTOR_BUNDLES:
+        import tempfile
+
+        from leadscore.scoring import load_bundle
+
+        with tempfile.TemporaryDirectory(prefix="leadscore-bundle-") as tmp:
+            for name, data in payload["files"].items():
+                Path(tmp, name).write_bytes(data)
+            bundle = load_bundle(tmp)
+        info = payload["info"]
+        if info:
+            bundle.meta["name"], bundle.meta["version"] = info["name"], info["version"]
+        bundle.meta["uri"] = payload["uri"]
+        _EXECUTOR_BUNDLES[key] = bundle
+    return _EXECUTOR_BUNDLES[key]
+
+
+def score_spark(
+    df: Any,
+    model_uri: str,
+    *,
+    reasons: int = 0,
+    keep: Sequence[str] = (),
+    settings: Any = None,
+    scored_at: str | None = None,
+    row_numbers: bool = False,
+) -> Any:
+    """Score a Spark DataFrame with the same model and the same code as the local path.
+
+    Each partition's Arrow batches go through `check_chunk` and `scores_table` on the executors
+    (`mapInArrow`), so a lead gets the same probability here as from `leadscore score` or the
+    API. Returns the local output's columns plus `reject_reason` (null when scored; rejected
+    rows keep their id and null scores). With `row_numbers`, a `row` column numbers the rows
+    1..n in the DataFrame's order (one extra pass to count each partition's rows; the order
+    must be deterministic, as it is for files).
+    """
+    from pyspark.sql.types import StructType
+
+    payload = _bundle_payload(model_uri, settings)
+    bundle = _executor_bundle(payload)
+    keep = list(dict.fromkeys(keep))
+    available = df.columns
+    columns = _input_columns(bundle, available, keep)
+    df = df.select(*[f"`{c}`" for c in columns])
+    scored_at = scored_at or datetime.now(UTC).isoformat(timespec="seconds")
+    id_col = bundle.id_column
+    fields = [f"`{id_col}` string"]
+    by_name = {f.name: f for f in df.schema.fields}
+    fields += [f"`{c}` {by_name[c].dataType.simpleString()}" for c in keep if c != id_col]
+    fields += ["probability double", "score bigint", "tier string", "percentile bigint"]
+    if reasons > 0:
+        fields.append("reasons string")
+    fields += ["model_name string", "model_version string", "scored_at string"]
+    if row_numbers:
+        fields.append(f"{ROW} bigint")
+    fields.append(f"{REJECT_REASON} string")
+    schema = StructType.fromDDL(", ".join(fields))
+    kept = [c for c in keep if c != id_col]
+    offsets: list[int] = []
+    if row_numbers:
+        offsets = _partition_offsets(df)
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from pyspark import TaskContext
+
+        model = _executor_bundle(payload)
+        context = TaskContext.get()
+        first = offsets[context.partitionId()] + 1 if offsets and context else 1
+        for batch in batches:
+            table = pa.Table.from_batches([batch])
+            out = _score_rows(model, Chunk(0, first, table), reasons, keep, scored_at)
+            first += batch.num_rows
+            if not row_numbers:
+                out = out.drop_columns([ROW])
+            yield from _as_spark_arrow(out, batch.schema, kept).to_batches()
+
+    return df.mapInArrow(run, schema)
+
+
+def _partition_offsets(df: Any) -> list[int]:
+    """Rows before each partition, counted in the JVM (no Python rows on the way)."""
+    from pyspark.sql import functions as F  # noqa: N812
+
+    counts = df.groupBy(F.spark_partition_id().alias("p")).count().collect()
+    sizes = dict.fromkeys(range(df.rdd.getNumPartitions()), 0)
+    sizes.update({int(r["p"]): int(r["count"]) for r in counts})
+    offsets, total = [], 0
+    for p in sorted(sizes):
+        offsets.append(total)
+        total += sizes[p]
+    return offsets
+
+
+def _score_rows(bundle: ModelBundle, chunk: Chunk, reasons: int, keep: Sequence[str],
+                scored_at: str) -> pa.Table:
+    """Scored and rejected rows of one batch in one table (`reject_reason` tells them apart)."""
+    checked = check_chunk(bundle, chunk)
+    raw = chunk.table
+    schema = output_schema(bundle, raw.schema, keep, reasons)
+    if checked.table.num_rows:
+        scored = scores_table(bundle, checked.table, reasons, keep, scored_at, rows=checked.rows,
+                              raw=_kept_rows(raw, chunk.first_row, checked.rows))
+    else:
+        scored = schema.empty_table()
+    scored = scored.append_column(ROW, pa.array(checked.rows, pa.int64()))
+    scored = scored.append_column(REJECT_REASON, pa.nulls(scored.num_rows, pa.string()))
+    rejected = checked.rejects.filter(pc.is_valid(checked.rejects.column("row")))
+    if rejected.num_rows:
+        positions = pc.subtract(rejected.column("row"), chunk.first_row)
+        columns: dict[str, Any] = {}
+        for f in scored.schema:
+            if f.name == bundle.id_column:
+                columns[f.name] = rejected.column("lead_id")
+            elif f.name in keep:
+                columns[f.name] = raw.column(f.name).take(positions)
+            elif f.name == ROW:
+                columns[f.name] = rejected.column("row")
+            elif f.name == REJECT_REASON:
+                columns[f.name] = rejected.column("reason")
+            else:
+                columns[f.name] = pa.nulls(rejected.num_rows, f.type)
+        scored = pa.concat_tables([scored, pa.table(columns, schema=scored.schema)])
+    return scored
+
+
+def _kept_rows(raw: pa.Table, first_row: int, rows: np.ndarray) -> pa.Table:
+    if len(rows) == raw.num_rows:
+        return raw
+    return raw.take(pa.array(rows - first_row))
+
+
+def _as_spark_arrow(table: pa.Table, like: pa.Schema, kept: Sequence[str]) -> pa.Table:
+    """Kept columns as Spark sent them; strings as large or not as Spark's batches hold them."""
+    large = any(pa.types.is_large_string(f.type) for f in like)
+    target = pa.large_string() if large else pa.string()
+    fields = []
+    for f in table.schema:
+        if f.name in kept:
+            fields.append(pa.field(f.name, like.field(f.name).type))
+        elif pa.types.is_string(f.type) or pa.types.is_large_string(f.type):
+            fields.append(pa.field(f.name, target))
+        else:
+            fields.append(f)
+    return table.cast(pa.schema(fields))
+
+
+def spark_session(app_name: str = "leadscore") -> Any:
+    """The active Spark session, or a new one (`LEADSCORE_SPARK_MASTER`, default local[*])."""
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    master = os.environ.get("LEADSCORE_SPARK_MASTER", "local[*]")
+    return SparkSession.builder.master(master).appName(app_name).getOrCreate()
+
+
+def read_spark(spark: Any, source: Source) -> Any:
+    """A file read by Spark as the local path reads it: CSV cells as text, quoted newlines."""
+    if source.kind == "parquet":
+        return spark.read.parquet(*source.files)
+    return (
+        spark.read.option("header", True).option("sep", source.delimiter)
+        .option("multiLine", True).option("quote", '"').option("escape", '"')
+        .option("encoding", "UTF-8" if source.encoding.startswith("utf-8") else source.encoding)
+        .option("ignoreLeadingWhiteSpace", False).option("ignoreTrailingWhiteSpace", False)
+        .option("inferSchema", False).option("mode", "PERMISSIVE")
+        .csv(str(source.path))
+    )
+
+
+def rescore_spark(
+    model_uri: str,
+    input_path: Path,
+    output_path: Path,
+    *,
+    settings: Any = None,
+    reasons: int = 0,
+    keep: Sequence[str] = (),
+    spark: Any = None,
+    scored_at: str | None = None,
+) -> BatchSummary:
+    """`leadscore score --engine spark`: Spark reads and scores the file (`score_spark`), writes
+    Parquet parts, and the driver streams them, in order, into the same single output file,
+    rejects file and summary as the local engine. On a cluster, call `score_spark` and write
+    with Spark instead (see the README)."""
+    from leadscore.config import get_settings
+    from leadscore.tracking import load_model
+
+    settings = settings or get_settings()
+    bundle = load_model(model_uri, settings)
+    keep = list(dict.fromkeys(keep))
+    source = open_source(input_path, bundle, keep)
+    schema = output_schema(bundle, source.schema, keep, reasons)
+    job = Job(output_path, {"engine": "spark"}, schema)
+    job.prepare(resume=False)
+    scored_at = scored_at or datetime.now(UTC).isoformat(timespec="seconds")
+    start = time.perf_counter()
+    spark = spark or spark_session()
+    # Spark may renumber partitions of a CSV read with multiLine; one input split per file keeps
+    # the row numbers those of the file
+    frame = read_spark(spark, source)
+    scored = score_spark(frame, model_uri, reasons=reasons, keep=keep, settings=settings,
+                         scored_at=scored_at, row_numbers=True)
+    parts = job.folder / "spark"
+    scored.write.mode("overwrite").parquet(parts.resolve().as_uri())
+    files = sorted(parts.glob("part-*.parquet"))
+    score_drift = Drift(bundle, 1)
+    score_drift.features = []
+    try:
+        job.open_final()
+        for index, path in enumerate(files):
+            table = pq.read_table(path)
+            bad = pc.is_valid(table.column(REJECT_REASON))
+            good = table.filter(pc.invert(bad))
+            rejected = table.filter(bad)
+            rejects = pa.table({"row": rejected.column(ROW),
+                                "lead_id": pc.cast(rejected.column(bundle.id_column), pa.string()),
+                                "reason": rejected.column(REJECT_REASON)})
+            good = good.drop_columns([ROW, REJECT_REASON]).cast(schema)
+            counts = {"score": bin_counts(score_drift.profile["score"],
+                                          good.column("probability").to_numpy()).tolist()
+                      } if score_drift.score is not None else {}
+            score_drift.add(counts)
+            job.add(index, good, rejects, table.num_rows, {"scored_at": scored_at})
+        rejects_path = job.commit()
+    except BaseException:
+        job.abort()
+        shutil.rmtree(job.folder, ignore_errors=True)
+        raise
+    seconds = time.perf_counter() - start
+    state = job.state
+    summary = BatchSummary(
+        input=str(input_path), output=str(output_path), rows=int(state["rows"]),
+        scored=int(state["scored"]), rejected=int(state["rejected"]), seconds=seconds,
+        model_name=bundle.name, model_version=bundle.version, chunks=len(files),
+    )
+    report = score_drift.report()
+    if report.get("available"):
+        report["feature_psi"] = {}
+        report["note"] = "the spark engine checks the score's drift only"
+    summary.extra = {
+        "engine": "spark", "rejects_file": str(rejects_path) if rejects_path else None,
+        "scored_at": scored_at, "reasons": reasons, "drift": report,
+    }
+    summary_path = output_path.with_name(output_path.name + ".summary.json")
+    _write_atomic(summary_path, json.dumps(summary.as_dict(), indent=2))
+    log.info("wrote %s with Spark: %s rows in %.1f s", output_path, f"{summary.rows:,}", seconds)
     return summary

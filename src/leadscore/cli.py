@@ -130,16 +130,32 @@ def score(
     reasons: Annotated[int, typer.Option(min=0, max=10, help="Top reasons per lead.")] = 0,
     chunk_rows: Annotated[int, typer.Option(min=1, help="Rows per chunk.")] = 100_000,
     keep: Annotated[str, typer.Option(help="Input columns to copy to the output (comma-separated).")] = "",
+    resume: Annotated[
+        bool, typer.Option(help="Continue an interrupted job from its last completed chunk.")
+    ] = False,
+    engine: Annotated[str, typer.Option(help="local, or spark (PySpark, leadscore[spark]).")] = "local",
 ) -> None:
-    """Score a file of leads into a file of probabilities, scores and tiers."""
-    from leadscore.batch import rescore
+    """Score a file of leads into a file of probabilities, scores and tiers, in chunks.
+
+    Rows that cannot be scored go to <output>.rejects.csv; a JSON summary (rows, rejects,
+    rows/s, drift against the training data) is written to <output>.summary.json.
+    """
+    from leadscore.batch import rescore, rescore_spark
     from leadscore.tracking import load_model
 
+    if engine not in {"local", "spark"}:
+        raise LeadscoreError("--engine must be local or spark")
     settings = get_settings()
-    bundle = load_model(model or settings.resolved_model_uri(), settings)
+    uri = model or settings.resolved_model_uri()
     keep_cols = [c.strip() for c in keep.split(",") if c.strip()]
-    summary = rescore(bundle, input, output, reasons=reasons, chunk_rows=chunk_rows, keep=keep_cols)
-    console.print(json.dumps(summary.as_dict(), indent=2))
+    if engine == "spark":
+        summary = rescore_spark(uri, input, output, settings=settings, reasons=reasons,
+                                keep=keep_cols)
+    else:
+        bundle = load_model(uri, settings)
+        summary = rescore(bundle, input, output, reasons=reasons, chunk_rows=chunk_rows,
+                          keep=keep_cols, resume=resume, console=err if err.is_terminal else None)
+    typer.echo(json.dumps(summary.as_dict(), indent=2))
 
 
 @app.command()

@@ -202,6 +202,33 @@ def lead_schema(spec: DatasetSpec) -> pandera.DataFrameSchema:
     return pandera.DataFrameSchema(columns, strict=False, coerce=False)
 
 
+def conversion_schema() -> pandera.DataFrameSchema:
+    return pandera.DataFrameSchema(
+        {ID: pandera.Column(str, nullable=False), "converted_at": pandera.Column("datetime64[ns]")},
+        strict=True,
+    )
+
+
+def dimension_schema(dim: DimensionSpec) -> pandera.DataFrameSchema:
+    columns: dict[str, pandera.Column] = {"_key": pandera.Column(nullable=False, unique=True)}
+    for name in dim.categorical:
+        columns[f"{dim.name}.{name}"] = pandera.Column(nullable=True)
+    for name in dim.numeric:
+        columns[f"{dim.name}.{name}"] = pandera.Column(float, nullable=True)
+    return pandera.DataFrameSchema(columns, strict=True)
+
+
+def validate(schema: pandera.DataFrameSchema, frame: pd.DataFrame, file: Path | str) -> pd.DataFrame:
+    """Run a pandera contract; a failure names the file and the columns, never the values."""
+    try:
+        return schema.validate(frame, lazy=True)
+    except pandera.errors.SchemaErrors as exc:
+        failed = sorted({str(c) for c in exc.failure_cases["column"].dropna()})
+        checks = sorted({str(c) for c in exc.failure_cases["check"].dropna()})[:3]
+        raise DataError(f"{file}: table does not match the spec in column(s) {failed} "
+                        f"(checks: {checks})") from None
+
+
 def load_leads(spec: DatasetSpec, path: Path | None = None) -> tuple[pd.DataFrame, LoadReport]:
     """The lead table as the spec describes it: typed, labelled, checked; or one `DataError`."""
     file = path or spec.resolve(spec.leads.path)
@@ -270,11 +297,7 @@ def prepare_leads(raw: pd.DataFrame, spec: DatasetSpec, file: Path) -> tuple[pd.
             "fill them or remove them from the spec's features"
         )
 
-    try:
-        lead_schema(spec).validate(leads, lazy=True)
-    except pandera.errors.SchemaErrors as exc:
-        failed = sorted({str(c) for c in exc.failure_cases["column"].dropna()})
-        raise DataError(f"{file}: table does not match the spec in column(s) {failed}") from None
+    validate(lead_schema(spec), leads, file)
 
     labelled = leads[LABEL].notna()
     report.labelled = int(labelled.sum())
@@ -364,7 +387,8 @@ def load_conversions(spec: DatasetSpec) -> pd.DataFrame:
     ids = raw[table.id].astype("string").str.strip()
     times = parse_times(file, table.converted_at, raw[table.converted_at])
     out = pd.DataFrame({ID: ids.to_numpy(dtype=object), "converted_at": times.to_numpy()})
-    return out.sort_values("converted_at", kind="stable").drop_duplicates(ID, keep="first")
+    out = out.sort_values("converted_at", kind="stable").drop_duplicates(ID, keep="first")
+    return validate(conversion_schema(), out, file)
 
 
 def load_dimension(spec: DatasetSpec, dim: DimensionSpec) -> pd.DataFrame:
@@ -385,7 +409,7 @@ def load_dimension(spec: DatasetSpec, dim: DimensionSpec) -> pd.DataFrame:
         out[f"{dim.name}.{name}"] = _missing_to_nan(raw[name], missing).to_numpy(dtype=object)
     for name in dim.numeric:
         out[f"{dim.name}.{name}"] = to_numeric(file, name, _missing_to_nan(raw[name], missing)).to_numpy()
-    return out.dropna(subset=["_key"])
+    return validate(dimension_schema(dim), out.dropna(subset=["_key"]), file)
 
 
 def normalise_keys(values: pd.Series, normalise: bool) -> pd.Series:

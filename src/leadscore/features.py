@@ -19,6 +19,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pandera.pandas as pandera
 import pyarrow.compute as pc
 
 from leadscore.config import ActivitySpec, DatasetSpec
@@ -31,6 +32,7 @@ from leadscore.data import (
     load_dimension,
     load_leads,
     normalise_keys,
+    validate,
 )
 from leadscore.errors import DataError
 
@@ -538,7 +540,7 @@ def aggregate_activities(
     n_types = len(types)
     typed = tcode >= 0
     for window in spec.windows:
-        in_window = age_days < window
+        in_window = age_days <= window  # [as_of - window, as_of)
         total = np.bincount(idx[in_window], minlength=n).astype("float64")
         out[f"{ACTIVITY_PREFIX}total.{window}d"] = total
         mask = in_window & typed
@@ -570,6 +572,18 @@ def aggregate_activities(
         frame[CHANNEL_COLUMNS[0]] = first_channel
         frame[CHANNEL_COLUMNS[1]] = last_channel
     return frame, list(types), skipped
+
+
+def table_schema(columns: Sequence[str]) -> pandera.DataFrameSchema:
+    """The contract of the built table: unique ids, 0/1/unlabelled outcome, counts ≥ 0."""
+    checks: dict[str, pandera.Column] = {
+        ID: pandera.Column(str, nullable=False, unique=True),
+        LABEL: pandera.Column(float, pandera.Check.isin([0.0, 1.0]), nullable=True),
+    }
+    for column in columns:
+        if column.startswith(ACTIVITY_PREFIX) and column not in CHANNEL_COLUMNS:
+            checks[column] = pandera.Column(float, pandera.Check.ge(0), nullable=True)
+    return pandera.DataFrameSchema(checks, strict=False)
 
 
 def _lead_time_order(idx: np.ndarray, ts: np.ndarray) -> np.ndarray:
@@ -639,6 +653,7 @@ def build_table(
 
     if scoring_time is None:
         leads = _training_rows(spec, leads, cutoff, report)
+    validate(table_schema(leads.columns), leads, spec.name)
     report.rows = len(leads)
     report.labelled = int(leads[LABEL].notna().sum())
     report.positives = int((leads[LABEL] == 1).sum())

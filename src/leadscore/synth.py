@@ -360,7 +360,7 @@ def _intercept_for(logit: FloatArray, rate: float) -> float:
 
 
 def _categorical(codes: IntArray, values: tuple[str, ...] | np.ndarray) -> pd.Categorical:
-    """Codes (-1 for missing) as a categorical: 1M leads cost 2 bytes each, not a string."""
+    """Codes (-1 for missing) as a categorical: a byte a lead instead of a string."""
     return pd.Categorical.from_codes(codes, categories=pd.Index(list(values), dtype="str"))
 
 
@@ -418,9 +418,9 @@ def generate(
 ) -> SynthData:
     """A synthetic CRM of `n_leads` leads created over `days` days from `start`.
 
-    Conversion is drawn from a logit that only sees what is known `as_of_days` after a lead is
-    created (its fields and its activity so far), so a point-in-time model can approach the
-    truth, while one that peeks at later activity is rewarded only by leakage.
+    Conversion is drawn from a logit that only sees what is on record `as_of_days` after a lead
+    is created (its fields and its activity so far), so a point-in-time model can approach the
+    truth; later activity carries no true signal, only leakage (it thins out after a purchase).
     """
     if n_leads < 1:
         raise ValueError(f"n_leads must be at least 1, got {n_leads}")
@@ -815,7 +815,8 @@ def write(
 def _write_csv(frame: pd.DataFrame, path: Path) -> None:
     """CSV through Arrow (20M activity rows in seconds), ISO timestamps, missing as empty cells.
 
-    Values are quoted only when some value in the file needs it (a job title with a comma).
+    Strings stay unquoted unless a value needs quoting (a job title with a comma); Arrow then
+    quotes every string in that file, which any CSV reader undoes.
     """
     table = pa.Table.from_pandas(frame, preserve_index=False)
     columns = []

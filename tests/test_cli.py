@@ -1,0 +1,123 @@
+"""The `leadscore` command: a user's mistake is one line on stderr and exit code 2, never a trace."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from leadscore import cli
+from leadscore.config import get_settings
+
+
+@pytest.fixture
+def run(trained, monkeypatch: pytest.MonkeyPatch) -> Iterator:  # type: ignore[no-untyped-def]
+    """Invoke the CLI in-process against the isolated store, restoring logging afterwards."""
+    settings = trained.settings
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("LEADSCORE_TRACKING_URI", settings.tracking_uri)
+    monkeypatch.setenv("LEADSCORE_MODELS_DIR", str(settings.models_dir))
+    monkeypatch.setenv("LEADSCORE_MODEL_NAME", settings.model_name)
+    monkeypatch.setattr(cli.console, "_width", 200)
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    ours = logging.getLogger("leadscore").level
+    get_settings.cache_clear()
+    runner = CliRunner()
+
+    def invoke(*args: str):  # type: ignore[no-untyped-def]
+        return runner.invoke(cli.app, list(args), catch_exceptions=False)
+
+    yield invoke
+    get_settings.cache_clear()
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    logging.getLogger("leadscore").setLevel(ours)
+
+
+def one_line_error(result) -> str:  # type: ignore[no-untyped-def]
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+def test_train_with_a_bad_spec(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(yaml.safe_dump({"name": "x", "leads": {"path": "l.csv"}, "outcom": {}}))
+    line = one_line_error(run("train", "--config", str(spec)))
+    assert "outcom: unknown key; did you mean 'outcome'?" in line
+    assert str(spec) in line
+
+
+def test_train_with_a_missing_spec(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    line = one_line_error(run("train", "--config", str(tmp_path / "nope.yaml")))
+    assert line == f"error: {tmp_path / 'nope.yaml'}: spec file not found"
+
+
+def test_train_with_a_missing_data_file(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": "x",
+        "leads": {"path": "missing.csv", "id": "id"},
+        "outcome": {"column": "won", "positive": ["1"]},
+        "features": {"categorical": ["channel"]},
+    }))
+    line = one_line_error(run("train", "--config", str(spec)))
+    assert line == f"error: {tmp_path / 'missing.csv'}: file not found"
+
+
+def test_score_with_a_missing_input(run, trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    missing = tmp_path / "nope.csv"
+    result = run("score", "--model", str(trained.bundle_dir), "--input", str(missing),
+                 "--output", str(tmp_path / "out.parquet"))
+    line = one_line_error(result)
+    assert line == f"error: {missing}: file not found"
+    assert not (tmp_path / "out.parquet").exists()
+
+
+def test_score_with_an_unknown_model(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    result = run("score", "--model", "models:/test-leads@nobody", "--input", "x.csv",
+                 "--output", str(tmp_path / "out.parquet"))
+    assert "models:/test-leads@nobody: not found in the registry" in one_line_error(result)
+
+
+def test_score_writes_scores(run, trained, synth_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "scored.csv"
+    result = run("score", "--input", str(synth_dir / "leads.csv"), "--output", str(out))
+    assert result.exit_code == 0, result.output
+    scored = pd.read_csv(out)
+    assert len(scored) == 4000
+    assert scored["model_version"].astype(str).unique().tolist() == [trained.version]
+    assert scored["probability"].between(0, 1).all()
+
+
+def test_models_lists_the_champion(run, trained) -> None:  # type: ignore[no-untyped-def]
+    result = run("models")
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.stdout.splitlines() if f" {trained.version} " in line)
+    assert "champion" in row
+    assert f"{trained.metrics['test_roc_auc']:.4f}" in row
+
+
+def test_promote_a_missing_version(run) -> None:  # type: ignore[no-untyped-def]
+    line = one_line_error(run("promote", "999"))
+    assert line == "error: test-leads has no version 999"
+
+
+def test_promote_an_existing_version(run, trained) -> None:  # type: ignore[no-untyped-def]
+    result = run("promote", trained.version)
+    assert result.exit_code == 0, result.output
+    assert f"test-leads version {trained.version} is now @champion" in result.stdout
+
+
+def test_no_arguments_shows_help(run) -> None:  # type: ignore[no-untyped-def]
+    result = run()
+    assert "train" in result.output and "score" in result.output

@@ -1,0 +1,78 @@
+"""notebooks/01-explore-leads.ipynb runs top to bottom on committed data and defines no logic."""
+
+from __future__ import annotations
+
+import ast
+import os
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from leadscore.config import project_root
+
+NOTEBOOK = project_root() / "notebooks" / "01-explore-leads.ipynb"
+
+
+@pytest.fixture(scope="module")
+def notebook() -> nbformat.NotebookNode:
+    return nbformat.read(NOTEBOOK, as_version=4)
+
+
+def code_cells(nb: nbformat.NotebookNode) -> list[nbformat.NotebookNode]:
+    return [cell for cell in nb.cells if cell.cell_type == "code"]
+
+
+def test_committed_notebook_has_no_outputs(notebook: nbformat.NotebookNode) -> None:
+    nbformat.validate(notebook)
+    for cell in code_cells(notebook):
+        assert cell.outputs == [] and cell.execution_count is None
+
+
+def test_notebook_imports_leadscore_and_defines_no_logic(notebook: nbformat.NotebookNode) -> None:
+    sources = [cell.source for cell in code_cells(notebook)]
+    assert any("from leadscore" in s or "import leadscore" in s for s in sources)
+    for source in sources:
+        tree = ast.parse(source)
+        defined = [
+            node for node in ast.walk(tree)
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Lambda)
+        ]
+        assert defined == [], f"notebooks explore; logic belongs in leadscore:\n{source}"
+
+
+@pytest.mark.slow
+def test_notebook_runs_in_the_project_venv(
+    notebook: nbformat.NotebookNode, tmp_path: Path
+) -> None:
+    nb = nbformat.from_dict(notebook)
+    nb.cells.append(nbformat.v4.new_code_cell("import sys; print(sys.executable)"))
+    env_path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    client = NotebookClient(
+        nb, kernel_name="python3", timeout=180, allow_errors=False,
+        resources={"metadata": {"path": str(NOTEBOOK.parent)}},
+    )
+    old_path = os.environ.get("PATH", "")
+    os.environ["PATH"] = env_path  # the kernelspec's bare "python" must be this venv's
+    try:
+        client.execute()
+    finally:
+        os.environ["PATH"] = old_path
+
+    text = []
+    for cell in code_cells(nb):
+        for output in cell.outputs:
+            assert output.output_type != "error", output
+            if output.output_type == "stream" and output.name == "stdout":
+                text.append(output.text)
+            elif "data" in output:
+                text.append(output.data.get("text/plain", ""))
+    joined = "\n".join(text)
+    kernel_python = text[-1].strip()
+    assert Path(kernel_python).resolve() == Path(sys.executable).resolve()
+    assert "41,188 leads, 4,640 converted (11.3%)" in joined
+    assert "cellular" in joined and "telephone" in joined
+    assert "referral_programme" in joined, "the synthetic CRM's channels are explored"
+    assert "'duration'" not in joined.split("features:")[1].split("\n")[0]
