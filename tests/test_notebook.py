@@ -45,21 +45,18 @@ def test_notebook_imports_leadscore_and_defines_no_logic(notebook: nbformat.Note
 
 @pytest.mark.slow
 def test_notebook_runs_in_the_project_venv(
-    notebook: nbformat.NotebookNode, tmp_path: Path
+    notebook: nbformat.NotebookNode, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     nb = nbformat.from_dict(notebook)
     nb.cells.append(nbformat.v4.new_code_cell("import sys; print(sys.executable)"))
-    env_path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     client = NotebookClient(
         nb, kernel_name="python3", timeout=180, allow_errors=False,
         resources={"metadata": {"path": str(NOTEBOOK.parent)}},
     )
-    old_path = os.environ.get("PATH", "")
-    os.environ["PATH"] = env_path  # the kernelspec's bare "python" must be this venv's
-    try:
-        client.execute()
-    finally:
-        os.environ["PATH"] = old_path
+    # the kernelspec's bare "python" must be this venv's
+    monkeypatch.setenv("PATH", os.pathsep.join([str(Path(sys.executable).parent),
+                                                os.environ.get("PATH", "")]))
+    client.execute()
 
     text = []
     for cell in code_cells(nb):
