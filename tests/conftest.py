@@ -15,15 +15,25 @@ import yaml
 from leadscore.config import DatasetSpec, Settings, load_spec
 
 SYNTH_CATEGORICAL = [
-    "source_channel", "seniority", "industry", "company_size", "country",
-    "budget", "authority", "need", "timeline", "stage_at_creation",
+    "source_channel",
+    "seniority",
+    "industry",
+    "company_size",
+    "country",
+    "budget",
+    "authority",
+    "need",
+    "timeline",
+    "stage_at_creation",
 ]
 
 
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_environment() -> Iterator[None]:
     """No test may touch a developer's tracking server or the project's own mlflow.db."""
-    saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith(("MLFLOW_", "LEADSCORE_"))}
+    saved = {
+        k: os.environ.pop(k) for k in list(os.environ) if k.startswith(("MLFLOW_", "LEADSCORE_"))
+    }
     os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
     yield
     os.environ.pop("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", None)
@@ -98,7 +108,9 @@ def trained(synth_spec: DatasetSpec, store: Settings) -> Trained:
 
     result = run_training(synth_spec, store)
     assert result.version is not None and result.model_uri is not None
-    return Trained(store, synth_spec, result.model_uri, result.bundle_dir, result.version, result.metrics)
+    return Trained(
+        store, synth_spec, result.model_uri, result.bundle_dir, result.version, result.metrics
+    )
 
 
 @pytest.fixture(scope="session")

@@ -33,16 +33,32 @@ def planted(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         "name": "planted",
         "leads": {"path": "leads.csv", "id": "lead_id", "created_at": "created_at"},
         "outcome": {
-            "table": {"path": str(synth_dir / "conversions.csv"), "id": "lead_id",
-                      "converted_at": "converted_at"},
+            "table": {
+                "path": str(synth_dir / "conversions.csv"),
+                "id": "lead_id",
+                "converted_at": "converted_at",
+            },
             "horizon_days": 120,
         },
         "as_of_days": 14,
-        "activities": {"path": str(synth_dir / "activities.csv"), "id": "lead_id",
-                       "timestamp": "timestamp", "type": "type", "channel": "channel",
-                       "windows": [7, 14]},
-        "features": {"categorical": ["source_channel", "stage_at_creation", "budget", "need",
-                                     "rep_verdict", "followup_note"]},
+        "activities": {
+            "path": str(synth_dir / "activities.csv"),
+            "id": "lead_id",
+            "timestamp": "timestamp",
+            "type": "type",
+            "channel": "channel",
+            "windows": [7, 14],
+        },
+        "features": {
+            "categorical": [
+                "source_channel",
+                "stage_at_creation",
+                "budget",
+                "need",
+                "rep_verdict",
+                "followup_note",
+            ]
+        },
         "drop": ["converted", "converted_at", "seniority"],
         "pii": ["name", "email", "phone"],
     }
@@ -95,19 +111,26 @@ def test_a_close_date_after_the_scoring_moment_is_flagged(tmp_path: Path) -> Non
     rng = np.random.default_rng(0)
     created = pd.date_range("2024-01-01", periods=n, freq="D")
     won = rng.random(n) < 0.5
-    pd.DataFrame({
-        "id": [f"D{i}" for i in range(n)],
-        "engaged": created.strftime("%Y-%m-%d"),
-        "closed": (created + pd.to_timedelta(rng.integers(20, 90, n), unit="D")).strftime("%Y-%m-%d"),
-        "region": rng.choice(["north", "south"], n),
-        "stage": np.where(won, "Won", "Lost"),
-    }).to_csv(tmp_path / "deals.csv", index=False)
-    spec = write_spec(tmp_path / "spec.yaml", {
-        "name": "closing",
-        "leads": {"path": "deals.csv", "id": "id", "created_at": "engaged"},
-        "outcome": {"column": "stage", "positive": ["Won"], "negative": ["Lost"]},
-        "features": {"categorical": ["region", "closed"]},
-    })
+    pd.DataFrame(
+        {
+            "id": [f"D{i}" for i in range(n)],
+            "engaged": created.strftime("%Y-%m-%d"),
+            "closed": (created + pd.to_timedelta(rng.integers(20, 90, n), unit="D")).strftime(
+                "%Y-%m-%d"
+            ),
+            "region": rng.choice(["north", "south"], n),
+            "stage": np.where(won, "Won", "Lost"),
+        }
+    ).to_csv(tmp_path / "deals.csv", index=False)
+    spec = write_spec(
+        tmp_path / "spec.yaml",
+        {
+            "name": "closing",
+            "leads": {"path": "deals.csv", "id": "id", "created_at": "engaged"},
+            "outcome": {"column": "stage", "positive": ["Won"], "negative": ["Lost"]},
+            "features": {"categorical": ["region", "closed"]},
+        },
+    )
     report = _audit(spec)
     assert report.dropped == ["closed"]
     assert "after the lead's scoring moment" in report.flagged["closed"][0]

@@ -1,4 +1,4 @@
-"""The `leadscore` command: a user's mistake is one line on stderr and exit code 2, never a trace."""
+"""The `leadscore` command: a user's mistake is one line on stderr and exit code 2, no trace."""
 
 from __future__ import annotations
 

@@ -146,7 +146,9 @@ def test_non_numeric_value_names_column_and_line_but_not_the_value(tmp_path: Pat
     lines = [*ROWS[:2], f"L3,2024-01-04,web,FR,{CANARY},Lost,c@x.com", *ROWS[3:]]
     spec, _ = make(tmp_path, lines)
     message = data_error(spec)
-    assert "column 'visits' should be numeric but 1 value(s) are not numbers (line(s) 4)" in message
+    assert (
+        "column 'visits' should be numeric but 1 value(s) are not numbers (line(s) 4)"
+    ) in message
     assert CANARY not in message
     assert "canary" not in message
 

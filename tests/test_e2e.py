@@ -13,10 +13,10 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import write_spec
 from fastapi.testclient import TestClient
 from sklearn.metrics import roc_auc_score
 
-from conftest import write_spec
 from leadscore import synth, tracking
 from leadscore.config import Settings, load_spec
 from leadscore.pipeline import run_training

@@ -1,4 +1,4 @@
-"""The encoder every scoring path shares: same leads, same matrix, whatever shape they arrive in."""
+"""The encoder every scoring path shares: same leads, same matrix, whatever their shape."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The training table holds nothing from after each lead's as-of time; labels follow the horizon."""
+"""The training table holds nothing from after a lead's as-of time; labels follow the horizon."""
 
 from __future__ import annotations
 
@@ -18,8 +18,13 @@ LEADS = pd.DataFrame(
         "lead_id": ["A", "B", "C", "D", "E"],
         "created_at": ["2024-01-01", "2024-01-01", "2024-01-01", "2024-03-20", "2024-01-10"],
         "source": ["web", "event", "web", "event", "referral"],
-        "job_title": ["VP of Sales", "Software Engineer", "Chief Executive Officer",
-                      "Marketing Manager", "Sales Intern"],
+        "job_title": [
+            "VP of Sales",
+            "Software Engineer",
+            "Chief Executive Officer",
+            "Marketing Manager",
+            "Sales Intern",
+        ],
         "email": ["ann@acme-corp.com", "bob@gmail.com", "", "dee@globex.io", "not-an-email"],
         "phone": ["+1 555 0100", "", "+44 20 7946 0000", "", ""],
         "budget": ["yes", "", "no", "", "yes"],
@@ -34,10 +39,22 @@ CONVERSIONS = pd.DataFrame(
 ACTIVITIES = pd.DataFrame(
     {
         "lead_id": ["A", "A", "A", "B", "C", "D"],
-        "timestamp": ["2024-01-02", "2024-01-05", "2024-01-09", "2024-01-03", "2024-01-06",
-                      "2024-03-21"],
-        "type": ["demo_request", "call_unanswered", "demo_request", "web_visit",
-                 "call_unanswered", "web_visit"],
+        "timestamp": [
+            "2024-01-02",
+            "2024-01-05",
+            "2024-01-09",
+            "2024-01-03",
+            "2024-01-06",
+            "2024-03-21",
+        ],
+        "type": [
+            "demo_request",
+            "call_unanswered",
+            "demo_request",
+            "web_visit",
+            "call_unanswered",
+            "web_visit",
+        ],
         "channel": ["web", "phone", "web", "web", "phone", "web"],
     }
 )
@@ -57,12 +74,21 @@ def _spec(folder: Path, activities: pd.DataFrame = ACTIVITIES, **extra: object) 
         "as_of_days": 7,
         "cutoff": "2024-04-01",
         "activities": {
-            "path": "activities.csv", "id": "lead_id", "timestamp": "timestamp", "type": "type",
-            "channel": "channel", "windows": [3, 7], "min_count": 1,
+            "path": "activities.csv",
+            "id": "lead_id",
+            "timestamp": "timestamp",
+            "type": "type",
+            "channel": "channel",
+            "windows": [3, 7],
+            "min_count": 1,
         },
         "features": {"categorical": ["source", "budget", "need"]},
-        "derive": {"job_title": "job_title", "email": "email", "phone": "phone",
-                   "bant": ["budget", "need"]},
+        "derive": {
+            "job_title": "job_title",
+            "email": "email",
+            "phone": "phone",
+            "bant": ["budget", "need"],
+        },
         "pii": ["email", "phone"],
         **extra,
     }
@@ -104,9 +130,17 @@ def test_only_activities_before_as_of_count(tmp_path: Path) -> None:
 def test_an_activity_after_as_of_changes_no_feature(tmp_path: Path) -> None:
     before, _ = build_table(load_spec(_spec(tmp_path)))
     late = pd.concat(
-        [ACTIVITIES, pd.DataFrame({"lead_id": ["A", "C"], "timestamp": ["2024-01-08", "2024-02-01"],
-                                   "type": ["demo_request", "web_visit"],
-                                   "channel": ["event", "event"]})],
+        [
+            ACTIVITIES,
+            pd.DataFrame(
+                {
+                    "lead_id": ["A", "C"],
+                    "timestamp": ["2024-01-08", "2024-02-01"],
+                    "type": ["demo_request", "web_visit"],
+                    "channel": ["event", "event"],
+                }
+            ),
+        ],
         ignore_index=True,
     )
     after, _ = build_table(load_spec(_spec(tmp_path, activities=late)), activity_types=None)
@@ -123,8 +157,13 @@ def test_derived_fields_and_no_address_in_features(tmp_path: Path) -> None:
     builder.fit(table)
     names = builder.feature_names_
     assert "email" not in names and "phone" not in names
-    assert {"job_title.seniority", "job_title.department", "email.domain", "phone.present",
-            "bant_answered"} <= set(names)
+    assert {
+        "job_title.seniority",
+        "job_title.department",
+        "email.domain",
+        "phone.present",
+        "bant_answered",
+    } <= set(names)
     matrix = pd.DataFrame(builder.transform(table), columns=names, index=table[ID])
     levels = {f.name: f.levels for f in builder.features_}
 
@@ -143,7 +182,9 @@ def test_derived_fields_and_no_address_in_features(tmp_path: Path) -> None:
 
 
 def test_scoring_table_keeps_every_lead_as_of_one_moment(tmp_path: Path) -> None:
-    table, report = build_table(load_spec(_spec(tmp_path)), scoring_time=pd.Timestamp("2024-01-10"))
+    table, report = build_table(
+        load_spec(_spec(tmp_path)), scoring_time=pd.Timestamp("2024-01-10")
+    )
     assert sorted(table[ID]) == ["A", "B", "C", "D", "E"]
     a = _row(table, "A")
     assert a["activity.demo_request.7d"] == 1  # 01-09 counts; 01-02 is 8 days before 01-10
@@ -153,20 +194,37 @@ def test_scoring_table_keeps_every_lead_as_of_one_moment(tmp_path: Path) -> None
 
 
 def test_dimension_keys_are_normalised(tmp_path: Path) -> None:
-    leads = pd.DataFrame({"id": ["1", "2", "3"], "product": ["GTXPro", " gtx basic", "Unknown"],
-                          "stage": ["Won", "Lost", "Won"]})
-    products = pd.DataFrame({"product": ["GTX Pro", "GTX Basic"], "price": [4821, 550],
-                             "series": ["GTX", "GTX"]})
+    leads = pd.DataFrame(
+        {
+            "id": ["1", "2", "3"],
+            "product": ["GTXPro", " gtx basic", "Unknown"],
+            "stage": ["Won", "Lost", "Won"],
+        }
+    )
+    products = pd.DataFrame(
+        {"product": ["GTX Pro", "GTX Basic"], "price": [4821, 550], "series": ["GTX", "GTX"]}
+    )
     leads.to_csv(tmp_path / "deals.csv", index=False)
     products.to_csv(tmp_path / "products.csv", index=False)
-    spec = write_spec(tmp_path / "spec.yaml", {
-        "name": "dims",
-        "leads": {"path": "deals.csv", "id": "id"},
-        "outcome": {"column": "stage", "positive": ["Won"], "negative": ["Lost"]},
-        "features": {"categorical": ["product"]},
-        "dimensions": [{"name": "product", "path": "products.csv", "key": "product",
-                        "lead_key": "product", "numeric": ["price"], "categorical": ["series"]}],
-    })
+    spec = write_spec(
+        tmp_path / "spec.yaml",
+        {
+            "name": "dims",
+            "leads": {"path": "deals.csv", "id": "id"},
+            "outcome": {"column": "stage", "positive": ["Won"], "negative": ["Lost"]},
+            "features": {"categorical": ["product"]},
+            "dimensions": [
+                {
+                    "name": "product",
+                    "path": "products.csv",
+                    "key": "product",
+                    "lead_key": "product",
+                    "numeric": ["price"],
+                    "categorical": ["series"],
+                }
+            ],
+        },
+    )
     table, report = build_table(load_spec(spec))
     assert table["product.price"].tolist()[:2] == [4821.0, 550.0]
     assert np.isnan(table["product.price"].iloc[2])  # kept, scored as missing
@@ -176,14 +234,22 @@ def test_dimension_keys_are_normalised(tmp_path: Path) -> None:
 def test_unmapped_outcome_value_is_an_error(tmp_path: Path) -> None:
     from leadscore.errors import DataError
 
-    pd.DataFrame({"id": ["1", "2", "3"], "stage": ["Won", "Lost", "Negotiation"],
-                  "x": ["a", "b", "c"]}).to_csv(tmp_path / "deals.csv", index=False)
-    spec = write_spec(tmp_path / "spec.yaml", {
-        "name": "stages",
-        "leads": {"path": "deals.csv", "id": "id"},
-        "outcome": {"column": "stage", "positive": ["Won"], "negative": ["Lost"],
-                    "open": ["Prospecting"]},
-        "features": {"categorical": ["x"]},
-    })
+    pd.DataFrame(
+        {"id": ["1", "2", "3"], "stage": ["Won", "Lost", "Negotiation"], "x": ["a", "b", "c"]}
+    ).to_csv(tmp_path / "deals.csv", index=False)
+    spec = write_spec(
+        tmp_path / "spec.yaml",
+        {
+            "name": "stages",
+            "leads": {"path": "deals.csv", "id": "id"},
+            "outcome": {
+                "column": "stage",
+                "positive": ["Won"],
+                "negative": ["Lost"],
+                "open": ["Prospecting"],
+            },
+            "features": {"categorical": ["x"]},
+        },
+    )
     with pytest.raises(DataError, match=r"'stage' has 1 value\(s\) mapped to none.*'Negotiation'"):
         build_table(load_spec(spec))

@@ -1,4 +1,4 @@
-"""The model bundle (text + JSON, verified on load) and the one scoring function everything uses."""
+"""The model bundle (text + JSON, verified on load) and the one scoring function for all."""
 
 from __future__ import annotations
 
@@ -66,7 +66,8 @@ def test_bundle_metadata_describes_the_model(trained) -> None:
 def test_tampered_model_file_is_refused(trained, tmp_path: Path) -> None:
     copy = Path(shutil.copytree(trained.bundle_dir, tmp_path / "bundle"))
     text = (copy / MODEL_FILE).read_text(encoding="utf-8")
-    (copy / MODEL_FILE).write_text(text.replace("leaf_value=", "leaf_value=1", 1), encoding="utf-8")
+    tampered = text.replace("leaf_value=", "leaf_value=1", 1)
+    (copy / MODEL_FILE).write_text(tampered, encoding="utf-8")
     with pytest.raises(ModelError, match="checksum does not match bundle.json; refusing to load"):
         load_bundle(copy)
 
@@ -103,7 +104,8 @@ def test_no_code_saves_a_model_with_pickle_or_joblib() -> None:
         for path in (project_root() / folder).rglob("*.py"):
             for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
                 if dump.search(line):
-                    offenders.append(f"{path.relative_to(project_root())}:{number}: {line.strip()}")
+                    where = path.relative_to(project_root())
+                    offenders.append(f"{where}:{number}: {line.strip()}")
     assert offenders == []
 
 
@@ -119,8 +121,8 @@ def test_score_output(bundle: ModelBundle, leads: pd.DataFrame) -> None:
     assert set(out["tier"]) <= {"A", "B", "C", "D"}
     assert set(out["tier"]) == {"A", "B", "C", "D"}, "500 leads should span every tier"
     cutoffs = bundle.meta["tiers"]
-    expected = np.where(
-        p >= cutoffs["A"], "A", np.where(p >= cutoffs["B"], "B", np.where(p >= cutoffs["C"], "C", "D"))
+    expected = np.select(
+        [p >= cutoffs["A"], p >= cutoffs["B"], p >= cutoffs["C"]], ["A", "B", "C"], default="D"
     )
     assert out["tier"].tolist() == expected.tolist()
     assert np.all((out["percentile"] >= 0) & (out["percentile"] <= 100))
@@ -167,7 +169,9 @@ def test_records_path_matches_frame_path(bundle: ModelBundle, leads: pd.DataFram
     scores, ids = score_records(bundle, records)
     assert ids == sample["lead_id"].tolist()
     frame = score(bundle, leads)  # Arrow path on 500 rows, empty cells as ""
-    np.testing.assert_allclose(scores.probability, frame["probability"].iloc[:10], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        scores.probability, frame["probability"].iloc[:10], rtol=0, atol=1e-12
+    )
 
 
 def test_impacts_add_up_to_the_score_difference_from_the_average_lead(

@@ -17,9 +17,9 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import SYNTH_CATEGORICAL, write_spec
 from mlflow.tracking import MlflowClient
 
-from conftest import SYNTH_CATEGORICAL, write_spec
 from leadscore import tracking
 from leadscore.config import DatasetSpec, Settings, load_spec
 from leadscore.errors import ModelError
@@ -181,7 +181,7 @@ def test_pickle_free_artifact(trained, tmp_path: Path) -> None:
     files = [p for p in root.rglob("*") if p.is_file()]
     assert not [p for p in files if p.suffix in {".pkl", ".pickle", ".joblib", ".cloudpickle"}]
     for path in files:
-        assert not path.read_bytes()[:2] in {b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05"}
+        assert path.read_bytes()[:2] not in {b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05"}
     mlmodel = (root / "MLmodel").read_text(encoding="utf-8")
     assert "python_model.pkl" not in mlmodel
 

@@ -44,7 +44,9 @@ class LeakReport:
         }
 
 
-def single_feature_auc(values: np.ndarray, y: np.ndarray, categorical: bool, seed: int = 0) -> float:
+def single_feature_auc(
+    values: np.ndarray, y: np.ndarray, categorical: bool, seed: int = 0
+) -> float:
     """How well one column alone ranks converters first (0.5 = not at all, 1 = perfectly).
 
     Categories are replaced by their conversion rate, learned on the other half of the rows,
@@ -78,7 +80,10 @@ def _fill_rates(filled: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 def _timestamp_share_after(values: pd.Series, reference: np.ndarray) -> float | None:
     """Share of filled values that are dates later than `reference`; None if not date-like."""
     text = values.dropna().astype(str)
-    if text.empty or not text.str.contains(r"\d{4}-\d{2}-\d{2}|\d{1,2}/\d{1,2}/\d{2,4}").mean() > 0.9:
+    if (
+        text.empty
+        or not text.str.contains(r"\d{4}-\d{2}-\d{2}|\d{1,2}/\d{1,2}/\d{2,4}").mean() > 0.9
+    ):
         return None
     stamps = pd.to_datetime(values.astype("string"), errors="coerce", format="mixed")
     ok = stamps.notna().to_numpy() & ~np.isnat(reference)
@@ -115,12 +120,16 @@ def audit_leaks(table: pd.DataFrame, spec: DatasetSpec, rows: np.ndarray) -> Lea
         else:
             filled = ~np.isnan(values)
         fill_pos, fill_neg = _fill_rates(filled, y)
-        stats = {"auc": round(auc, 4), "fill_converted": round(fill_pos, 4),
-                 "fill_not_converted": round(fill_neg, 4)}
+        stats = {
+            "auc": round(auc, 4),
+            "fill_converted": round(fill_pos, 4),
+            "fill_not_converted": round(fill_neg, 4),
+        }
         reasons: list[str] = []
         if auc > settings.auc_threshold:
-            reasons.append(f"separates the outcome on its own (AUC {auc:.3f} > "
-                           f"{settings.auc_threshold})")
+            reasons.append(
+                f"separates the outcome on its own (AUC {auc:.3f} > {settings.auc_threshold})"
+            )
         high, low = max(fill_pos, fill_neg), min(fill_pos, fill_neg)
         if high - low >= settings.min_fill_gap and high >= settings.fill_ratio * max(low, 1e-9):
             who = "converted" if fill_pos > fill_neg else "not-converted"
@@ -131,7 +140,9 @@ def audit_leaks(table: pd.DataFrame, spec: DatasetSpec, rows: np.ndarray) -> Lea
                 if share is not None:
                     stats["after_as_of"] = round(share, 4)
                     if share >= 0.5:
-                        reasons.append(f"a timestamp after the lead's scoring moment in {share:.0%}")
+                        reasons.append(
+                            f"a timestamp after the lead's scoring moment in {share:.0%}"
+                        )
             if converted_at is not None:
                 share = _timestamp_share_after(part[feature.source], converted_at)
                 if share is not None and share >= 0.5:

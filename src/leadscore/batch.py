@@ -903,7 +903,8 @@ def rescore(
             checked, raw = chunk
             if checked.table.num_rows:
                 table = scores_table(bundle, checked.table, reasons, keep, scored_at,
-                                     rows=checked.rows, raw=raw)
+                                     rows=checked.rows,
+                                     raw=_kept_rows(raw.table, raw.first_row, checked.rows))
                 counts = drift.counts_for(bundle, checked.table, checked.rows,
                                           table.column("probability").to_numpy())
             else:

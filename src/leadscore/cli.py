@@ -110,6 +110,11 @@ def train(
         table.add_column(key)
     table.add_row(*(f"{m[f'test_{k}']:.4f}" for k in ("roc_auc", "pr_auc", "log_loss", "brier", "ece")))
     console.print(table)
+    for column, why in result.leak.flagged.items():
+        verdict = "kept (leak_audit.keep)" if column in result.leak.kept else "dropped"
+        console.print(f"[yellow]leak audit[/]: {column!r} {verdict}: {'; '.join(why)}")
+    for reason, count in result.report.excluded.items():
+        console.print(f"not a training example: {count:,} lead(s) {reason}")
     if result.trained.split.kind == "stratified":
         console.print("[yellow]no created-at or order column: the test slice is a stratified "
                       "random 20%, which flatters a model when conversion drifts over time[/]")
@@ -122,18 +127,24 @@ def train(
 @app.command()
 @friendly
 def score(
-    input: Annotated[Path, typer.Option("--input", "-i", help="CSV, Parquet, or a folder of Parquet.")],
+    input: Annotated[
+        Path, typer.Option("--input", "-i", help="CSV, Parquet, or a folder of Parquet.")
+    ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output .parquet or .csv.")],
     model: Annotated[
         str | None, typer.Option(help="Model URI (models:/name@alias) or bundle folder.")
     ] = None,
     reasons: Annotated[int, typer.Option(min=0, max=10, help="Top reasons per lead.")] = 0,
     chunk_rows: Annotated[int, typer.Option(min=1, help="Rows per chunk.")] = 100_000,
-    keep: Annotated[str, typer.Option(help="Input columns to copy to the output (comma-separated).")] = "",
+    keep: Annotated[
+        str, typer.Option(help="Input columns to copy to the output (comma-separated).")
+    ] = "",
     resume: Annotated[
         bool, typer.Option(help="Continue an interrupted job from its last completed chunk.")
     ] = False,
-    engine: Annotated[str, typer.Option(help="local, or spark (PySpark, leadscore[spark]).")] = "local",
+    engine: Annotated[
+        str, typer.Option(help="local, or spark (PySpark: pip install leadscore[spark]).")
+    ] = "local",
 ) -> None:
     """Score a file of leads into a file of probabilities, scores and tiers, in chunks.
 

@@ -55,7 +55,8 @@ class Settings(BaseSettings):
     feature_cache: str = "auto"
 
     def resolved_tracking_uri(self) -> str:
-        """`MLFLOW_TRACKING_URI` wins (a team's shared server), then ours, then the embedded store."""
+        """`MLFLOW_TRACKING_URI` wins (a team's shared server), then ours, then the embedded
+        store."""
         import os
 
         env = os.environ.get("MLFLOW_TRACKING_URI")
@@ -101,6 +102,9 @@ class TableSpec(_Strict):
     delimiter: str | None = None  # None: detected from the first line
     encoding: str | None = None  # None: UTF-8 (BOM allowed), falling back to Latin-1
     missing_values: list[str] = Field(default_factory=lambda: [""])
+    # timestamps: a strftime format such as "%d/%m/%Y %H:%M", or dayfirst for 03/04 = 3 April
+    date_format: str | None = None
+    dayfirst: bool = False
 
 
 class LeadTableSpec(TableSpec):
@@ -111,7 +115,11 @@ class LeadTableSpec(TableSpec):
 
     @model_validator(mode="after")
     def _one_clock(self) -> LeadTableSpec:
-        clocks = [self.created_at, self.order_by, "file order" if self.file_order_is_time else None]
+        clocks = [
+            self.created_at,
+            self.order_by,
+            "file order" if self.file_order_is_time else None,
+        ]
         if sum(clock is not None for clock in clocks) > 1:
             raise ValueError("give at most one of created_at, order_by and file_order_is_time")
         return self
@@ -202,7 +210,7 @@ class ActivitySpec(TableSpec):
 
 
 class DeriveSpec(_Strict):
-    """Fields sales teams expect, derived from raw columns (the raw PII column is never a feature)."""
+    """Fields sales teams expect, derived from raw columns (raw PII is never a feature)."""
 
     job_title: str | None = None  # → seniority and department
     email: str | None = None  # → business / free-mail / invalid domain
@@ -281,14 +289,17 @@ class DatasetSpec(_Strict):
         derived_pii = [c for c in (self.derive.email, self.derive.phone) if c and c in features]
         if derived_pii:
             raise ValueError(f"columns {derived_pii} are derived from, never used as features")
-        if self.outcome.table is not None or self.activities is not None or self.as_of_days:
-            if self.leads.created_at is None:
-                raise ValueError(
-                    "leads.created_at is required with an activity log, a conversion table "
-                    "or as_of_days (the as-of time is created_at + as_of_days)"
-                )
-        has_any = features or self.dimensions or self.activities or any(
-            (self.derive.job_title, self.derive.email, self.derive.phone, self.derive.bant)
+        needs_clock = self.outcome.table is not None or self.activities is not None
+        if (needs_clock or self.as_of_days) and self.leads.created_at is None:
+            raise ValueError(
+                "leads.created_at is required with an activity log, a conversion table "
+                "or as_of_days (the as-of time is created_at + as_of_days)"
+            )
+        has_any = (
+            features
+            or self.dimensions
+            or self.activities
+            or any((self.derive.job_title, self.derive.email, self.derive.phone, self.derive.bant))
         )
         if not has_any:
             raise ValueError("features lists no categorical and no numeric column")

@@ -93,6 +93,10 @@ def check_file(path: Path) -> None:
         return
     if path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty")
+    if path.suffix.lower() in {".xlsx", ".xls", ".xlsm", ".ods"}:
+        raise DataError(f"{path}: spreadsheets are not read directly; save the sheet as CSV")
+    if path.suffix.lower() in {".gz", ".zip", ".bz2", ".xz"}:
+        raise DataError(f"{path}: compressed files are not read directly; extract it first")
 
 
 def read_table(
@@ -111,7 +115,9 @@ def read_table(
         try:
             table = pd.read_parquet(path)
         except Exception as exc:  # pyarrow raises many types for a corrupt file
-            raise DataError(f"{path}: not a readable Parquet file ({type(exc).__name__})") from None
+            raise DataError(
+                f"{path}: not a readable Parquet file ({type(exc).__name__})"
+            ) from None
         return table.astype(
             {c: object for c in table.columns if not pd.api.types.is_numeric_dtype(table[c])}
         )
@@ -125,7 +131,7 @@ def read_table(
             dtype=str,
             keep_default_na=False,
             na_filter=False,
-            usecols=columns,
+            usecols=list(columns) if columns is not None else None,
             engine="c",
         )
     except pd.errors.EmptyDataError:
@@ -133,7 +139,9 @@ def read_table(
     except pd.errors.ParserError as exc:
         raise DataError(f"{path}: cannot be parsed as delimited text: {exc}") from None
     except UnicodeDecodeError:
-        raise DataError(f"{path}: not readable as {encoding}; set leads.encoding in the spec") from None
+        raise DataError(
+            f"{path}: not readable as {encoding}; set leads.encoding in the spec"
+        ) from None
     if raw.empty:
         raise DataError(f"{path}: has a header but no data rows")
     raw.columns = [str(c).strip() for c in raw.columns]
@@ -204,7 +212,10 @@ def lead_schema(spec: DatasetSpec) -> pandera.DataFrameSchema:
 
 def conversion_schema() -> pandera.DataFrameSchema:
     return pandera.DataFrameSchema(
-        {ID: pandera.Column(str, nullable=False), "converted_at": pandera.Column("datetime64[ns]")},
+        {
+            ID: pandera.Column(str, nullable=False),
+            "converted_at": pandera.Column("datetime64[ns]"),
+        },
         strict=True,
     )
 
@@ -218,15 +229,18 @@ def dimension_schema(dim: DimensionSpec) -> pandera.DataFrameSchema:
     return pandera.DataFrameSchema(columns, strict=True)
 
 
-def validate(schema: pandera.DataFrameSchema, frame: pd.DataFrame, file: Path | str) -> pd.DataFrame:
+def validate(
+    schema: pandera.DataFrameSchema, frame: pd.DataFrame, file: Path | str
+) -> pd.DataFrame:
     """Run a pandera contract; a failure names the file and the columns, never the values."""
     try:
         return schema.validate(frame, lazy=True)
     except pandera.errors.SchemaErrors as exc:
         failed = sorted({str(c) for c in exc.failure_cases["column"].dropna()})
         checks = sorted({str(c) for c in exc.failure_cases["check"].dropna()})[:3]
-        raise DataError(f"{file}: table does not match the spec in column(s) {failed} "
-                        f"(checks: {checks})") from None
+        raise DataError(
+            f"{file}: table does not match the spec in column(s) {failed} (checks: {checks})"
+        ) from None
 
 
 def load_leads(spec: DatasetSpec, path: Path | None = None) -> tuple[pd.DataFrame, LoadReport]:
@@ -237,7 +251,9 @@ def load_leads(spec: DatasetSpec, path: Path | None = None) -> tuple[pd.DataFram
     return leads, report
 
 
-def prepare_leads(raw: pd.DataFrame, spec: DatasetSpec, file: Path) -> tuple[pd.DataFrame, LoadReport]:
+def prepare_leads(
+    raw: pd.DataFrame, spec: DatasetSpec, file: Path
+) -> tuple[pd.DataFrame, LoadReport]:
     """Type and label a raw lead table already in memory (tests and the feature cache use it)."""
     lt = spec.leads
     wanted = [c for c in (lt.id, lt.created_at, lt.order_by, spec.outcome.column) if c]
@@ -275,11 +291,15 @@ def prepare_leads(raw: pd.DataFrame, spec: DatasetSpec, file: Path) -> tuple[pd.
         # an open deal may not have reached the stage that dates it (no engage date yet): it is
         # still scored, as of now; a labelled lead without a date is an error
         optional = leads[LABEL].isna().to_numpy() if spec.outcome.column is not None else None
-        leads[TIME] = parse_times(file, lt.created_at, raw[lt.created_at], optional)
+        leads[TIME] = parse_times(
+            file, lt.created_at, raw[lt.created_at], optional, lt.date_format, lt.dayfirst
+        )
     elif lt.order_by:
         leads[TIME] = to_numeric(file, lt.order_by, _missing_to_nan(raw[lt.order_by], missing))
         if leads[TIME].isna().any():
-            raise DataError(f"{file}: order column {lt.order_by!r} is empty on {_rows(leads[TIME].isna())}")
+            raise DataError(
+                f"{file}: order column {lt.order_by!r} is empty on {_rows(leads[TIME].isna())}"
+            )
     elif lt.file_order_is_time:
         leads[TIME] = leads[ROW].astype("float64")
 
@@ -307,19 +327,32 @@ def prepare_leads(raw: pd.DataFrame, spec: DatasetSpec, file: Path) -> tuple[pd.
         report.unusable["open outcome (scorable, not trained on)"] = report.open
     log.info(
         "read %s: %d rows, %d labelled (%d converted), %d open",
-        file.name, report.rows_read, report.labelled, report.positives, report.open,
+        file.name,
+        report.rows_read,
+        report.labelled,
+        report.positives,
+        report.open,
     )
     return leads, report
 
 
 def parse_times(
-    file: Path, column: str, values: pd.Series, optional: np.ndarray | None = None
+    file: Path,
+    column: str,
+    values: pd.Series,
+    optional: np.ndarray | None = None,
+    date_format: str | None = None,
+    dayfirst: bool = False,
 ) -> pd.Series:
     """Timestamps in any ISO-like format; unparseable or future ones are errors (clock skew or a
     wrong column would silently reorder the train/test split). Rows marked `optional` may be
     empty, never unparseable."""
     text = values.astype("string").str.strip()
-    times = pd.to_datetime(text, errors="coerce", format="mixed", utc=True).dt.tz_localize(None)
+    if date_format:
+        times = pd.to_datetime(text, errors="coerce", format=date_format, utc=True)
+    else:
+        times = pd.to_datetime(text, errors="coerce", format="mixed", dayfirst=dayfirst, utc=True)
+    times = times.dt.tz_localize(None)
     bad = times.isna()
     if optional is not None:
         empty = (text.isna() | (text == "")).fillna(True).to_numpy(dtype=bool)
@@ -349,12 +382,19 @@ def label_outcome(file: Path, spec: DatasetSpec, values: pd.Series) -> np.ndarra
     """1 for converted, 0 for not, NaN for open or empty; an unmapped value is an error (a new
     stage nobody told the spec about would otherwise be trained on as a loss)."""
     outcome = spec.outcome
+    # outcome values match whatever their case ("won", "Won", "WON"): exports are inconsistent
     text = values.astype("string").str.strip()
-    positive = text.isin(outcome.positive).fillna(False).to_numpy(dtype=bool)
+    folded = text.str.casefold()
+
+    def among(values_: list[str]) -> np.ndarray:
+        wanted = [v.strip().casefold() for v in values_]
+        return folded.isin(wanted).fillna(False).to_numpy(dtype=bool)
+
+    positive = among(outcome.positive)
     filled = (text.notna() & (text != "")).fillna(False).to_numpy(dtype=bool)
     if outcome.negative:
-        negative = text.isin(outcome.negative).fillna(False).to_numpy(dtype=bool)
-        is_open = text.isin(outcome.open).fillna(False).to_numpy(dtype=bool)
+        negative = among(outcome.negative)
+        is_open = among(outcome.open)
         unmapped = filled & ~positive & ~negative & ~is_open
         if unmapped.any():
             values_seen = sorted(text[unmapped].unique().tolist())[:10]
@@ -385,7 +425,9 @@ def load_conversions(spec: DatasetSpec) -> pd.DataFrame:
     raw = read_table(file, delimiter=table.delimiter, encoding=table.encoding)
     require_columns(file, raw.columns, [table.id, table.converted_at])
     ids = raw[table.id].astype("string").str.strip()
-    times = parse_times(file, table.converted_at, raw[table.converted_at])
+    times = parse_times(
+        file, table.converted_at, raw[table.converted_at], None, table.date_format, table.dayfirst
+    )
     out = pd.DataFrame({ID: ids.to_numpy(dtype=object), "converted_at": times.to_numpy()})
     out = out.sort_values("converted_at", kind="stable").drop_duplicates(ID, keep="first")
     return validate(conversion_schema(), out, file)
@@ -408,7 +450,9 @@ def load_dimension(spec: DatasetSpec, dim: DimensionSpec) -> pd.DataFrame:
     for name in dim.categorical:
         out[f"{dim.name}.{name}"] = _missing_to_nan(raw[name], missing).to_numpy(dtype=object)
     for name in dim.numeric:
-        out[f"{dim.name}.{name}"] = to_numeric(file, name, _missing_to_nan(raw[name], missing)).to_numpy()
+        out[f"{dim.name}.{name}"] = to_numeric(
+            file, name, _missing_to_nan(raw[name], missing)
+        ).to_numpy()
     return validate(dimension_schema(dim), out.dropna(subset=["_key"]), file)
 
 
@@ -436,8 +480,11 @@ def load_activities(spec: DatasetSpec) -> pa.Table:
         encoding = act.encoding or detect_encoding(file)
         delimiter = act.delimiter or detect_delimiter(file, encoding)
         with file.open("r", encoding=encoding, newline="") as handle:
-            header = [h.strip() for h in next(csv.reader([handle.readline()], delimiter=delimiter), [])]
+            header = [
+                h.strip() for h in next(csv.reader([handle.readline()], delimiter=delimiter), [])
+            ]
         require_columns(file, header, columns)
+
         def read(timestamp_type: pa.DataType) -> pa.Table:
             types: dict[str, pa.DataType] = {c: pa.string() for c in columns}
             types[act.timestamp] = timestamp_type
@@ -472,7 +519,10 @@ def load_activities(spec: DatasetSpec) -> pa.Table:
             stamp = pc.cast(pc.utf8_trim_whitespace(stamp.cast(pa.string())), pa.timestamp("ns"))
         except pa.ArrowInvalid:
             times = pd.to_datetime(
-                pd.Series(stamp.to_pandas(), dtype="string"), errors="coerce", format="mixed", utc=True
+                pd.Series(stamp.to_pandas(), dtype="string"),
+                errors="coerce",
+                format="mixed",
+                utc=True,
             ).dt.tz_localize(None)
             bad = times.isna().to_numpy()
             if bad.any():

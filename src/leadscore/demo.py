@@ -22,6 +22,10 @@ from leadscore.tracking import load_model, local_tracking_hint
 log = logging.getLogger(__name__)
 
 
+def _short(path: Path, root: Path) -> Path:
+    return path.relative_to(root) if path.is_relative_to(root) else path
+
+
 def main() -> int:
     setup_logging("INFO")
     console = Console()
@@ -38,13 +42,14 @@ def main() -> int:
         return exc.exit_code
     m = result.metrics
     lines = [
-        f"dataset        {spec.name} ({result.report.rows_read:,} leads, {result.trained.split.kind} split)",
+        f"dataset        {spec.name} ({result.report.leads:,} leads, "
+        f"{result.trained.split.kind} split)",
         f"test ROC AUC   {m['test_roc_auc']:.4f}   PR AUC {m['test_pr_auc']:.4f}   "
         f"Brier {m['test_brier']:.4f}   ECE {m['test_ece']:.4f}",
         f"model          {settings.model_name} version {result.version}  ({result.model_uri})",
         f"tracking       {settings.resolved_tracking_uri()}  run {result.run_id}",
-        f"bundle         {result.bundle_dir.relative_to(root) if result.bundle_dir.is_relative_to(root) else result.bundle_dir}",
-        f"scored file    {Path(summary.output).relative_to(root)}  ({summary.rows:,} rows, "
+        f"bundle         {_short(result.bundle_dir, root)}",
+        f"scored file    {_short(Path(summary.output), root)}  ({summary.rows:,} rows, "
         f"{summary.rows_per_s:,.0f} rows/s with 3 reasons)",
         "",
         f"MLflow UI      {local_tracking_hint(settings)}   (or: make mlflow-ui)",

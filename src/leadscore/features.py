@@ -14,12 +14,12 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pandera.pandas as pandera
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from leadscore.config import ActivitySpec, DatasetSpec
@@ -63,30 +63,100 @@ class Feature:
 # --------------------------------------------------------------------------- derived fields
 
 FREE_MAIL = frozenset(
-    ["gmail.com", "googlemail.com", "yahoo.com", "yahoo.co.uk", "yahoo.fr", "ymail.com", "hotmail.com", "hotmail.co.uk", "hotmail.fr", "outlook.com", "live.com", "msn.com", "aol.com", "icloud.com", "me.com", "mac.com", "gmx.com", "gmx.de", "gmx.net", "web.de", "mail.com", "mail.ru", "yandex.ru", "yandex.com", "protonmail.com", "proton.me", "zoho.com", "qq.com", "163.com", "126.com", "rediffmail.com", "libero.it", "orange.fr", "free.fr", "laposte.net", "t-online.de", "seznam.cz", "wp.pl", "o2.pl", "btinternet.com", "comcast.net", "verizon.net", "att.net", "sbcglobal.net"]
+    [
+        "gmail.com",
+        "googlemail.com",
+        "yahoo.com",
+        "yahoo.co.uk",
+        "yahoo.fr",
+        "ymail.com",
+        "hotmail.com",
+        "hotmail.co.uk",
+        "hotmail.fr",
+        "outlook.com",
+        "live.com",
+        "msn.com",
+        "aol.com",
+        "icloud.com",
+        "me.com",
+        "mac.com",
+        "gmx.com",
+        "gmx.de",
+        "gmx.net",
+        "web.de",
+        "mail.com",
+        "mail.ru",
+        "yandex.ru",
+        "yandex.com",
+        "protonmail.com",
+        "proton.me",
+        "zoho.com",
+        "qq.com",
+        "163.com",
+        "126.com",
+        "rediffmail.com",
+        "libero.it",
+        "orange.fr",
+        "free.fr",
+        "laposte.net",
+        "t-online.de",
+        "seznam.cz",
+        "wp.pl",
+        "o2.pl",
+        "btinternet.com",
+        "comcast.net",
+        "verizon.net",
+        "att.net",
+        "sbcglobal.net",
+    ]
 )
 
 _SENIORITY = (  # first match wins: "VP of Engineering Operations Manager" is a VP
-    ("c_level", re.compile(r"\b(chief|ceo|cto|cfo|coo|cmo|cio|cro|ciso|founder|co-founder|"
-                            r"owner|president|partner|managing director)\b")),
+    (
+        "c_level",
+        re.compile(
+            r"\b(chief|ceo|cto|cfo|coo|cmo|cio|cro|ciso|founder|co-founder|"
+            r"owner|president|partner|managing director)\b"
+        ),
+    ),
     ("vp", re.compile(r"\b(vp|svp|evp|vice president|vice-president)\b")),
     ("director", re.compile(r"\b(director|head of|head)\b")),
     ("manager", re.compile(r"\b(manager|mgr|lead|supervisor|principal)\b")),
     ("intern", re.compile(r"\b(intern|internship|student|trainee|apprentice)\b")),
 )
 _DEPARTMENT = (
-    ("sales", re.compile(r"\b(sales|account executive|business development|bdr|sdr|cro|"
-                         r"account manager|revenue)\b")),
+    (
+        "sales",
+        re.compile(
+            r"\b(sales|account executive|business development|bdr|sdr|cro|"
+            r"account manager|revenue)\b"
+        ),
+    ),
     ("marketing", re.compile(r"\b(marketing|cmo|growth|brand|content|seo|demand gen)\b")),
-    ("engineering", re.compile(r"\b(engineer|engineering|developer|software|cto|it|devops|"
-                               r"technology|technical|architect|data|ciso|security)\b")),
-    ("finance", re.compile(r"\b(finance|financial|cfo|accounting|accountant|controller|"
-                           r"procurement|purchasing)\b")),
+    (
+        "engineering",
+        re.compile(
+            r"\b(engineer|engineering|developer|software|cto|it|devops|"
+            r"technology|technical|architect|data|ciso|security)\b"
+        ),
+    ),
+    (
+        "finance",
+        re.compile(
+            r"\b(finance|financial|cfo|accounting|accountant|controller|"
+            r"procurement|purchasing)\b"
+        ),
+    ),
     ("operations", re.compile(r"\b(operations|coo|ops|logistics|supply chain)\b")),
     ("hr", re.compile(r"\b(hr|human resources|people|talent|recruiter|recruiting)\b")),
     ("product", re.compile(r"\b(product)\b")),
-    ("executive", re.compile(r"\b(ceo|founder|co-founder|owner|president|managing director|"
-                             r"general manager)\b")),
+    (
+        "executive",
+        re.compile(
+            r"\b(ceo|founder|co-founder|owner|president|managing director|"
+            r"general manager)\b"
+        ),
+    ),
 )
 
 
@@ -121,7 +191,7 @@ TEXT_DERIVATIONS: dict[str, Callable[[str], str]] = {
 }
 
 
-Columns = pd.DataFrame | pa.Table | Mapping[str, Sequence[Any]]
+Columns: TypeAlias = pd.DataFrame | pa.Table | Mapping[str, Sequence[Any]]
 
 
 class FeatureBuilder:
@@ -154,18 +224,29 @@ class FeatureBuilder:
         d = self.derive
         if d.get("job_title"):
             src = d["job_title"]
-            plan.append(Feature(f"{src}.seniority", "categorical", src, derive="seniority", inputs=(src,)))
-            plan.append(Feature(f"{src}.department", "categorical", src, derive="department", inputs=(src,)))
+            plan.append(
+                Feature(f"{src}.seniority", "categorical", src, derive="seniority", inputs=(src,))
+            )
+            plan.append(
+                Feature(
+                    f"{src}.department", "categorical", src, derive="department", inputs=(src,)
+                )
+            )
         if d.get("email"):
             src = d["email"]
-            plan.append(Feature(f"{src}.domain", "categorical", src, derive="email_domain", inputs=(src,)))
+            plan.append(
+                Feature(f"{src}.domain", "categorical", src, derive="email_domain", inputs=(src,))
+            )
         if d.get("phone"):
             src = d["phone"]
             plan.append(Feature(f"{src}.present", "numeric", src, derive="present", inputs=(src,)))
         if d.get("bant"):
             cols = tuple(d["bant"])
-            plan.append(Feature("bant_answered", "numeric", "BANT answered", derive="count_filled",
-                                inputs=cols))
+            plan.append(
+                Feature(
+                    "bant_answered", "numeric", "BANT answered", derive="count_filled", inputs=cols
+                )
+            )
         excluded = set(self.exclude)
         return [f for f in plan if f.name not in excluded and f.source not in excluded]
 
@@ -184,14 +265,32 @@ class FeatureBuilder:
                 raw = self._derived_text(planned, leads, len(leads))
                 values = pd.Series(raw.to_pylist(), dtype=object)
             else:
-                values = leads[planned.source] if planned.source in leads else pd.Series([], dtype=object)
+                values = (
+                    leads[planned.source]
+                    if planned.source in leads
+                    else pd.Series([], dtype=object)
+                )
             counts = values.dropna().astype(str).str.strip().value_counts()
-            counts = counts[(counts >= self.min_level_count) & ~counts.index.isin(self.missing_values)]
+            counts = counts[
+                (counts >= self.min_level_count) & ~counts.index.isin(self.missing_values)
+            ]
             levels = tuple(sorted(counts.index[: self.max_levels]))
             if not levels:
-                log.warning("categorical %r has no level seen %d+ times", planned.name, self.min_level_count)
-            features.append(Feature(planned.name, "categorical", planned.source, levels,
-                                    planned.derive, planned.inputs))
+                log.warning(
+                    "categorical %r has no level seen %d+ times",
+                    planned.name,
+                    self.min_level_count,
+                )
+            features.append(
+                Feature(
+                    planned.name,
+                    "categorical",
+                    planned.source,
+                    levels,
+                    planned.derive,
+                    planned.inputs,
+                )
+            )
         unknown = sorted(set(self.monotone) - {f.name for f in features if f.kind == "numeric"})
         if unknown:
             log.warning("monotone constraints name %s, which are not numeric features", unknown)
@@ -205,7 +304,7 @@ class FeatureBuilder:
 
     @property
     def input_kinds_(self) -> dict[str, str]:
-        """Raw column → "numeric" | "categorical": what a caller may send (text for derivations)."""
+        """Raw column → "numeric" | "categorical": what a caller sends (text for derivations)."""
         kinds: dict[str, str] = {}
         for f in self.features_:
             for column in f.columns:
@@ -219,7 +318,9 @@ class FeatureBuilder:
         return {self.derive[k] for k in ("email", "phone") if self.derive.get(k)}
 
     def _index(self) -> None:
-        self.lookup_ = {f.name: {lvl: float(i) for i, lvl in enumerate(f.levels)} for f in self.features_}
+        self.lookup_ = {
+            f.name: {lvl: float(i) for i, lvl in enumerate(f.levels)} for f in self.features_
+        }
         self.level_arrays_ = {f.name: pa.array(f.levels, type=pa.string()) for f in self.features_}
         self.missing_ = set(self.missing_values)
 
@@ -275,7 +376,7 @@ class FeatureBuilder:
                     matrix[:, j] = self._numbers_arrow(feature, array)
         return matrix
 
-    def _derived(self, feature: Feature, leads: Columns, n: int, small: bool, names: set[str]) -> Any:
+    def _derived(self, feature: Feature, leads: Any, n: int, small: bool, names: set[str]) -> Any:
         if feature.derive == "count_filled":
             total = np.zeros(n)
             for column in feature.inputs:
@@ -293,7 +394,7 @@ class FeatureBuilder:
             return self._codes_small(feature, derived)
         return self._codes_arrow(feature, self._derived_text(feature, leads, n))
 
-    def _derived_text(self, feature: Feature, leads: Columns, n: int) -> pa.Array:
+    def _derived_text(self, feature: Feature, leads: Any, n: int) -> pa.Array:
         """A derived text column, computed once per distinct value (job titles repeat a lot)."""
         names = set(leads.column_names) if isinstance(leads, pa.Table) else set(leads.keys())
         if feature.inputs[0] not in names:
@@ -304,8 +405,11 @@ class FeatureBuilder:
         array = pc.utf8_trim_whitespace(array)
         missing = pa.array(sorted(self.missing_ | {""}), type=pa.string())
         array = pc.if_else(pc.is_in(array, value_set=missing), pa.scalar(None, pa.string()), array)
-        encoded = pc.dictionary_encode(array).combine_chunks() if isinstance(
-            array, pa.ChunkedArray) else pc.dictionary_encode(array)
+        encoded = (
+            pc.dictionary_encode(array).combine_chunks()
+            if isinstance(array, pa.ChunkedArray)
+            else pc.dictionary_encode(array)
+        )
         func = TEXT_DERIVATIONS[str(feature.derive)]
         mapped = pa.array([func(v) for v in encoded.dictionary.to_pylist()], type=pa.string())
         return pc.take(mapped, encoded.indices)
@@ -363,7 +467,9 @@ class FeatureBuilder:
         if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
             array = pc.utf8_trim_whitespace(array)
             missing = pa.array(sorted(self.missing_), type=pa.string())
-            array = pc.if_else(pc.is_in(array, value_set=missing), pa.scalar(None, pa.string()), array)
+            array = pc.if_else(
+                pc.is_in(array, value_set=missing), pa.scalar(None, pa.string()), array
+            )
             try:
                 array = pc.cast(array, pa.float64())
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
@@ -390,7 +496,8 @@ class FeatureBuilder:
                 "exclude": self.exclude,
             },
             "features": [
-                {**asdict(f), "levels": list(f.levels), "inputs": list(f.inputs)} for f in self.features_
+                {**asdict(f), "levels": list(f.levels), "inputs": list(f.inputs)}
+                for f in self.features_
             ],
         }
 
@@ -398,8 +505,14 @@ class FeatureBuilder:
     def from_dict(cls, state: Mapping[str, Any]) -> FeatureBuilder:
         builder = cls(**state["params"])
         builder.features_ = [
-            Feature(f["name"], f["kind"], f["source"], tuple(f["levels"]), f.get("derive"),
-                    tuple(f.get("inputs", ())))
+            Feature(
+                f["name"],
+                f["kind"],
+                f["source"],
+                tuple(f["levels"]),
+                f.get("derive"),
+                tuple(f.get("inputs", ())),
+            )
             for f in state["features"]
         ]
         builder._index()
@@ -456,7 +569,7 @@ def builder_for(spec: DatasetSpec, table: pd.DataFrame | None = None) -> Feature
     for dim in spec.dimensions:
         categorical += [f"{dim.name}.{c}" for c in dim.categorical]
         numeric += [f"{dim.name}.{c}" for c in dim.numeric]
-    monotone = dict(spec.features.monotone)
+    monotone: dict[str, int] = dict(spec.features.monotone)
     if spec.activities is not None:
         generated = [c for c in columns if c.startswith(ACTIVITY_PREFIX)]
         categorical += [c for c in generated if c in CHANNEL_COLUMNS]
@@ -494,8 +607,12 @@ class TableReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "leads": self.leads, "rows": self.rows, "labelled": self.labelled,
-            "positives": self.positives, "excluded": dict(self.excluded), **self.notes,
+            "leads": self.leads,
+            "rows": self.rows,
+            "labelled": self.labelled,
+            "positives": self.positives,
+            "excluded": dict(self.excluded),
+            **self.notes,
         }
 
 
@@ -530,7 +647,9 @@ def aggregate_activities(
     if types is None:
         counts = pc.value_counts(type_col).to_pylist()
         types = sorted(
-            str(c["values"]) for c in counts if c["values"] is not None and c["counts"] >= spec.min_count
+            str(c["values"])
+            for c in counts
+            if c["values"] is not None and c["counts"] >= spec.min_count
         )
     type_codes = pc.index_in(type_col, value_set=pa.array(list(types), pa.string()))
     tcode = np.nan_to_num(type_codes.to_numpy(zero_copy_only=False), nan=-1).astype(np.int64)
@@ -544,8 +663,8 @@ def aggregate_activities(
         total = np.bincount(idx[in_window], minlength=n).astype("float64")
         out[f"{ACTIVITY_PREFIX}total.{window}d"] = total
         mask = in_window & typed
-        grid = np.bincount(idx[mask] * n_types + tcode[mask], minlength=n * n_types)
-        grid = grid.reshape(n, n_types).astype("float64") if n_types else np.zeros((n, 0))
+        flat = np.bincount(idx[mask] * n_types + tcode[mask], minlength=n * n_types)
+        grid = flat.reshape(n, n_types).astype("float64") if n_types else np.zeros((n, 0))
         for t, kind in enumerate(types):
             out[activity_count_column(kind, window)] = grid[:, t]
 
@@ -632,19 +751,21 @@ def build_table(
         scoring_time = cutoff if cutoff is not None else pd.Timestamp.now()
     if created is not None:
         if scoring_time is not None:
-            as_of = np.full(len(leads), np.datetime64(scoring_time, "ns"))
+            leads["_as_of"] = np.full(len(leads), np.datetime64(scoring_time, "ns"))
         else:
-            as_of = created + np.timedelta64(int(spec.as_of_days * 86_400e9), "ns")
-        leads["_as_of"] = as_of
+            leads["_as_of"] = created + np.timedelta64(int(spec.as_of_days * 86_400e9), "ns")
     if conversions is not None and created is not None:
         _label_from_conversions(spec, leads, created, cutoff)
 
     for dim in spec.dimensions:
         leads = _join_dimension(spec, dim, leads, report)
 
-    if activities is not None and created is not None:
+    if activities is not None and spec.activities is not None and created is not None:
         aggregates, types, skipped = aggregate_activities(
-            activities, leads[ID].tolist(), leads["_as_of"].to_numpy(), spec.activities,
+            activities,
+            leads[ID].tolist(),
+            leads["_as_of"].to_numpy(),
+            spec.activities,
             activity_types,
         )
         report.notes["activity_types"] = types
@@ -653,7 +774,7 @@ def build_table(
 
     if scoring_time is None:
         leads = _training_rows(spec, leads, cutoff, report)
-    validate(table_schema(leads.columns), leads, spec.name)
+    validate(table_schema(list(leads.columns)), leads, spec.name)
     report.rows = len(leads)
     report.labelled = int(leads[LABEL].notna().sum())
     report.positives = int((leads[LABEL] == 1).sum())
@@ -677,7 +798,9 @@ def export_table(table: pd.DataFrame, spec: DatasetSpec, output: Path, with_labe
     return output
 
 
-def _cutoff(spec: DatasetSpec, leads: pd.DataFrame, activities: pa.Table | None) -> pd.Timestamp | None:
+def _cutoff(
+    spec: DatasetSpec, leads: pd.DataFrame, activities: pa.Table | None
+) -> pd.Timestamp | None:
     if spec.cutoff:
         return pd.Timestamp(spec.cutoff)
     if spec.leads.created_at is None:
@@ -710,12 +833,16 @@ def _label_from_conversions(
     leads[LABEL] = label
 
 
-def _join_dimension(spec: DatasetSpec, dim: Any, leads: pd.DataFrame, report: TableReport) -> pd.DataFrame:
+def _join_dimension(
+    spec: DatasetSpec, dim: Any, leads: pd.DataFrame, report: TableReport
+) -> pd.DataFrame:
     table = load_dimension(spec, dim)
     keys = normalise_keys(leads[dim.lead_key], dim.normalise_keys)
     matched = keys.isin(table["_key"])
     report.notes.setdefault("unmatched_keys", {})[dim.name] = int((keys.notna() & ~matched).sum())
-    joined = pd.DataFrame({"_key": keys.to_numpy(dtype=object)}).merge(table, on="_key", how="left")
+    joined = pd.DataFrame({"_key": keys.to_numpy(dtype=object)}).merge(
+        table, on="_key", how="left"
+    )
     joined = joined.drop(columns="_key")
     joined.index = leads.index
     return pd.concat([leads, joined], axis=1)
@@ -728,15 +855,24 @@ def _training_rows(
     keep = np.ones(len(leads), bool)
     if "_as_of" in leads and cutoff is not None:
         unseen = leads["_as_of"].to_numpy() > np.datetime64(cutoff, "ns")
-        report.exclude("as-of time after the data cut-off (too recent to score yet)", int((keep & unseen).sum()))
+        report.exclude(
+            "as-of time after the data cut-off (too recent to score yet)",
+            int((keep & unseen).sum()),
+        )
         keep &= ~unseen
     if "_converted_at" in leads and "_as_of" in leads:
-        early = leads["_converted_at"].to_numpy(dtype="datetime64[ns]") < leads["_as_of"].to_numpy()
+        early = (
+            leads["_converted_at"].to_numpy(dtype="datetime64[ns]") < leads["_as_of"].to_numpy()
+        )
         early &= ~np.isnat(leads["_converted_at"].to_numpy(dtype="datetime64[ns]"))
-        report.exclude("converted before its as-of time (never scored then)", int((keep & early).sum()))
+        report.exclude(
+            "converted before its as-of time (never scored then)", int((keep & early).sum())
+        )
         keep &= ~early
     if spec.outcome.horizon_days is not None:
         young = leads[LABEL].isna().to_numpy() & keep
-        report.exclude(f"younger than the {spec.outcome.horizon_days}-day horizon at the cut-off",
-                       int(young.sum()))
+        report.exclude(
+            f"younger than the {spec.outcome.horizon_days}-day horizon at the cut-off",
+            int(young.sum()),
+        )
     return leads[keep]

@@ -19,11 +19,11 @@ import numpy as np
 import pandas as pd
 
 from leadscore import __version__
-from leadscore.config import DatasetSpec, Settings
 from leadscore.audit import LeakReport, audit_leaks
+from leadscore.config import DatasetSpec, Settings
 from leadscore.data import ID, LABEL, check_ready
-from leadscore.features import TableReport, build_table
 from leadscore.evaluate import classification_metrics, profile_training
+from leadscore.features import TableReport, build_table
 from leadscore.scoring import ModelBundle
 from leadscore.train import TrainedModel, fit_model, split_leads
 
@@ -51,8 +51,13 @@ def fingerprint(leads: pd.DataFrame, columns: list[str]) -> dict[str, Any]:
     return {"sha256": digest, "rows": int(len(frame)), "columns": list(columns)}
 
 
-def build_bundle(trained: TrainedModel, spec: DatasetSpec, leads: pd.DataFrame,
-                 metrics: dict[str, float], model_name: str) -> ModelBundle:
+def build_bundle(
+    trained: TrainedModel,
+    spec: DatasetSpec,
+    leads: pd.DataFrame,
+    metrics: dict[str, float],
+    model_name: str,
+) -> ModelBundle:
     used = leads.iloc[np.concatenate([trained.split.train, trained.split.valid])]
     builder = trained.builder
     hashed = [c for c in builder.inputs_ if c in leads and c not in builder.sensitive_inputs_]
@@ -154,8 +159,11 @@ def run_training(
     metrics = {f"test_{k}": v for k, v in evaluate_test(trained, leads).items()}
     log.info(
         "test ROC AUC %.4f, PR AUC %.4f, log loss %.4f, Brier %.4f (%s split)",
-        metrics["test_roc_auc"], metrics["test_pr_auc"], metrics["test_log_loss"],
-        metrics["test_brier"], trained.split.kind,
+        metrics["test_roc_auc"],
+        metrics["test_pr_auc"],
+        metrics["test_log_loss"],
+        metrics["test_brier"],
+        trained.split.kind,
     )
     bundle = build_bundle(trained, spec, leads, metrics, settings.model_name)
     bundle.meta["activity_types"] = report.notes.get("activity_types")
@@ -195,8 +203,11 @@ def run_training(
             "fingerprint.json": bundle.meta["fingerprint"],
             "tiers.json": bundle.meta["tiers"],
         },
-        tags={"leadscore.dataset": spec.name, "leadscore.split": split.kind,
-              "leadscore.data_sha256": bundle.meta["fingerprint"]["sha256"]},
+        tags={
+            "leadscore.dataset": spec.name,
+            "leadscore.split": split.kind,
+            "leadscore.data_sha256": bundle.meta["fingerprint"]["sha256"],
+        },
     )
     bundle.meta["version"] = logged.version
     bundle.meta["run_id"] = logged.run_id

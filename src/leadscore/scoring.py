@@ -310,7 +310,7 @@ def score(bundle: ModelBundle, leads: Columns, reasons: int = 0) -> pd.DataFrame
         }
     )
     if scores.reasons is not None:
-        out["reasons"] = scores.reasons
+        out["reasons"] = pd.Series(scores.reasons, dtype=object)
     out["model_name"] = bundle.name
     out["model_version"] = bundle.version
     return out

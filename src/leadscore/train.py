@@ -47,6 +47,19 @@ DEFAULT_PARAMS: dict[str, Any] = {
 }
 NUM_BOOST_ROUND = 2000
 EARLY_STOPPING = 100
+# leadscore's own training options, read from `train.params` or `fit_model(params=...)` and
+# never passed to LightGBM:
+#   linear_start: a regularised logistic regression whose log-odds the trees start from, so
+#     numeric fields that leave their training range (economic indicators, a rising base rate)
+#     extrapolate linearly instead of sticking at the last tree bin;
+#   refit: after early stopping and calibration chose the tree count, refit on train + valid
+#     with that count (a time split otherwise never learns from the most recent leads);
+#   recency_half_life: weight training leads by 0.5 ** (age / (half_life * span)) (time only).
+LEADSCORE_OPTIONS: dict[str, Any] = {
+    "linear_start": True,
+    "refit": True,
+    "recency_half_life": None,
+}
 TIER_SHARES = {"A": 0.10, "B": 0.20, "C": 0.30}  # top 10% A, next 20% B, next 30% C, rest D
 
 
@@ -173,6 +186,143 @@ def percentile_grid(probability: np.ndarray) -> list[float]:
     return [float(v) for v in np.quantile(probability, np.linspace(0, 1, 101))]
 
 
+class LinearStart:
+    """A regularised logistic regression on the encoded features whose log-odds the boosting
+    starts from (LightGBM's `init_score`); its state is plain numbers, like the calibrator's.
+
+    Categorical codes become one-hot columns (plus one for missing); numeric features are
+    standardised on the training leads (skewed counts through log1p first) with missing as the
+    mean plus an indicator. Contributions per feature are exact and centred on the training
+    leads, so they join LightGBM's `pred_contrib` for reasons. A declared monotone direction
+    the fit contradicts zeroes that feature's weight rather than break the promise.
+    """
+
+    def __init__(self, c: float = 1.0, clip: float = 50.0) -> None:
+        self.c = c
+        self.clip = clip
+
+    # ---------------------------------------------------------------- design matrix
+
+    def _design(self, matrix: np.ndarray) -> np.ndarray:
+        blocks: list[np.ndarray] = []
+        for j, spec in enumerate(self.features_):
+            column = matrix[:, j]
+            missing = np.isnan(column)
+            if spec["kind"] == "categorical":
+                codes = np.where(missing, -1, column).astype(np.int64)
+                width = int(spec["levels"])
+                block = np.zeros((len(column), width + 1))
+                known = (codes >= 0) & (codes < width)
+                block[np.flatnonzero(known), codes[known]] = 1.0
+                block[~known, width] = 1.0
+            else:
+                value = np.where(missing, np.nan, column)
+                if spec["log1p"]:
+                    value = np.sign(value) * np.log1p(np.abs(value))
+                z = (value - spec["mean"]) / spec["scale"]
+                z = np.clip(np.where(missing, 0.0, z), -self.clip, self.clip)
+                block = np.column_stack([z, missing.astype(float)])
+            blocks.append(block)
+        return np.hstack(blocks) if blocks else np.zeros((len(matrix), 0))
+
+    def fit(
+        self,
+        matrix: np.ndarray,
+        y: np.ndarray,
+        kinds: list[str],
+        levels: list[int],
+        monotone: list[int] | None = None,
+        weight: np.ndarray | None = None,
+    ) -> LinearStart:
+        features: list[dict[str, Any]] = []
+        for j, kind in enumerate(kinds):
+            if kind == "categorical":
+                features.append({"kind": "categorical", "levels": int(levels[j])})
+                continue
+            column = matrix[:, j]
+            present = column[~np.isnan(column)]
+            skewed = bool(len(present) and present.min() >= 0 and _skew(present) > 2.0)
+            if skewed:
+                present = np.log1p(present)
+            mean = float(present.mean()) if len(present) else 0.0
+            scale = float(present.std()) if len(present) else 1.0
+            features.append(
+                {"kind": "numeric", "log1p": skewed, "mean": mean, "scale": scale or 1.0}
+            )
+        self.features_ = features
+        design = self._design(matrix)
+        widths = [int(f["levels"]) + 1 if f["kind"] == "categorical" else 2 for f in features]
+        owner = np.repeat(np.arange(len(features)), widths)
+        allowed = np.ones(design.shape[1], dtype=bool)
+        directions = monotone or [0] * len(features)
+        for _ in range(2):
+            model = LogisticRegression(C=self.c, max_iter=2000)
+            model.fit(design[:, allowed], y, sample_weight=weight)
+            coef = np.zeros(design.shape[1])
+            coef[allowed] = model.coef_[0]
+            wrong = [
+                j for j, sign in enumerate(directions)
+                if sign and features[j]["kind"] == "numeric"
+                and coef[np.flatnonzero(owner == j)[0]] * sign < 0
+            ]
+            if not wrong:
+                break
+            for j in wrong:  # the value column only: missing stays free
+                allowed[np.flatnonzero(owner == j)[0]] = False
+            log.info("linear start: dropped %d feature(s) against their declared direction",
+                     len(wrong))
+        self.coef_ = coef
+        self.intercept_ = float(model.intercept_[0])
+        self.owner_ = owner
+        contributions = self._raw_contributions(matrix)
+        self.means_ = contributions.mean(axis=0)
+        return self
+
+    def _raw_contributions(self, matrix: np.ndarray) -> np.ndarray:
+        weighted = self._design(matrix) * self.coef_[None, :]
+        out = np.zeros((len(matrix), len(self.features_)))
+        np.add.at(out.T, self.owner_, weighted.T)
+        return out
+
+    def margin(self, matrix: np.ndarray) -> np.ndarray:
+        return self._design(matrix) @ self.coef_ + self.intercept_
+
+    def contributions(self, matrix: np.ndarray) -> np.ndarray:
+        """Per-feature log-odds, centred, with the expected value as the last column (the
+        layout of LightGBM's `pred_contrib`); rows sum to `margin`."""
+        centred = self._raw_contributions(matrix) - self.means_[None, :]
+        bias = np.full((len(matrix), 1), self.intercept_ + float(self.means_.sum()))
+        return np.hstack([centred, bias])
+
+    # ---------------------------------------------------------------- JSON state
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "c": self.c,
+            "clip": self.clip,
+            "features": self.features_,
+            "coef": [float(v) for v in self.coef_],
+            "intercept": self.intercept_,
+            "owner": [int(v) for v in self.owner_],
+            "means": [float(v) for v in self.means_],
+        }
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> LinearStart:
+        linear = cls(c=float(state["c"]), clip=float(state["clip"]))
+        linear.features_ = [dict(f) for f in state["features"]]
+        linear.coef_ = np.asarray(state["coef"], dtype=float)
+        linear.intercept_ = float(state["intercept"])
+        linear.owner_ = np.asarray(state["owner"], dtype=np.int64)
+        linear.means_ = np.asarray(state["means"], dtype=float)
+        return linear
+
+
+def _skew(values: np.ndarray) -> float:
+    std = values.std()
+    return float(((values - values.mean()) ** 3).mean() / std**3) if std > 0 else 0.0
+
+
 @dataclass
 class TrainedModel:
     booster: lgb.Booster
@@ -184,6 +334,89 @@ class TrainedModel:
     tiers: dict[str, float]
     percentiles: list[float]
     extras: dict[str, Any] = field(default_factory=dict)
+    linear: LinearStart | None = None
+
+    def margin(self, matrix: np.ndarray) -> np.ndarray:
+        """Raw log-odds of an encoded matrix: the linear start (if any) plus the trees."""
+        raw = np.asarray(self.booster.predict(matrix, raw_score=True), dtype=float)
+        return raw + self.linear.margin(matrix) if self.linear is not None else raw
+
+    def predict_proba(self, leads: pd.DataFrame) -> np.ndarray:
+        """Calibrated probabilities for rows of the training table (evaluation, backtests)."""
+        return self.calibrator.transform(self.margin(self.builder.transform(leads)))
+
+
+def training_options(
+    spec: DatasetSpec, params: dict[str, Any] | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """LightGBM parameters and leadscore's own options, split apart (spec, then caller)."""
+    merged = {**DEFAULT_PARAMS, "seed": spec.train.seed, **spec.train.params, **(params or {})}
+    options = {k: merged.pop(k, default) for k, default in LEADSCORE_OPTIONS.items()}
+    return merged, options
+
+
+def recency_weights(times: np.ndarray, half_life: float | None) -> np.ndarray | None:
+    """0.5 ** (age / (half_life * span)): the newest lead weighs 1, one half-life back 0.5."""
+    if not half_life:
+        return None
+    t = np.asarray(times, dtype="float64")
+    span = float(t.max() - t.min()) or 1.0
+    return np.asarray(0.5 ** ((t.max() - t) / (half_life * span)))
+
+
+def _times(leads: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
+    values = leads[TIME].to_numpy()[rows]
+    if np.issubdtype(values.dtype, np.datetime64):
+        return values.astype("datetime64[s]").astype("float64")
+    return values.astype("float64")
+
+
+def boost(
+    params: dict[str, Any],
+    builder: FeatureBuilder,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    *,
+    init_train: np.ndarray | None = None,
+    weight: np.ndarray | None = None,
+    x_valid: np.ndarray | None = None,
+    y_valid: np.ndarray | None = None,
+    init_valid: np.ndarray | None = None,
+    rounds: int = NUM_BOOST_ROUND,
+) -> tuple[lgb.Booster, int]:
+    """One LightGBM fit; with a validation slice it stops early and keeps the best trees."""
+    train_set = lgb.Dataset(
+        x_train,
+        label=y_train,
+        weight=weight,
+        init_score=init_train,
+        feature_name=builder.feature_names_,
+        categorical_feature=builder.categorical_indices_,
+        free_raw_data=True,
+        params={"verbosity": -1},
+    )
+    if x_valid is None:
+        booster = lgb.train(params, train_set, num_boost_round=rounds)
+        return booster, rounds
+    valid_set = lgb.Dataset(x_valid, label=y_valid, init_score=init_valid, reference=train_set)
+    booster = lgb.train(
+        {**params, "metric": ["binary_logloss", "auc"]},
+        train_set,
+        num_boost_round=rounds,
+        valid_sets=[valid_set],
+        valid_names=["valid"],
+        callbacks=[lgb.early_stopping(EARLY_STOPPING, first_metric_only=True, verbose=False)],
+    )
+    best = booster.best_iteration or booster.current_iteration()
+    return _trimmed(booster, best), best
+
+
+def _fit_linear(
+    builder: FeatureBuilder, x: np.ndarray, y: np.ndarray, weight: np.ndarray | None
+) -> LinearStart:
+    kinds = [f.kind for f in builder.features_]
+    levels = [len(f.levels) for f in builder.features_]
+    return LinearStart().fit(x, y, kinds, levels, builder.monotone_constraints_, weight)
 
 
 def fit_model(
@@ -191,41 +424,55 @@ def fit_model(
     spec: DatasetSpec,
     params: dict[str, Any] | None = None,
 ) -> TrainedModel:
-    """Encoder on train, booster with early stopping on validation, calibration on validation."""
+    """Encoder on train; linear start and booster on train with early stopping on validation;
+    calibration, tiers and percentiles on validation; then (on a time split) a refit on train +
+    validation with the chosen tree count, so the model has seen the most recent leads."""
     split = split_leads(leads, spec)
     builder = builder_for(spec, leads).fit(leads.iloc[split.train])
     y = leads[LABEL].to_numpy()
     x_train = builder.transform(leads.iloc[split.train])
     x_valid = builder.transform(leads.iloc[split.valid])
 
-    merged = {**DEFAULT_PARAMS, "seed": spec.train.seed, **spec.train.params, **(params or {})}
+    merged, options = training_options(spec, params)
     if any(builder.monotone_constraints_):
         merged["monotone_constraints"] = builder.monotone_constraints_
         merged.setdefault("monotone_constraints_method", "advanced")
-    train_set = lgb.Dataset(
-        x_train,
-        label=y[split.train],
-        feature_name=builder.feature_names_,
-        categorical_feature=builder.categorical_indices_,
-        free_raw_data=True,
-        params={"verbosity": -1},
-    )
-    valid_set = lgb.Dataset(x_valid, label=y[split.valid], reference=train_set)
-    booster = lgb.train(
-        {**merged, "metric": ["binary_logloss", "auc"]},
-        train_set,
-        num_boost_round=NUM_BOOST_ROUND,
-        valid_sets=[valid_set],
-        valid_names=["valid"],
-        callbacks=[lgb.early_stopping(EARLY_STOPPING, first_metric_only=True, verbose=False)],
-    )
-    best = booster.best_iteration or booster.current_iteration()
-    booster = _trimmed(booster, best)
-    log.info("LightGBM stopped at %d trees (%s split)", best, split.kind)
+    half_life = options["recency_half_life"] if split.kind == "time" else None
+    weight = recency_weights(_times(leads, split.train), half_life) if half_life else None
 
-    margin_valid = booster.predict(x_valid, raw_score=True)
+    linear = None
+    if options["linear_start"]:
+        linear = _fit_linear(builder, x_train, y[split.train], weight)
+    init_train = linear.margin(x_train) if linear is not None else None
+    init_valid = linear.margin(x_valid) if linear is not None else None
+    booster, best = boost(
+        merged, builder, x_train, y[split.train], init_train=init_train, weight=weight,
+        x_valid=x_valid, y_valid=y[split.valid], init_valid=init_valid,
+    )
+    log.info("LightGBM stopped at %d trees (%s split, linear start %s)",
+             best, split.kind, "on" if linear is not None else "off")
+    first = TrainedModel(booster, builder, Calibrator(), split, merged, best, {}, [], {}, linear)
+    margin_valid = first.margin(x_valid)
     calibrator = Calibrator().fit(margin_valid, y[split.valid], seed=spec.train.seed)
     p_valid = calibrator.transform(margin_valid)
+    extras: dict[str, Any] = {
+        "options": options,
+        "valid_roc_auc": _auc(y[split.valid], p_valid),
+        "refit": False,
+    }
+
+    if options["refit"] and split.kind == "time" and len(split.valid):
+        rows = np.concatenate([split.train, split.valid])
+        x_all = builder.transform(leads.iloc[rows])
+        weight_all = recency_weights(_times(leads, rows), half_life) if half_life else None
+        linear = _fit_linear(builder, x_all, y[rows], weight_all) if linear is not None else None
+        booster, _ = boost(
+            merged, builder, x_all, y[rows], weight=weight_all, rounds=max(best, 1),
+            init_train=linear.margin(x_all) if linear is not None else None,
+        )
+        extras["refit"] = True
+        log.info("refitted on train + valid (%d leads, %d trees)", len(rows), best)
+
     return TrainedModel(
         booster=booster,
         builder=builder,
@@ -235,7 +482,15 @@ def fit_model(
         best_iteration=best,
         tiers=tier_cutoffs(p_valid),
         percentiles=percentile_grid(p_valid),
+        extras=extras,
+        linear=linear,
     )
+
+
+def _auc(y: np.ndarray, p: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan")
 
 
 def _trimmed(booster: lgb.Booster, iterations: int) -> lgb.Booster:
