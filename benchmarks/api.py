@@ -7,8 +7,10 @@ requests per case, figures written to benchmarks/results/api.json.
 The server is the app `leadscore serve` runs (same middleware, auth, access log, logging
 config) plus one empty endpoint mounted here only, whose figures in the same run are the
 yardstick: `ratio_to_empty` is a case's requests/s over the empty endpoint's. The client is a
-small asyncio HTTP/1.1 client on keep-alive connections (one per unit of concurrency), light
-enough that the server, not the client, is what is measured. Every run stops by itself.
+small asyncio HTTP/1.1 client on keep-alive connections (one per unit of concurrency, each
+sending its own lead), light enough that the server, not the client, is what is measured; the
+CPU time each side spends per request is printed too, a figure a busy machine disturbs far
+less than requests/s. Every run stops by itself.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ def bench_app() -> Any:
     return app
 
 
-def serve(port: int) -> None:
+def serve(port: int, http: str, loop: str) -> None:
     """Run the benchmark app as `leadscore serve` runs the real one (one worker)."""
     import uvicorn
 
@@ -68,7 +70,8 @@ def serve(port: int) -> None:
     from leadscore.config import get_settings
 
     uvicorn.run(bench_app(), host=HOST, port=port, log_config=server_log_config(
-        get_settings().log_level), access_log=False, timeout_graceful_shutdown=10)
+        get_settings().log_level), access_log=False, timeout_graceful_shutdown=10,
+        http=http, loop=loop)  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- model and leads
@@ -172,14 +175,17 @@ async def _connection(port: int, request: bytes, counts: Sequence[int],
         await writer.wait_closed()
 
 
-async def run_case(port: int, request: bytes, concurrency: int, total: int) -> dict[str, float]:
+async def run_case(port: int, requests: list[bytes], concurrency: int,
+                   total: int) -> dict[str, float]:
+    """`total` timed requests over `concurrency` keep-alive connections, connection i sending
+    `requests[i % len(requests)]` again and again, after a 10% warm-up."""
     warmup = max(concurrency, total // 10)
-    share = [total // concurrency + (1 if i < total % concurrency else 0) for i in range(concurrency)]
-    warm = [warmup // concurrency + (1 if i < warmup % concurrency else 0) for i in range(concurrency)]
+    share, warm = _split(total, concurrency), _split(warmup, concurrency)
     latencies: list[list[float]] = [[], []]
     failures: list[int] = []
     gate = asyncio.Barrier(concurrency + 1)
-    tasks = [asyncio.create_task(_connection(port, request, (warm[i], share[i]), latencies,
+    tasks = [asyncio.create_task(_connection(port, requests[i % len(requests)],
+                                             (warm[i], share[i]), latencies,
                                              failures, gate)) for i in range(concurrency)]
     await gate.wait()
     start = time.perf_counter()
@@ -195,6 +201,10 @@ async def run_case(port: int, request: bytes, concurrency: int, total: int) -> d
         "requests": len(timed),
         "concurrency": concurrency,
     }
+
+
+def _split(total: int, parts: int) -> list[int]:
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
 
 def _quantile(sorted_values: list[float], q: float) -> float:
@@ -220,6 +230,25 @@ async def check(port: int, request: bytes) -> dict[str, Any]:
 # --------------------------------------------------------------------------- orchestration
 
 
+def describe(bundle_dir: Path, http: str, loop: str) -> None:
+    """What is being measured, and whether the machine is quiet enough to trust it."""
+    import importlib.util
+
+    from leadscore.scoring import load_bundle
+
+    bundle = load_bundle(bundle_dir)
+    if http == "auto":
+        http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    if loop == "auto":
+        loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    print(f"model: {bundle.booster.num_trees()} trees, {len(bundle.input_types())} fields; "
+          f"server: uvicorn, {http}, {loop}, 1 worker", flush=True)
+    load = os.getloadavg()[0]
+    if load > 1.0:
+        print(f"warning: load average {load:.1f} on {os.cpu_count()} cores: other work competes "
+              "with the server and the client, so figures will be low and noisy", flush=True)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((HOST, 0))
@@ -243,28 +272,46 @@ def wait_ready(port: int, process: subprocess.Popen[bytes], timeout: float = 120
     raise RuntimeError(f"server not ready after {timeout:.0f} s")
 
 
-async def run_all(port: int, leads: list[dict[str, Any]], scale: float) -> dict[str, dict[str, Any]]:
-    single = json.dumps({"leads": leads[:1]}).encode()
+def cpu_seconds(pid: int) -> float:
+    """CPU time the server process has used (all its threads): robust to a busy machine."""
+    import psutil
+
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
+async def run_all(port: int, pid: int, leads: list[dict[str, Any]],
+                  scale: float) -> dict[str, dict[str, Any]]:
+    def singles(path: str, key: str | None = API_KEY) -> list[bytes]:
+        """One request per connection, each with its own lead."""
+        return [http_request(path, json.dumps({"leads": [lead]}).encode(), port, key)
+                for lead in leads[:16]]
+
     batch = json.dumps({"leads": leads[:1000]}).encode()
     cases = {
-        "empty_c16": (http_request(EMPTY_PATH, single, port, key=None), 16, 4000),
-        "single_c1": (http_request("/v1/score?reasons=0", single, port), 1, 2000),
-        "single_c16": (http_request("/v1/score?reasons=0", single, port), 16, 4000),
-        "single_reasons_c16": (http_request("/v1/score?reasons=3", single, port), 16, 3000),
-        "batch1000_reasons_c1": (http_request("/v1/score?reasons=3", batch, port), 1, 20),
+        "empty_c16": (singles(EMPTY_PATH, key=None), 16, 4000),
+        "single_c1": (singles("/v1/score?reasons=0"), 1, 2000),
+        "single_c16": (singles("/v1/score?reasons=0"), 16, 4000),
+        "single_reasons_c16": (singles("/v1/score?reasons=3"), 16, 3000),
+        "batch1000_reasons_c1": ([http_request("/v1/score?reasons=3", batch, port)], 1, 20),
     }
-    for name, (request, _, _) in cases.items():
+    for name, (requests, _, _) in cases.items():
         if name != "empty_c16":
-            answer = await check(port, request)
+            answer = await check(port, requests[0])
             expected = 1000 if name.startswith("batch") else 1
             if len(answer["results"]) != expected:
                 raise RuntimeError(f"{name}: expected {expected} results")
     results: dict[str, dict[str, Any]] = {}
-    for name, (request, concurrency, total) in cases.items():
-        results[name] = await run_case(port, request, concurrency, max(concurrency,
-                                                                        int(total * scale)))
-        print(f"{name:22s} {results[name]['rps']:9.1f} req/s  p50 {results[name]['p50_ms']:8.2f} ms"
-              f"  p99 {results[name]['p99_ms']:8.2f} ms", flush=True)
+    for name, (requests, concurrency, total) in cases.items():
+        before, client_before = cpu_seconds(pid), time.process_time()
+        r = await run_case(port, requests, concurrency, max(concurrency, int(total * scale)))
+        sent = r["requests"] * 1.1  # and 10% more as warm-up
+        server_us = (cpu_seconds(pid) - before) / sent * 1e6
+        client_us = (time.process_time() - client_before) / sent * 1e6
+        results[name] = r
+        print(f"{name:22s} {r['rps']:9.1f} req/s  p50 {r['p50_ms']:8.2f} ms  p99 "
+              f"{r['p99_ms']:8.2f} ms  CPU/request: server {server_us:6.0f} us, "
+              f"client {client_us:5.0f} us", flush=True)
     empty = results["empty_c16"]["rps"]
     return {
         name: {"rps": r["rps"], "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"],
@@ -279,10 +326,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--leads", type=int, default=10_000, help="Synthetic leads to train on.")
     parser.add_argument("--scale", type=float, default=1.0, help="Multiply request counts.")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="Results JSON.")
+    parser.add_argument("--http", default="auto", choices=["auto", "h11", "httptools"],
+                        help="uvicorn HTTP parser (auto: httptools when installed, as in serve).")
+    parser.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"],
+                        help="uvicorn event loop (auto: uvloop when installed, as in serve).")
     parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
-        serve(args.serve)
+        serve(args.serve, args.http, args.loop)
         return 0
 
     with tempfile.TemporaryDirectory(prefix="leadscore-bench-") as tmp:
@@ -293,6 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             bundle_dir = args.bundle.resolve()
         leads = sample_leads(bundle_dir, 1000)
+        describe(bundle_dir, args.http, args.loop)
         port = free_port()
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("LEADSCORE_", "PROMETHEUS_"))}
@@ -300,11 +352,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                    LEADSCORE_LOG_LEVEL="INFO")
         log_path = folder / "server.log"
         with log_path.open("wb") as server_log:
-            process = subprocess.Popen([sys.executable, __file__, "--serve", str(port)],
+            command = [sys.executable, __file__, "--serve", str(port), "--http", args.http,
+                       "--loop", args.loop]
+            process = subprocess.Popen(command,
                                        env=env, stdout=server_log, stderr=server_log, cwd=ROOT)
             try:
                 wait_ready(port, process)
-                results = asyncio.run(run_all(port, leads, args.scale))
+                results = asyncio.run(run_all(port, process.pid, leads, args.scale))
             finally:
                 process.send_signal(signal.SIGTERM)
                 try:

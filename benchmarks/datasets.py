@@ -39,17 +39,26 @@ def _round(value: float) -> float | None:
     return None if value is None or not np.isfinite(value) else round(float(value), 4)
 
 
-def train_one(spec: Any, data_path: Path | None, models_dir: Path) -> tuple[dict[str, Any], Any]:
-    """One training run through the pipeline; the figures the results file keeps."""
+def train_one(
+    spec: Any, data_path: Path | None, models_dir: Path
+) -> tuple[dict[str, Any], Any, Any]:
+    """One training run through the pipeline; the figures the results file keeps, the result
+    and the training table (rebuilt: the pipeline does not return it)."""
     from leadscore.config import Settings
+    from leadscore.data import LABEL
+    from leadscore.evaluate import classification_metrics
+    from leadscore.features import build_table
     from leadscore.pipeline import run_training
 
-    settings = Settings(models_dir=models_dir)
+    # models, reports and the feature cache all go to the temporary folder: the repository is
+    # left as it was, and every table is built afresh (no stale cache from older code)
+    settings = Settings(models_dir=models_dir / "models", feature_cache="off")
     began = time.perf_counter()
     result = run_training(spec, settings, data_path=data_path, track=False)
     seconds = time.perf_counter() - began
     metrics = result.metrics
     split = result.trained.split
+    baselines = getattr(result, "baselines", None) or {}  # simple models the pipeline compares
     entry = {
         "roc_auc": _round(metrics["test_roc_auc"]),
         "pr_auc": _round(metrics["test_pr_auc"]),
@@ -71,10 +80,26 @@ def train_one(spec: Any, data_path: Path | None, models_dir: Path) -> tuple[dict
         "leak_reasons": {c: result.leak.flagged[c] for c in result.leak.dropped},
         "kept_by_spec": list(result.leak.kept),
         "excluded": dict(result.report.excluded),
+        "baselines_roc_auc": {name: _round(values.get("roc_auc"))
+                              for name, values in baselines.items()},
         "seconds": round(seconds, 1),
         "data_path": str(data_path) if data_path else None,
     }
-    return entry, result
+    # cross-check: the trained model's own probabilities (TrainedModel.predict_proba, which adds
+    # any linear start to the trees) on the same test rows; the pipeline's figures above should
+    # match them
+    table, _ = build_table(spec, data_path=data_path)
+    test = table.iloc[split.test]
+    if hasattr(result.trained, "predict_proba"):
+        check = classification_metrics(test[LABEL].to_numpy(),
+                                       result.trained.predict_proba(test))
+        entry["trained_model_check"] = {"roc_auc": _round(check["roc_auc"]),
+                                        "ece": _round(check["ece"])}
+        gap = abs(check["roc_auc"] - metrics["test_roc_auc"])
+        if gap > 0.01:
+            print(f"  WARNING: the pipeline reports test ROC AUC {metrics['test_roc_auc']:.4f} "
+                  f"but the trained model scores {check['roc_auc']:.4f} on the same rows")
+    return entry, result, table
 
 
 def run_real(name: str, spec_file: str, lead_file: str, models_dir: Path) -> dict[str, Any]:
@@ -85,7 +110,7 @@ def run_real(name: str, spec_file: str, lead_file: str, models_dir: Path) -> dic
         return {"skipped": f"{data_path} not found (../shared/datasets is not beside this "
                            "checkout)"}
     spec = load_spec(CONFIGS / spec_file)
-    entry, _ = train_one(spec, data_path, models_dir / name)
+    entry, _, _ = train_one(spec, data_path, models_dir / name)
     entry["spec"] = f"configs/{spec_file}"
     return entry
 
@@ -111,7 +136,6 @@ def run_synthetic(leads: int, seed: int, models_dir: Path, work: Path) -> dict[s
     from leadscore import synth
     from leadscore.config import load_spec
     from leadscore.data import ID, LABEL
-    from leadscore.features import build_table
 
     spec_file = CONFIGS / "synthetic.yaml"
     if not spec_file.is_file():
@@ -120,11 +144,10 @@ def run_synthetic(leads: int, seed: int, models_dir: Path, work: Path) -> dict[s
     data = synth.generate(leads, seed=seed)
     paths = synth.write(data, folder, fmt="csv")
     spec = _redirect(load_spec(spec_file), folder)
-    entry, result = train_one(spec, paths["leads"], models_dir / "synthetic")
+    entry, result, table = train_one(spec, paths["leads"], models_dir / "synthetic")
     entry["spec"] = "configs/synthetic.yaml"
     entry["generated"] = {"leads": leads, "activities": len(data.activities), "seed": seed}
     # the table is rebuilt deterministically, so split positions index the same rows
-    table, _ = build_table(spec, data_path=paths["leads"])
     test = table.iloc[result.trained.split.test]
     truth = data.truth.set_index("lead_id")["p_true"]
     p_true = test[ID].map(truth).to_numpy(dtype=float)

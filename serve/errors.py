@@ -3,11 +3,11 @@ never echoed back (a value may be an email address), in a response or in a log l
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
@@ -40,8 +40,7 @@ class ApiError(Exception):
 
 
 def error_body(code: str, message: str, details: list[dict[str, Any]] | None = None) -> bytes:
-    body = {"error": {"code": code, "message": message, "details": details or []}}
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return orjson.dumps({"error": {"code": code, "message": message, "details": details or []}})
 
 
 def error_response(

@@ -20,8 +20,9 @@ from sklearn.metrics import roc_auc_score
 from leadscore import synth, tracking
 from leadscore.config import Settings, load_spec
 from leadscore.pipeline import run_training
+from leadscore.scoring import score
 
-N_LEADS = 3000
+N_LEADS = 2000
 COUNTED = {"web_visits": "web_visit", "pricing_views": "pricing_page_view",
            "demo_requests": "demo_request", "form_fills": "form_fill"}
 CATEGORICAL = ["source_channel", "seniority", "industry", "company_size", "country", "budget",
@@ -66,7 +67,7 @@ def test_training_registers_a_champion_that_learned_the_truth(line) -> None:  # 
     assert result.metrics["test_roc_auc"] > 0.7
     bundle = tracking.load_model(result.model_uri, settings)
     leads = pd.read_csv(leads_csv, dtype=str, keep_default_na=False)
-    p = tracking.score(bundle, leads)["probability"].to_numpy()
+    p = score(bundle, leads)["probability"].to_numpy()
     p_true = leads["lead_id"].map(truth.set_index("lead_id")["p_true"]).to_numpy()
     assert np.corrcoef(p, p_true)[0, 1] > 0.6
     assert roc_auc_score(leads["converted"].astype(int), p) > 0.75

@@ -72,4 +72,6 @@ def test_notebook_runs_in_the_project_venv(
     assert "41,188 leads, 4,640 converted (11.3%)" in joined
     assert "cellular" in joined and "telephone" in joined
     assert "referral_programme" in joined, "the synthetic CRM's channels are explored"
-    assert "'duration'" not in joined.split("features:")[1].split("\n")[0]
+    features_line = next(line for line in joined.splitlines() if line.startswith("features:"))
+    assert "age" in features_line and "duration" not in features_line
+    assert "dropped: duration" in joined

@@ -20,6 +20,7 @@ from leadscore.scoring import (
     ModelBundle,
     field_impacts,
     load_bundle,
+    predict,
     score,
     score_records,
 )
@@ -174,20 +175,37 @@ def test_records_path_matches_frame_path(bundle: ModelBundle, leads: pd.DataFram
     )
 
 
-def test_impacts_add_up_to_the_score_difference_from_the_average_lead(
+def test_lightgbm_contributions_sum_to_the_raw_margin(
     bundle: ModelBundle, leads: pd.DataFrame
 ) -> None:
     matrix = bundle.builder.transform(leads)
     contrib = np.asarray(bundle.booster.predict(matrix, pred_contrib=True))
-    margin = np.asarray(bundle.booster.predict(matrix, raw_score=True))
+    raw = np.asarray(bundle.booster.predict(matrix, raw_score=True))
     assert contrib.shape == (len(leads), len(bundle.builder.features_) + 1)
-    np.testing.assert_allclose(contrib.sum(axis=1), margin, rtol=0, atol=1e-9)
-    base = contrib[:, -1]
-    assert np.ptp(base) == 0, "the expected value is the same for every lead"
+    np.testing.assert_allclose(contrib.sum(axis=1), raw, rtol=0, atol=1e-9)
+    assert np.ptp(contrib[:, -1]) == 0, "the expected value is the same for every lead"
 
-    impacts = field_impacts(bundle, contrib, margin)
-    assert impacts.shape == (len(leads), len(bundle.inputs))
-    points_lead = 100 * bundle.calibrator.transform(margin)
+
+def test_impacts_add_up_to_the_score_difference_from_the_average_lead(
+    bundle: ModelBundle, leads: pd.DataFrame
+) -> None:
+    matrix = bundle.builder.transform(leads)
+    scores, contrib = predict(bundle, matrix, reasons=1)
+    assert contrib is not None
+    # the contributions scoring uses are the whole margin, and the margin is the probability's
+    np.testing.assert_allclose(contrib.sum(axis=1), scores.margin, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(
+        np.clip(bundle.calibrator.transform(scores.margin), 0, 1), scores.probability,
+        rtol=0, atol=1e-12,
+    )
+    plain, _ = predict(bundle, matrix, reasons=0)
+    np.testing.assert_allclose(plain.probability, scores.probability, rtol=0, atol=1e-9)
+    base = contrib[:, -1]  # the expected value: the average lead's log-odds
+    assert np.ptp(base) < 1e-12
+
+    impacts = field_impacts(bundle, contrib, scores.margin)
+    assert impacts.shape == (len(leads), len(bundle.inputs)), "every field, not just the top k"
+    points_lead = 100 * bundle.calibrator.transform(scores.margin)
     points_base = 100 * bundle.calibrator.transform(base)
     np.testing.assert_allclose(impacts.sum(axis=1), points_lead - points_base, rtol=0, atol=1e-6)
     assert np.abs(impacts).sum() > 0
@@ -196,9 +214,9 @@ def test_impacts_add_up_to_the_score_difference_from_the_average_lead(
 def test_reasons_are_the_largest_impacts(bundle: ModelBundle, leads: pd.DataFrame) -> None:
     sample = leads.iloc[:50]
     out = score(bundle, sample, reasons=3)
-    matrix = bundle.builder.transform(sample)
-    contrib = np.asarray(bundle.booster.predict(matrix, pred_contrib=True))
-    impacts = field_impacts(bundle, contrib, contrib.sum(axis=1))
+    scores, contrib = predict(bundle, bundle.builder.transform(sample), reasons=3)
+    assert contrib is not None
+    impacts = field_impacts(bundle, contrib, scores.margin)
     for i, reasons in enumerate(out["reasons"]):
         assert len(reasons) == 3
         top = sorted(np.abs(impacts[i]), reverse=True)[:3]

@@ -2,28 +2,33 @@
 
 The body is read with a size cap before any JSON parsing, validated per lead against the
 model's own fields, then scored by the same `scoring.score_records` batch uses. A few leads
-score inline (microseconds: a thread hop would cost more); bigger batches go to a worker thread.
+score inline (a thread hop would cost more); bigger batches go to a worker thread.
 """
 
 from __future__ import annotations
 
-import json
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from leadscore.scoring import score_records
-from serve.deps import Loaded, ScoringDep
+from serve.deps import Loaded, scoring_context
 from serve.errors import ApiError, safe_name
 from serve.schemas import ErrorResponse, ScoreResponse
 
 router = APIRouter(tags=["scoring"])
 
-INLINE_LEADS = 8  # up to this many leads are scored on the event loop (well under 2 ms)
+# Scored on the event loop when this cheap (a thread hop costs more than the work): up to 8
+# leads without reasons (~10 µs each), 2 with (~0.4 ms each: TreeSHAP). Else a worker thread,
+# where LightGBM releases the GIL and the loop keeps serving.
+INLINE_LEADS = 8
+INLINE_EXPLAINED = 2
 MAX_LISTED = 10  # problems spelled out in an error message; `details` lists them all
+MAX_REASONS = 10
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": text}
@@ -60,8 +65,8 @@ def _too_large(limit: int) -> ApiError:
 def parse_leads(body: bytes, max_batch: int, ignore_unknown: bool = False) -> list[Any]:
     """The `leads` list of a JSON body, checked for shape and size (not yet for field types)."""
     try:
-        payload = json.loads(body)
-    except (ValueError, RecursionError):  # bad JSON, bad UTF-8, absurd numbers or nesting
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:  # bad syntax or UTF-8, NaN, absurd numbers or nesting
         raise ApiError(400, "malformed_json", "request body is not valid JSON") from None
     if not isinstance(payload, dict) or "leads" not in payload:
         raise ApiError(422, "invalid_request", 'body must be an object {"leads": [...]}',
@@ -147,29 +152,52 @@ def score_payload(loaded: Loaded, leads: list[dict[str, Any]], reasons: int) -> 
     return {"results": results}
 
 
+REASONS_PARAMETER = {
+    "name": "reasons",
+    "in": "query",
+    "required": False,
+    "description": "Top reasons per lead, 0 to 10 (default 3, `LEADSCORE_DEFAULT_REASONS`).",
+    "schema": {"type": "integer", "minimum": 0, "maximum": MAX_REASONS},
+}
+
+
+def reasons_param(request: Request, default: int) -> int:
+    """`?reasons=`, read by hand: FastAPI's own query and dependency machinery costs ~30 µs a
+    request, a sixth of a single-lead request (see benchmarks/api.py)."""
+    raw = request.query_params.get("reasons")
+    if raw is None:
+        return default
+    value = int(raw) if raw.strip().isdigit() else -1
+    if not 0 <= value <= MAX_REASONS:
+        raise ApiError(422, "invalid_request",
+                       f"request parameters are invalid: reasons must be 0 to {MAX_REASONS}",
+                       [{"loc": ["query", "reasons"], "type": "int_range"}])
+    return value
+
+
 @router.post(
     "/v1/score",
     response_model=ScoreResponse,
     responses=ERRORS,
-    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
-        "$ref": "#/components/schemas/ScoreRequest"}}}}},
+    openapi_extra={
+        "parameters": [REASONS_PARAMETER],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "$ref": "#/components/schemas/ScoreRequest"}}}},
+    },
 )
-async def score(
-    request: Request,
-    context: ScoringDep,
-    reasons: Annotated[int | None, Query(ge=0, le=10, description="Top reasons per lead.")] = None,
-) -> JSONResponse:
+async def score(request: Request) -> Response:
     """Score 1 to `max_batch` leads. Missing fields are scored as missing; results keep the
     request's order and echo each lead's id."""
+    context = scoring_context(request)  # auth first: 401 before anything is read
     settings = context.settings
+    k = reasons_param(request, settings.default_reasons)
     body = await read_body(request, settings.max_body_bytes)
     leads = parse_leads(body, settings.max_batch, settings.ignore_unknown_fields)
-    loaded = context.holder.snapshot()  # this request finishes on this model, whatever reloads meanwhile
+    loaded = context.holder.snapshot()  # this request finishes on this model, whatever reloads
     records = validate_leads(loaded, leads)
-    k = settings.default_reasons if reasons is None else reasons
-    if len(records) <= INLINE_LEADS:
+    if len(records) <= (INLINE_EXPLAINED if k else INLINE_LEADS):
         payload = score_payload(loaded, records, k)
     else:
         payload = await run_in_threadpool(score_payload, loaded, records, k)
     context.metrics.scored(r["tier"] for r in payload["results"])
-    return JSONResponse(payload)
+    return Response(orjson.dumps(payload), media_type="application/json")

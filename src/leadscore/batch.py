@@ -177,13 +177,16 @@ def _raw_batches(source: Source, tracker: list[str]) -> Iterator[tuple[pa.Record
     """Record batches in file order, with the bytes read so far; malformed CSV records (wrong
     number of fields) are skipped and described in `tracker`."""
     if source.kind == "parquet":
-        dataset = pads.dataset(source.files, format="parquet")
+        # file by file, batch by batch: no scanner read-ahead holding a large part of the file
         done = 0
-        for fragment in dataset.get_fragments():
-            for batch in fragment.to_batches(schema=dataset.schema, columns=source.columns,
-                                             batch_size=64 * 1024):
-                yield batch, done
-            done += os.path.getsize(fragment.path)
+        for name in source.files:
+            # pre_buffer keeps every row group's buffers it has read: memory grows with the file
+            with pq.ParquetFile(name, pre_buffer=False) as parquet:
+                for batch in parquet.iter_batches(batch_size=64 * 1024, columns=source.columns):
+                    if batch.schema != source.schema:
+                        batch = batch.select(source.columns).cast(source.schema)
+                    yield batch, done
+            done += os.path.getsize(name)
         return
 
     def on_invalid(row: Any) -> str:
@@ -1038,11 +1041,12 @@ def score_spark(
     keep = list(dict.fromkeys(keep))
     available = df.columns
     columns = _input_columns(bundle, available, keep)
-    df = df.select(*[f"`{c}`" for c in columns])
+    by_name = {f.name: f for f in df.schema.fields}
+    # plain names on the way in: Spark reads a dot in a column name as a struct field
+    df = df.select(*[df[f"`{c}`"].alias(f"_c{i}") for i, c in enumerate(columns)])
     scored_at = scored_at or datetime.now(UTC).isoformat(timespec="seconds")
     id_col = bundle.id_column
     fields = [f"`{id_col}` string"]
-    by_name = {f.name: f for f in df.schema.fields}
     fields += [f"`{c}` {by_name[c].dataType.simpleString()}" for c in keep if c != id_col]
     fields += ["probability double", "score bigint", "tier string", "percentile bigint"]
     if reasons > 0:
@@ -1064,12 +1068,12 @@ def score_spark(
         context = TaskContext.get()
         first = offsets[context.partitionId()] + 1 if offsets and context else 1
         for batch in batches:
-            table = pa.Table.from_batches([batch])
+            table = pa.Table.from_batches([batch]).rename_columns(columns)
             out = _score_rows(model, Chunk(0, first, table), reasons, keep, scored_at)
             first += batch.num_rows
             if not row_numbers:
                 out = out.drop_columns([ROW])
-            yield from _as_spark_arrow(out, batch.schema, kept).to_batches()
+            yield from _as_spark_arrow(out, table.schema, kept).to_batches()
 
     return df.mapInArrow(run, schema)
 
@@ -1149,7 +1153,14 @@ def spark_session(app_name: str = "leadscore") -> Any:
     if active is not None:
         return active
     master = os.environ.get("LEADSCORE_SPARK_MASTER", "local[*]")
-    return SparkSession.builder.master(master).appName(app_name).getOrCreate()
+    builder = SparkSession.builder.master(master).appName(app_name)
+    if master.startswith("local"):
+        # the workers must import leadscore: run them on this interpreter (this virtualenv)
+        import sys
+
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        builder = builder.config("spark.ui.enabled", "false")
+    return builder.getOrCreate()
 
 
 def read_spark(spark: Any, source: Source) -> Any:

@@ -97,13 +97,21 @@ def train(
         Path | None, typer.Option(help="Read the lead table from this file instead of the spec's.")
     ] = None,
     no_track: Annotated[bool, typer.Option("--no-track", help="Skip MLflow.")] = False,
+    tune: Annotated[
+        int, typer.Option(min=0, help="Optuna trials on the validation slice (0: no tuning).")
+    ] = 0,
+    keep_tiers: Annotated[
+        bool, typer.Option("--keep-tiers", help="Keep the current champion's tier cutoffs.")
+    ] = False,
 ) -> None:
     """Train on a lead table, evaluate on its most recent slice, log and register the model."""
     from leadscore.pipeline import run_training
 
     spec = load_spec(config)
     settings = get_settings()
-    result = run_training(spec, settings, data_path=data, track=not no_track)
+    result = run_training(
+        spec, settings, data_path=data, track=not no_track, tune=tune, keep_tiers=keep_tiers
+    )
     m = result.metrics
     table = Table(title=f"{spec.name}: test slice ({result.trained.split.kind} split)")
     for key in ("roc_auc", "pr_auc", "log_loss", "brier", "ece"):
@@ -118,10 +126,52 @@ def train(
     if result.trained.split.kind == "stratified":
         console.print("[yellow]no created-at or order column: the test slice is a stratified "
                       "random 20%, which flatters a model when conversion drifts over time[/]")
+    for name, b in (result.baselines or {}).items():
+        console.print(f"baseline {name:10s} ROC AUC {b['roc_auc']:.4f}  ECE {b['ece']:.4f}  "
+                      f"(LightGBM {m['test_roc_auc'] - b['roc_auc']:+.4f} ROC AUC)")
     console.print(f"bundle:  {result.bundle_dir}")
+    if result.report_dir:
+        console.print(f"report:  {result.report_dir / 'model_card.html'}")
     if result.version:
         console.print(f"model:   {settings.model_name} version {result.version} -> {result.model_uri}")
+        if result.promoted:
+            console.print(f"[green]promoted to @champion[/]: {result.promotion_reason}")
+        else:
+            console.print(f"[yellow]not promoted[/] (@champion stays version "
+                          f"{result.champion_version}): {result.promotion_reason}")
         console.print(f"tracking: {settings.resolved_tracking_uri()} (run {result.run_id})")
+
+
+@app.command()
+@friendly
+def backtest(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Dataset spec (YAML).")],
+    steps: Annotated[int, typer.Option(min=1, help="Steps through the most recent 20%.")] = 10,
+    data: Annotated[
+        Path | None, typer.Option(help="Read the lead table from this file instead of the spec's.")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option(help="Write the per-step results here as JSON.")
+    ] = None,
+) -> None:
+    """Replay history: retrain on everything before each step, score the step (ROC AUC)."""
+    from leadscore.backtest import run_backtest
+
+    spec = load_spec(config)
+    result = run_backtest(spec, get_settings(), steps, data_path=data)
+    table = Table(title=f"{spec.name}: {len(result.steps)}-step backtest")
+    for column in ("step", "trained on", "scored", "conversion", "roc_auc"):
+        table.add_column(column)
+    for s in result.steps:
+        table.add_row(str(s["step"]), f"{s['train_leads']:,}", f"{s['scored_leads']:,}",
+                      f"{s['conversion_rate']:.3f}", f"{s['roc_auc']:.4f}")
+    console.print(table)
+    o = result.overall
+    console.print(f"over all steps: ROC AUC {o['roc_auc']:.4f}, PR AUC {o['pr_auc']:.4f}, "
+                  f"ECE {o['ece']:.4f}; mean per-step ROC AUC {o['mean_step_roc_auc']:.4f}")
+    if output:
+        output.write_text(json.dumps(result.as_dict(), indent=2), encoding="utf-8")
+        console.print(f"written: {output}")
 
 
 @app.command()
@@ -181,16 +231,22 @@ def models() -> None:
         console.print(f"no versions of {settings.model_name} at {settings.resolved_tracking_uri()}")
         return
     table = Table(title=settings.model_name)
-    for column in ("version", "aliases", "created", "test_roc_auc", "test_ece", "run"):
+    for column in ("version", "aliases", "dataset", "created", "test_roc_auc", "test_ece",
+                   "promotion", "run"):
         table.add_column(column)
     for row in rows:
         metrics = row["metrics"]
         table.add_row(
-            row["version"], ", ".join(row["aliases"]), row["created"][:19],
+            row["version"], ", ".join(row["aliases"]), row.get("dataset", ""),
+            row["created"][:19],
             f"{metrics.get('test_roc_auc', float('nan')):.4f}",
-            f"{metrics.get('test_ece', float('nan')):.4f}", row["run_id"] or "",
+            f"{metrics.get('test_ece', float('nan')):.4f}",
+            row.get("promotion", ""), row["run_id"] or "",
         )
     console.print(table)
+    for row in rows:
+        if row.get("reason"):
+            console.print(f"version {row['version']}: {row['reason']}", highlight=False)
 
 
 @app.command()

@@ -35,7 +35,7 @@ def main() -> int:
     output = root / "data" / "scored" / "bank_marketing.parquet"
     try:
         result = run_training(spec, settings)
-        bundle = load_model(result.model_uri or settings.resolved_model_uri(), settings)
+        bundle = load_model(settings.resolved_model_uri(), settings)  # the champion scores
         summary = rescore(bundle, spec.resolve(spec.leads.path), output, reasons=3)
     except LeadscoreError as exc:
         console.print(f"[bold red]error:[/] {exc}")
@@ -47,6 +47,10 @@ def main() -> int:
         f"test ROC AUC   {m['test_roc_auc']:.4f}   PR AUC {m['test_pr_auc']:.4f}   "
         f"Brier {m['test_brier']:.4f}   ECE {m['test_ece']:.4f}",
         f"model          {settings.model_name} version {result.version}  ({result.model_uri})",
+        (f"registry       promoted to @champion: {result.promotion_reason}" if result.promoted
+         else f"registry       NOT promoted, @champion stays version {result.champion_version}: "
+         f"{result.promotion_reason}"),
+        f"model card     {result.report_dir / 'model_card.html' if result.report_dir else '-'}",
         f"tracking       {settings.resolved_tracking_uri()}  run {result.run_id}",
         f"bundle         {_short(result.bundle_dir, root)}",
         f"scored file    {_short(Path(summary.output), root)}  ({summary.rows:,} rows, "

@@ -90,8 +90,7 @@ def feature_profile(
 def profile_training(trained: Any, leads: Any) -> dict[str, Any]:
     """`feature_profile` of the leads a model was trained on (a `TrainedModel` and its rows)."""
     matrix = trained.builder.transform(leads)
-    margin = np.asarray(trained.booster.predict(matrix, raw_score=True))
-    probability = trained.calibrator.transform(margin)
+    probability = trained.calibrator.transform(trained.margin(matrix))  # trees + linear start
     return feature_profile(trained.builder.features_, matrix, probability)
 
 
@@ -120,3 +119,109 @@ def population_stability(expected: Sequence[float], actual: np.ndarray) -> float
         return float("nan")
     a = np.maximum(np.asarray(actual, dtype=float) / total, _PSI_FLOOR)
     return float(np.sum((a - e) * np.log(a / e)))
+
+
+# --------------------------------------------------------------------------- report tables
+
+
+def reliability_table(
+    y: np.ndarray, probability: np.ndarray, bins: int = 10
+) -> list[dict[str, float]]:
+    """Per equal-width probability bin: leads, mean predicted and observed conversion rate."""
+    y = np.asarray(y, dtype=float)
+    p = np.asarray(probability, dtype=float)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+    rows = []
+    for b in range(bins):
+        mask = which == b
+        rows.append(
+            {
+                "bin_low": float(edges[b]),
+                "bin_high": float(edges[b + 1]),
+                "leads": int(mask.sum()),
+                "predicted": float(p[mask].mean()) if mask.any() else float("nan"),
+                "observed": float(y[mask].mean()) if mask.any() else float("nan"),
+            }
+        )
+    return rows
+
+
+def decile_table(y: np.ndarray, probability: np.ndarray) -> list[dict[str, float]]:
+    """Leads sorted by probability, cut into ten equal groups (decile 1 = the best 10%): each
+    group's conversion rate, lift over the overall rate, and the cumulative share of all
+    conversions captured down to it (the gains curve)."""
+    y = np.asarray(y, dtype=float)
+    order = np.argsort(-np.asarray(probability, dtype=float), kind="stable")
+    groups = np.array_split(order, 10)
+    base = y.mean() if len(y) else float("nan")
+    total = y.sum()
+    rows, captured, seen = [], 0.0, 0
+    for d, group in enumerate(groups, start=1):
+        conversions = float(y[group].sum())
+        captured += conversions
+        seen += len(group)
+        rate = conversions / len(group) if len(group) else float("nan")
+        rows.append(
+            {
+                "decile": d,
+                "leads": int(len(group)),
+                "conversions": conversions,
+                "conversion_rate": rate,
+                "lift": rate / base if base > 0 else float("nan"),
+                "cumulative_leads": seen / max(len(y), 1),
+                "cumulative_gain": captured / total if total > 0 else float("nan"),
+            }
+        )
+    return rows
+
+
+def f1_optimal_threshold(y: np.ndarray, probability: np.ndarray) -> dict[str, float]:
+    """The probability threshold that maximises F1 (with its precision and recall)."""
+    from sklearn.metrics import precision_recall_curve
+
+    y = np.asarray(y, dtype=float)
+    if not 0 < y.sum() < len(y):
+        return {"threshold": float("nan"), "f1": float("nan"), "precision": float("nan"),
+                "recall": float("nan")}
+    precision, recall, thresholds = precision_recall_curve(y, probability)
+    precision, recall = precision[:-1], recall[:-1]
+    f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall,
+                                                                              1e-12), 0.0)
+    best = int(np.argmax(f1))
+    return {
+        "threshold": float(thresholds[best]),
+        "f1": float(f1[best]),
+        "precision": float(precision[best]),
+        "recall": float(recall[best]),
+    }
+
+
+def tier_table(
+    y: np.ndarray, probability: np.ndarray, cutoffs: Mapping[str, float]
+) -> list[dict[str, Any]]:
+    """Leads and conversion rate per tier (A is at or above cutoffs["A"], D below "C")."""
+    y = np.asarray(y, dtype=float)
+    p = np.asarray(probability, dtype=float)
+    names = ["A", "B", "C"]
+    edges = np.array([cutoffs.get(t, -np.inf) for t in names])
+    index = (p[:, None] < edges[None, :]).sum(axis=1)
+    rows = []
+    for i, tier in enumerate([*names, "D"]):
+        mask = index == i
+        rows.append(
+            {
+                "tier": tier,
+                "leads": int(mask.sum()),
+                "share": float(mask.mean()) if len(p) else float("nan"),
+                "conversions": float(y[mask].sum()),
+                "conversion_rate": float(y[mask].mean()) if mask.any() else float("nan"),
+            }
+        )
+    return rows
+
+
+def tiers_descend(rows: Sequence[Mapping[str, Any]]) -> bool:
+    """True when the conversion rate falls from A to D over the non-empty tiers."""
+    rates = [r["conversion_rate"] for r in rows if r["leads"] > 0]
+    return all(a >= b for a, b in zip(rates, rates[1:], strict=False))

@@ -41,6 +41,11 @@ class TrainingResult:
     run_id: str | None = None
     version: str | None = None
     model_uri: str | None = None
+    report_dir: Path | None = None
+    baselines: dict[str, dict[str, float]] | None = None
+    promoted: bool | None = None
+    promotion_reason: str = ""
+    champion_version: str | None = None
 
 
 def fingerprint(leads: pd.DataFrame, columns: list[str]) -> dict[str, Any]:
@@ -77,15 +82,20 @@ def build_bundle(
         "fingerprint": fingerprint(used, hashed),
         "profile": profile_training(trained, used),  # training distributions, for drift
         "spec": spec.model_dump(mode="json", exclude={"source"}),
+        "training": {
+            "drift": trained.extras.get("drift"),
+            "refit": trained.extras.get("refit"),
+            "linear_start": trained.linear is not None,
+        },
     }
+    if trained.linear is not None:
+        meta["linear"] = trained.linear.to_dict()  # the trees' starting log-odds, as numbers
     return ModelBundle(trained.booster, trained.builder, trained.calibrator, meta)
 
 
 def evaluate_test(trained: TrainedModel, leads: pd.DataFrame) -> dict[str, float]:
     test = leads.iloc[trained.split.test]
-    margin = trained.booster.predict(trained.builder.transform(test), raw_score=True)
-    probability = trained.calibrator.transform(np.asarray(margin))
-    return classification_metrics(test[LABEL].to_numpy(), probability)
+    return classification_metrics(test[LABEL].to_numpy(), trained.predict_proba(test))
 
 
 def _input_files(spec: DatasetSpec, data_path: Path | None) -> list[Path]:
@@ -143,9 +153,14 @@ def run_training(
     data_path: Path | None = None,
     track: bool = True,
     params: dict[str, Any] | None = None,
+    tune: int = 0,
+    keep_tiers: bool = False,
+    report: bool = True,
+    baselines: bool = True,
 ) -> TrainingResult:
-    """Build the point-in-time table, audit it for leaks, train, evaluate on the held-out most
-    recent slice, save the bundle, log and register."""
+    """Build the point-in-time table, audit it for leaks, (optionally tune,) train, evaluate on
+    the held-out most recent slice against the baselines, write the report, save the bundle,
+    log and register (the champion moves only if the new version holds up)."""
     leads, report = cached_build(spec, settings, data_path)
     source = str(data_path or spec.resolve(spec.leads.path))
     check_ready(leads, spec, source)
@@ -155,7 +170,20 @@ def run_training(
         leak = audit_leaks(leads, spec, np.concatenate([split.train, split.valid]))
         if leak.dropped:
             spec = spec.model_copy(update={"drop": [*spec.drop, *leak.dropped]})
+    tuning: dict[str, Any] = {}
+    if tune > 0:
+        from leadscore.tuning import tune as run_tuning
+
+        tuning = run_tuning(leads, spec, tune, params)
+        params = {**(params or {}), **tuning["params"]}
     trained = fit_model(leads, spec, params)
+    if keep_tiers:
+        previous = _champion_tiers(settings, track)
+        if previous:
+            trained.tiers = previous
+        else:
+            log.warning("--keep-tiers: no previous champion with tiers; new cutoffs chosen")
+            keep_tiers = False
     metrics = {f"test_{k}": v for k, v in evaluate_test(trained, leads).items()}
     log.info(
         "test ROC AUC %.4f, PR AUC %.4f, log loss %.4f, Brier %.4f (%s split)",
@@ -171,6 +199,15 @@ def run_training(
     bundle_dir = settings.resolved_models_dir() / settings.model_name
     bundle.save(bundle_dir)
     result = TrainingResult(bundle, bundle_dir, trained, metrics, report, leak)
+    card: dict[str, Any] | None = None
+    if report or baselines:
+        card = _evaluation(trained, leads, spec, leak, tuning, keep_tiers, baselines)
+        result.baselines = card["baselines"]
+        for name, values in card["baselines"].items():
+            for key in ("roc_auc", "pr_auc", "brier", "ece", "lift_top10"):
+                metrics[f"baseline_{name}_{key}"] = values[key]
+    if report and card is not None:
+        result.report_dir = _write_report(card, settings, spec.name)
     if not track:
         return result
 
@@ -194,6 +231,11 @@ def run_training(
             "as_of_days": spec.as_of_days,
             "best_iteration": trained.best_iteration,
             "calibration": trained.calibrator.state_["method"],
+            "linear_start": trained.linear is not None,
+            "refit": bool(trained.extras.get("refit")),
+            "drift": bool((trained.extras.get("drift") or {}).get("drift")),
+            **({"tuning_trials": tuning["trials"], "tuning_best_valid_auc": tuning["best_value"],
+                **{f"tuned_{k}": v for k, v in tuning["params"].items()}} if tuning else {}),
             **{f"lgb_{k}": v for k, v in bundle.meta["params"].items()},
         },
         metrics=metrics,
@@ -208,9 +250,85 @@ def run_training(
             "leadscore.split": split.kind,
             "leadscore.data_sha256": bundle.meta["fingerprint"]["sha256"],
         },
+        evaluate=lambda other: _score_on(other, leads.iloc[split.test]),
+        challenger_metrics=_score_on(bundle, leads.iloc[split.test]),
+        report_dir=result.report_dir,
     )
     bundle.meta["version"] = logged.version
     bundle.meta["run_id"] = logged.run_id
     bundle.save(bundle_dir)  # the local copy now names its registered version
     result.run_id, result.version, result.model_uri = logged.run_id, logged.version, logged.uri
+    result.promoted, result.promotion_reason = logged.promoted, logged.reason
+    result.champion_version = logged.champion_version
+    if result.report_dir is not None and card is not None:
+        from leadscore.report import write_card
+
+        registry = {"version": logged.version, "promoted": logged.promoted,
+                    "reason": logged.reason, "run_id": logged.run_id}
+        write_card(result.report_dir, card["report"], registry)
+        tracking.log_report(logged.run_id, result.report_dir, settings)
     return result
+
+
+def _score_on(bundle: ModelBundle, test: pd.DataFrame) -> dict[str, float]:
+    """A bundle's metrics on a slice of the training table, through the scoring path."""
+    from leadscore.scoring import score
+
+    probability = score(bundle, test)["probability"].to_numpy(dtype=float)
+    return classification_metrics(test[LABEL].to_numpy(), probability)
+
+
+def _champion_tiers(settings: Settings, track: bool) -> dict[str, float] | None:
+    """The tier cutoffs of the current champion (registry), or of the last local bundle."""
+    from leadscore.errors import LeadscoreError
+    from leadscore.scoring import load_bundle
+
+    try:
+        if track:
+            from leadscore import tracking
+
+            bundle = tracking.load_model(settings.resolved_model_uri(), settings)
+        else:
+            bundle = load_bundle(settings.resolved_models_dir() / settings.model_name)
+    except LeadscoreError:
+        return None
+    tiers = bundle.meta.get("tiers")
+    return {k: float(v) for k, v in tiers.items()} if tiers else None
+
+
+def _evaluation(
+    trained: TrainedModel,
+    leads: pd.DataFrame,
+    spec: DatasetSpec,
+    leak: LeakReport,
+    tuning: dict[str, Any],
+    kept_tiers: bool,
+    with_baselines: bool,
+) -> dict[str, Any]:
+    """Test probabilities of the model and the baselines, and the report built from them."""
+    from leadscore.baselines import fit_baselines
+    from leadscore.report import build_report
+
+    split = trained.split
+    y = leads[LABEL].to_numpy()
+    p_test = trained.predict_proba(leads.iloc[split.test])
+    p_valid = trained.predict_proba(leads.iloc[split.valid])
+    others: dict[str, np.ndarray] = {}
+    if with_baselines:
+        others = fit_baselines(trained, leads, spec, spec.train.seed).probabilities
+    card = build_report(
+        dataset=spec.name, trained=trained, y_valid=y[split.valid], p_valid=p_valid,
+        y_test=y[split.test], p_test=p_test, baselines=others,
+        leak={"dropped": leak.dropped, "flagged": leak.flagged}, tuning=tuning,
+        kept_tiers=kept_tiers,
+    )
+    return {"report": card, "baselines": card["baselines"], "p_test": p_test,
+            "y_test": y[split.test], "others": others}
+
+
+def _write_report(card: dict[str, Any], settings: Settings, dataset: str) -> Path:
+    """reports/<run>/ beside the models folder (the project root by default)."""
+    from leadscore.report import run_label, write_report
+
+    folder = settings.resolved_models_dir().parent / "reports" / run_label(dataset)
+    return write_report(folder, card["report"], card["y_test"], card["p_test"], card["others"])

@@ -12,7 +12,7 @@ import logging
 import os
 import tempfile
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from mlflow.types import ColSpec, Schema
 from mlflow.types.schema import AnyType
 
 from leadscore.config import Settings, project_root
-from leadscore.errors import ModelError
+from leadscore.errors import LeadscoreError, ModelError
 from leadscore.scoring import META_FILE, ModelBundle, load_bundle, score
 
 log = logging.getLogger(__name__)
@@ -62,8 +62,16 @@ class LeadScorePyfunc(PythonModel):
 def configure(settings: Settings) -> str:
     """Point MLflow at the configured store; returns the tracking URI in use."""
     uri = settings.resolved_tracking_uri()
+    # MLflow also exports these to the environment; left there, MLFLOW_TRACKING_URI would pass
+    # for the user's own and win over every later Settings in this process (another store)
+    exported = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    for key, value in exported.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
     return uri
 
 
@@ -99,6 +107,62 @@ class LoggedModel:
     version: str
     uri: str
     aliases: tuple[str, ...]
+    promoted: bool = True
+    reason: str = ""
+    champion_version: str | None = None
+
+
+# a challenger takes @champion when, on the challenger's own test slice, its ROC AUC is at least
+# the champion's minus AUC_TOLERANCE and its calibration error at most the champion's plus
+# ECE_TOLERANCE (retrains wobble by a few thousandths; a real regression is larger)
+AUC_TOLERANCE = 0.005
+ECE_TOLERANCE = 0.02
+
+
+def decide(
+    challenger: Mapping[str, float],
+    champion: Mapping[str, float] | None,
+    auc_tolerance: float = AUC_TOLERANCE,
+    ece_tolerance: float = ECE_TOLERANCE,
+) -> tuple[bool, str]:
+    """Should the challenger replace the champion? Both scored on the same test slice."""
+    if champion is None:
+        return True, "no champion yet"
+    auc_new, auc_old = challenger["roc_auc"], champion["roc_auc"]
+    ece_new, ece_old = challenger["ece"], champion["ece"]
+    if auc_new != auc_new:
+        return False, "challenger ROC AUC is undefined on its test slice"
+    if auc_old == auc_old and auc_new < auc_old - auc_tolerance:
+        return False, (f"ROC AUC {auc_new:.4f} is below the champion's {auc_old:.4f} "
+                       f"- {auc_tolerance} on the same test slice")
+    if ece_old == ece_old and ece_new > ece_old + ece_tolerance:
+        return False, (f"ECE {ece_new:.4f} is above the champion's {ece_old:.4f} "
+                       f"+ {ece_tolerance} on the same test slice")
+    return True, (f"ROC AUC {auc_new:.4f} vs champion {auc_old:.4f}, "
+                  f"ECE {ece_new:.4f} vs {ece_old:.4f} on the same test slice")
+
+
+def _champion_metrics(
+    name: str, settings: Settings, evaluate: Callable[[ModelBundle], Mapping[str, float]] | None
+) -> tuple[str | None, Mapping[str, float] | None, str]:
+    """The current champion's version and its metrics on the new run's test slice."""
+    client = MlflowClient()
+    try:
+        current = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None, None, ""
+    version = str(current.version)
+    if evaluate is None:
+        tags = current.tags or {}
+        stored = {k: float(tags.get(f"metric.test_{k}", "nan")) for k in ("roc_auc", "ece")}
+        return version, stored, " (champion's own test slice: no evaluator given)"
+    try:
+        bundle = load_model(f"models:/{name}/{version}", settings)
+        return version, evaluate(bundle), ""
+    except (LeadscoreError, MlflowException, KeyError, ValueError) as exc:
+        log.warning("champion version %s cannot score the new test slice (%s)", version,
+                    type(exc).__name__)
+        return version, None, " (the champion cannot score this test slice)"
 
 
 def log_training(
@@ -111,9 +175,15 @@ def log_training(
     metrics: Mapping[str, float],
     artifacts: Mapping[str, Any],
     tags: Mapping[str, str],
+    evaluate: Callable[[ModelBundle], Mapping[str, float]] | None = None,
+    challenger_metrics: Mapping[str, float] | None = None,
+    report_dir: Path | None = None,
 ) -> LoggedModel:
-    """Log a run (params, metrics, reports, model), register a version, point `@champion` at it.
+    """Log a run (params, metrics, reports, model), register a version as `@challenger`, and
+    point `@champion` at it only if it holds up against the current champion (`decide`).
 
+    `evaluate` scores a bundle on this run's test slice, so the champion is judged on the same
+    leads as the challenger; `challenger_metrics` are the new model's (`roc_auc`, `ece`).
     Params and artifacts come from the caller, which keeps PII out: only column names, counts
     and metrics are logged, never a lead's values.
     """
@@ -126,6 +196,8 @@ def log_training(
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v == v})  # drop NaN
         for filename, content in artifacts.items():
             mlflow.log_text(json.dumps(content, indent=2, default=str), f"reports/{filename}")
+        if report_dir is not None and report_dir.is_dir():
+            mlflow.log_artifacts(str(report_dir), "report")
         with tempfile.TemporaryDirectory() as tmp:
             shim = Path(tmp) / "leadscore_model.py"
             shim.write_text(_SHIM, encoding="utf-8")
@@ -154,10 +226,38 @@ def log_training(
     for key, value in metrics.items():
         if value == value:
             client.set_model_version_tag(name, version, f"metric.{key}", f"{float(value):.6f}")
+    champion_version, champion, note = _champion_metrics(name, settings, evaluate)
+    mine = challenger_metrics or {
+        "roc_auc": float(metrics.get("test_roc_auc", float("nan"))),
+        "ece": float(metrics.get("test_ece", float("nan"))),
+    }
+    promoted, reason = decide(mine, champion)
+    reason += note
     client.set_registered_model_alias(name, CHALLENGER, version)
-    client.set_registered_model_alias(name, CHAMPION, version)
-    log.info("registered %s version %s as @%s", name, version, CHAMPION)
-    return LoggedModel(run_id, version, f"models:/{name}@{CHAMPION}", (CHALLENGER, CHAMPION))
+    client.set_model_version_tag(name, version, "promotion", "champion" if promoted else "rejected")
+    client.set_model_version_tag(name, version, "promotion_reason", reason[:5000])
+    if champion is not None:
+        for key, value in champion.items():
+            if key in ("roc_auc", "ece") and value == value:
+                client.set_model_version_tag(
+                    name, version, f"champion_on_this_test.{key}", f"{float(value):.6f}"
+                )
+    if promoted:
+        client.set_registered_model_alias(name, CHAMPION, version)
+        log.info("registered %s version %s as @%s: %s", name, version, CHAMPION, reason)
+        return LoggedModel(run_id, version, f"models:/{name}@{CHAMPION}", (CHALLENGER, CHAMPION),
+                           True, reason, version)
+    log.warning("registered %s version %s as @%s; @%s stays version %s: %s",
+                name, version, CHALLENGER, CHAMPION, champion_version, reason)
+    return LoggedModel(run_id, version, f"models:/{name}/{version}", (CHALLENGER,), False,
+                       reason, champion_version)
+
+
+def log_report(run_id: str, report_dir: Path, settings: Settings) -> None:
+    """Add (or refresh) a run's report folder: the card names the registry decision, which is
+    only known after the run was logged."""
+    configure(settings)
+    MlflowClient().log_artifacts(run_id, str(report_dir), "report")
 
 
 def _param(value: Any) -> str:
@@ -269,6 +369,9 @@ def list_versions(settings: Settings) -> list[dict[str, Any]]:
                     for k, v in (mv.tags or {}).items()
                     if k.startswith("metric.")
                 },
+                "dataset": (mv.tags or {}).get("spec", ""),
+                "promotion": (mv.tags or {}).get("promotion", ""),
+                "reason": (mv.tags or {}).get("promotion_reason", ""),
             }
         )
     return rows
@@ -282,6 +385,10 @@ def promote(version: str, settings: Settings) -> None:
     except MlflowException:
         raise ModelError(f"{settings.model_name} has no version {version}") from None
     client.set_registered_model_alias(settings.model_name, CHAMPION, version)
+    client.set_model_version_tag(settings.model_name, version, "promotion", "forced")
+    client.set_model_version_tag(
+        settings.model_name, version, "promotion_reason", "promoted by hand (leadscore promote)"
+    )
 
 
 def local_tracking_hint(settings: Settings) -> str:

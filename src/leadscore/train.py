@@ -51,15 +51,20 @@ EARLY_STOPPING = 100
 # never passed to LightGBM:
 #   linear_start: a regularised logistic regression whose log-odds the trees start from, so
 #     numeric fields that leave their training range (economic indicators, a rising base rate)
-#     extrapolate linearly instead of sticking at the last tree bin;
-#   refit: after early stopping and calibration chose the tree count, refit on train + valid
-#     with that count (a time split otherwise never learns from the most recent leads);
+#     extrapolate linearly instead of sticking at the last tree bin. "auto": on when the
+#     validation slice shows drift (see `drift_check`);
+#   refit: on a time split, after early stopping and calibration chose the tree count, refit on
+#     train + valid with that count (otherwise the model never learns from the newest leads);
 #   recency_half_life: weight training leads by 0.5 ** (age / (half_life * span)) (time only).
 LEADSCORE_OPTIONS: dict[str, Any] = {
-    "linear_start": True,
+    "linear_start": "auto",
     "refit": True,
     "recency_half_life": None,
 }
+# drift: this share of validation leads has a numeric field outside its training range, or the
+# conversion rate moved by this factor between the training and validation slices
+DRIFT_OUT_OF_RANGE = 0.25
+DRIFT_RATE_RATIO = 1.5
 TIER_SHARES = {"A": 0.10, "B": 0.20, "C": 0.30}  # top 10% A, next 20% B, next 30% C, rest D
 
 
@@ -148,7 +153,12 @@ class Calibrator:
 def _fit_calibration(method: str, margin: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     if method == "platt":
         model = LogisticRegression(C=1e6, solver="lbfgs").fit(margin.reshape(-1, 1), y)
-        return {"method": "platt", "a": float(model.coef_[0, 0]), "b": float(model.intercept_[0])}
+        a, b = float(model.coef_[0, 0]), float(model.intercept_[0])
+        if a <= 0:
+            # the model ranks this slice backwards (a regime change): never flip a model's
+            # order from one slice; keep its slope and only move its level to the slice's rate
+            a, b = 1.0, _shift_to_rate(margin, float(np.mean(y)))
+        return {"method": "platt", "a": a, "b": b}
     if method == "isotonic":
         iso = IsotonicRegression(out_of_bounds="clip", y_min=1e-4, y_max=1 - 1e-4).fit(margin, y)
         return {
@@ -157,6 +167,18 @@ def _fit_calibration(method: str, margin: np.ndarray, y: np.ndarray) -> dict[str
             "y": [float(v) for v in iso.y_thresholds_],
         }
     return {"method": "none"}
+
+
+def _shift_to_rate(margin: np.ndarray, rate: float) -> float:
+    """The shift of the log-odds that makes the mean probability equal `rate` (bisection)."""
+    low, high = -30.0, 30.0
+    for _ in range(60):
+        mid = (low + high) / 2.0
+        if float(np.mean(1.0 / (1.0 + np.exp(-(margin + mid))))) < rate:
+            low = mid
+        else:
+            high = mid
+    return (low + high) / 2.0
 
 
 def _apply_calibration(state: dict[str, Any], margin: np.ndarray) -> np.ndarray:
@@ -411,6 +433,50 @@ def boost(
     return _trimmed(booster, best), best
 
 
+def drift_check(
+    builder: FeatureBuilder,
+    x_train: np.ndarray,
+    x_valid: np.ndarray,
+    y_train: np.ndarray,
+    y_valid: np.ndarray,
+) -> dict[str, Any]:
+    """Does the validation slice look like the training slice? Trees score any value beyond the
+    training range as the edge bin and carry the old base rate, so a split where many leads
+    fall outside it, or where the conversion rate moved a lot, calls for a linear start and a
+    refit. Uses train and validation only, never the test slice."""
+    numeric = [j for j, f in enumerate(builder.features_) if f.kind == "numeric"]
+    outside = np.zeros(len(x_valid), dtype=bool)
+    fields: list[str] = []
+    for j in numeric:
+        present = x_train[:, j][~np.isnan(x_train[:, j])]
+        if not len(present):
+            continue
+        low, high = present.min(), present.max()
+        beyond = (x_valid[:, j] < low) | (x_valid[:, j] > high)
+        if beyond.mean() >= DRIFT_OUT_OF_RANGE:
+            fields.append(builder.features_[j].name)
+        outside |= beyond
+    rate_train = float(np.mean(y_train)) if len(y_train) else float("nan")
+    rate_valid = float(np.mean(y_valid)) if len(y_valid) else float("nan")
+    ratio = rate_valid / rate_train if rate_train > 0 else float("nan")
+    share = float(outside.mean()) if len(outside) else 0.0
+    drifted = share >= DRIFT_OUT_OF_RANGE or (
+        ratio == ratio and (ratio >= DRIFT_RATE_RATIO or ratio <= 1 / DRIFT_RATE_RATIO)
+    )
+    if drifted:
+        log.info(
+            "drift between train and valid: %.0f%% of leads out of range (%s), conversion "
+            "rate %.3f -> %.3f", 100 * share, ", ".join(fields) or "-", rate_train, rate_valid,
+        )
+    return {
+        "drift": bool(drifted),
+        "out_of_range_share": share,
+        "out_of_range_fields": fields,
+        "rate_train": rate_train,
+        "rate_valid": rate_valid,
+    }
+
+
 def _fit_linear(
     builder: FeatureBuilder, x: np.ndarray, y: np.ndarray, weight: np.ndarray | None
 ) -> LinearStart:
@@ -440,8 +506,11 @@ def fit_model(
     half_life = options["recency_half_life"] if split.kind == "time" else None
     weight = recency_weights(_times(leads, split.train), half_life) if half_life else None
 
+    drift = drift_check(builder, x_train, x_valid, y[split.train], y[split.valid])
+    wanted = options["linear_start"]
+    use_linear = drift["drift"] if wanted == "auto" else bool(wanted)
     linear = None
-    if options["linear_start"]:
+    if use_linear:
         linear = _fit_linear(builder, x_train, y[split.train], weight)
     init_train = linear.margin(x_train) if linear is not None else None
     init_valid = linear.margin(x_valid) if linear is not None else None
@@ -453,16 +522,29 @@ def fit_model(
              best, split.kind, "on" if linear is not None else "off")
     first = TrainedModel(booster, builder, Calibrator(), split, merged, best, {}, [], {}, linear)
     margin_valid = first.margin(x_valid)
-    calibrator = Calibrator().fit(margin_valid, y[split.valid], seed=spec.train.seed)
+    refit = bool(options["refit"]) and split.kind == "time" and len(split.valid) > 0
+    # A refitted model's log-odds move a little: a smooth map (Platt) carries over to them, while
+    # isotonic steps would flatten every lead beyond the validation range into one score. Under
+    # drift the validation slice's map mostly encodes "the old model under-predicts the new
+    # rate", which the refit has already learned: applying it twice would overshoot, so the
+    # refitted model's own log-odds (fitted by log loss on the newest leads) are kept.
+    method: Literal["auto", "platt", "none"] = "auto"
+    if refit:
+        method = "none" if drift["drift"] else "platt"
+    calibrator = Calibrator(method).fit(margin_valid, y[split.valid], seed=spec.train.seed)
     p_valid = calibrator.transform(margin_valid)
     extras: dict[str, Any] = {
         "options": options,
+        "drift": drift,
+        "linear_start": linear is not None,
         "valid_roc_auc": _auc(y[split.valid], p_valid),
         "refit": False,
     }
 
-    if options["refit"] and split.kind == "time" and len(split.valid):
+    if refit:
         rows = np.concatenate([split.train, split.valid])
+        # categories first seen in the validation slice (this season's campaign) count too
+        builder = builder_for(spec, leads).fit(leads.iloc[rows])
         x_all = builder.transform(leads.iloc[rows])
         weight_all = recency_weights(_times(leads, rows), half_life) if half_life else None
         linear = _fit_linear(builder, x_all, y[rows], weight_all) if linear is not None else None

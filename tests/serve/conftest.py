@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 from fastapi.testclient import TestClient
-from serve_helpers import corrupt, write_version
+from serve_helpers import corrupt, serve_settings, write_version
 
 from leadscore.config import Settings, load_spec
 from leadscore.scoring import load_bundle
@@ -61,13 +61,6 @@ def mixed_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     settings = Settings(models_dir=root / "models", model_name="mixed")
     result = run_training(load_spec(root / "spec.yaml"), settings, track=False)
     return result.bundle_dir
-
-
-def serve_settings(model_uri: Path | str, **overrides: Any) -> Settings:
-    """Settings for an app serving `model_uri`, nothing read from the environment."""
-    values: dict[str, Any] = {"model_uri": str(model_uri), "api_keys": "", "reload_seconds": 0}
-    values.update(overrides)
-    return Settings(**values)
 
 
 @pytest.fixture

@@ -1,0 +1,250 @@
+"""Batch rescoring benchmark: file→file rows/s against raw `Booster.predict`, in one run.
+
+    .venv/bin/python benchmarks/batch.py               # 1M rows
+    .venv/bin/python benchmarks/batch.py --rows 10000000   # the 10M flat-memory check
+
+Builds a synthetic CRM (leads + activity log), trains a model on it (no MLflow), writes N leads
+of about 30 columns to Parquet, then measures on the same machine, interleaved:
+  raw       `booster.predict` on the first min(N, 1M) rows held as an in-memory numpy matrix;
+  file      `leadscore.batch.rescore` Parquet→Parquet without reasons, in a fresh process
+            (its peak RSS is the memory figure);
+  reasons   the same with 3 reasons per lead on the first --reasons-rows rows.
+Writes benchmarks/results/batch.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "batch.json"
+
+
+def build(workdir: Path, base: int, seed: int) -> tuple[Path, Path]:
+    """A trained bundle and a base table of scoring rows (cached in `workdir`)."""
+    import pandas as pd
+    import yaml
+
+    from leadscore import synth
+    from leadscore.config import Settings, load_spec
+    from leadscore.features import build_table
+    from leadscore.pipeline import run_training
+
+    bundle_dir = workdir / "models" / "bench"
+    base_path = workdir / f"base-{base}.parquet"
+    if (bundle_dir / "bundle.json").is_file() and base_path.is_file():
+        return bundle_dir, base_path
+    data_dir = workdir / "synth"
+    synth.write(synth.generate(base, seed=seed), data_dir, fmt="parquet")
+    spec = {
+        "name": "synthetic_bench",
+        "leads": {"path": str(data_dir / "leads.parquet"), "id": "lead_id",
+                  "created_at": "created_at"},
+        "outcome": {"table": {"path": str(data_dir / "conversions.parquet"), "id": "lead_id",
+                              "converted_at": "converted_at"}, "horizon_days": 60},
+        "activities": {"path": str(data_dir / "activities.parquet"), "id": "lead_id",
+                       "timestamp": "timestamp", "type": "type", "channel": "channel",
+                       "windows": [30]},
+        "as_of_days": 14,
+        "features": {"categorical": ["source_channel", "industry", "company_size", "country",
+                                     "budget", "authority", "need", "timeline",
+                                     "stage_at_creation"]},
+        "derive": {"job_title": "job_title", "email": "email", "phone": "phone"},
+        "drop": ["converted"],
+        "pii": ["name"],
+        "leak_audit": {"enabled": False},
+    }
+    spec_path = workdir / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(spec), encoding="utf-8")
+    loaded = load_spec(spec_path)
+    settings = Settings(models_dir=workdir / "models", model_name="bench",
+                        tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
+    run_training(loaded, settings, track=False)
+    # scoring rows: the leads as exported (about 30 columns) with their activity aggregates
+    table, _ = build_table(loaded)
+    raw = pd.read_parquet(data_dir / "leads.parquet").set_index("lead_id")
+    activity = [c for c in table.columns if c.startswith("activity.")]
+    frame = raw.loc[table["_id"]].reset_index()
+    frame = frame.drop(columns=["converted", "converted_at"], errors="ignore")
+    for column in activity:
+        frame[column] = table[column].to_numpy()
+    frame.to_parquet(base_path, index=False)
+    return bundle_dir, base_path
+
+
+def write_input(base_path: Path, path: Path, rows: int) -> Path:
+    """`rows` leads, the base table repeated with fresh ids, written a row group at a time."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    if path.is_file() and pq.read_metadata(path).num_rows == rows:
+        return path
+    base = pq.read_table(base_path)
+    base = base.cast(pa.schema([pa.field(f.name, pa.string()) if pa.types.is_large_string(f.type)
+                                else f for f in base.schema]))
+    tmp = path.with_suffix(".tmp")
+    with pq.ParquetWriter(str(tmp), base.schema) as writer:
+        done = 0
+        while done < rows:
+            part = base.slice(0, min(base.num_rows, rows - done))
+            ids = pc.binary_join_element_wise(
+                "B", pc.utf8_lpad(pc.cast(pa.array(range(done, done + part.num_rows)),
+                                          pa.string()), 9, "0"), "")
+            part = part.set_column(part.schema.get_field_index("lead_id"), "lead_id", ids)
+            writer.write_table(part, row_group_size=100_000)
+            done += part.num_rows
+    tmp.replace(path)
+    return path
+
+
+def raw_predict(bundle_dir: Path, path: Path, rows: int) -> tuple[float, float]:
+    """Wall and CPU seconds of `Booster.predict` on the first `rows` rows as one numpy matrix."""
+    import pyarrow.parquet as pq
+
+    from leadscore.scoring import load_bundle
+
+    bundle = load_bundle(bundle_dir)
+    table = pq.read_table(path, columns=[bundle.id_column, *bundle.inputs]).slice(0, rows)
+    matrix = bundle.builder.transform(table)
+    del table
+    start, cpu = time.perf_counter(), time.process_time()
+    bundle.booster.predict(matrix)
+    return time.perf_counter() - start, time.process_time() - cpu
+
+
+def child(args: argparse.Namespace) -> None:
+    """One scoring job in a fresh process; prints its figures as JSON."""
+    import logging
+
+    from leadscore.batch import rescore
+    from leadscore.scoring import load_bundle
+
+    logging.basicConfig(level=logging.WARNING)
+    bundle = load_bundle(args.bundle)
+    cpu = time.process_time()
+    summary = rescore(bundle, Path(args.input), Path(args.output), reasons=args.reasons,
+                      chunk_rows=args.chunk_rows)
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    json.dump({"rows": summary.rows, "seconds": summary.seconds,
+               "cpu_seconds": time.process_time() - cpu,
+               "peak_rss_mib": round(peak_kib / 1024, 1)}, sys.stdout)
+
+
+def score_file(bundle_dir: Path, src: Path, out: Path, reasons: int, chunk_rows: int) -> dict:
+    command = [sys.executable, __file__, "--child", "--bundle", str(bundle_dir), "--input",
+               str(src), "--output", str(out), "--reasons", str(reasons),
+               "--chunk-rows", str(chunk_rows)]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"scoring failed:\n{result.stderr[-3000:]}")
+    out.unlink(missing_ok=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--base", type=int, default=60_000, help="synthetic leads to train on")
+    parser.add_argument("--chunk-rows", type=int, default=100_000)
+    parser.add_argument("--reasons-rows", type=int, default=20_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--workdir", type=Path, default=None, help="keep data here (cached)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--bundle", help=argparse.SUPPRESS)
+    parser.add_argument("--input", help=argparse.SUPPRESS)
+    parser.add_argument("--output", help=argparse.SUPPRESS)
+    parser.add_argument("--reasons", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    scratch = None
+    if args.workdir is None:
+        scratch = tempfile.TemporaryDirectory(prefix="leadscore-bench-")
+        workdir = Path(scratch.name)
+    else:
+        workdir = args.workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    print(f"building model and {args.rows:,}-row input in {workdir} ...", flush=True)
+    bundle_dir, base_path = build(workdir, args.base, args.seed)
+    src = write_input(base_path, workdir / f"leads-{args.rows}.parquet", args.rows)
+    reasons_rows = min(args.rows, args.reasons_rows)
+    reasons_src = write_input(base_path, workdir / f"leads-{reasons_rows}.parquet", reasons_rows)
+    raw_rows = min(args.rows, 1_000_000)
+    out = workdir / "scores.parquet"
+
+    raw_s, raw_cpu, file_runs = [], [], []
+    for i in range(args.repeats):
+        wall, cpu = raw_predict(bundle_dir, src, raw_rows)
+        raw_s.append(wall)
+        raw_cpu.append(cpu)
+        print(f"  raw predict    {raw_rows / wall:>12,.0f} rows/s", flush=True)
+        file_runs.append(score_file(bundle_dir, src, out, 0, args.chunk_rows))
+        run = file_runs[-1]
+        print(f"  file -> file   {run['rows'] / run['seconds']:>12,.0f} rows/s  "
+              f"(peak RSS {run['peak_rss_mib']:,.0f} MiB)", flush=True)
+        if i == 0 and args.rows > 2_000_000:
+            break  # one pass is enough to show a large job's speed and memory
+    reasons = score_file(bundle_dir, reasons_src, out, 3, args.chunk_rows)
+    print(f"  with 3 reasons {reasons['rows'] / reasons['seconds']:>12,.0f} rows/s", flush=True)
+
+    raw_rate = raw_rows / min(raw_s)
+    best = min(file_runs, key=lambda r: r["seconds"])
+    rate = best["rows"] / best["seconds"]
+    from leadscore.scoring import load_bundle
+
+    bundle = load_bundle(bundle_dir)
+    import pyarrow.parquet as pq
+
+    result = {
+        "rows": args.rows,
+        "rows_per_s": round(rate, 1),
+        "raw_predict_rows_per_s": round(raw_rate, 1),
+        "ratio": round(rate / raw_rate, 3),
+        "rows_per_s_reasons3": round(reasons["rows"] / reasons["seconds"], 1),
+        "peak_rss_mib": max(r["peak_rss_mib"] for r in file_runs),
+        "details": {
+            "input_columns": len(pq.read_schema(src).names),
+            "input": "Parquet, snappy; output Parquet",
+            "chunk_rows": args.chunk_rows,
+            "raw_predict_rows": raw_rows,
+            # CPU-seconds per row, less sensitive to other jobs on a shared machine
+            "cpu_ratio": round((min(raw_cpu) / raw_rows)
+                               / (min(r["cpu_seconds"] for r in file_runs) / args.rows), 3),
+            "reasons_rows": reasons_rows,
+            "model": {"trees": bundle.booster.num_trees(), "features": len(bundle.inputs)},
+            "repeats": len(file_runs),
+            "best_of": "each figure is the best of the interleaved repeats",
+            "cpus": os.cpu_count(),
+            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+            "python": platform.python_version(),
+            "seconds_total": round(time.perf_counter() - started, 1),
+        },
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(result, indent=2))
+    if scratch is not None:
+        scratch.cleanup()
+
+
+if __name__ == "__main__":
+    main()

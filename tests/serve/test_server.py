@@ -1,0 +1,215 @@
+"""The real server (`leadscore serve`, uvicorn in a subprocess on 127.0.0.1): reloads under load
+drop no request and never serve a corrupt model; SIGTERM drains in-flight requests; several
+workers share one /metrics. Every loop here is bounded in time and count."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+from serve_helpers import API_KEY, CANARY
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+HOST = "127.0.0.1"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+# after a graceful shutdown uvicorn re-raises the SIGTERM it caught, so the exit is by signal
+STOPPED = (0, -signal.SIGTERM)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def switch(link: Path, target: Path) -> None:
+    """Point `link` at `target` atomically, as a deploy would."""
+    tmp = link.with_name(link.name + ".new")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(target, target_is_directory=True)
+    tmp.replace(link)
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[object]:
+    started: list[Server] = []
+
+    def start(model_uri: Path, *args: str, **env: str) -> Server:
+        port = free_port()
+        clean = {k: v for k, v in os.environ.items()
+                 if not k.startswith(("LEADSCORE_", "MLFLOW_", "PROMETHEUS_"))}
+        clean.update({"LEADSCORE_MODEL_URI": str(model_uri), "LEADSCORE_API_KEYS": API_KEY,
+                      "PYTHONWARNINGS": "ignore", **env})
+        log = tmp_path / f"server-{port}.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "leadscore.cli", "serve", "--host", HOST,
+                 "--port", str(port), *args],
+                env=clean, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+            )
+        server = Server(process, f"http://{HOST}:{port}", log)
+        started.append(server)
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, server.text()[-3000:]
+            assert time.monotonic() < deadline, "server not ready in 60 s"
+            try:
+                if httpx.get(f"{server.url}/readyz", timeout=1).status_code == 200:
+                    return server
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+
+    yield start
+    for server in started:
+        if server.process.poll() is None:
+            server.process.kill()
+            server.process.wait(timeout=10)
+
+
+@dataclass
+class Load:
+    """Concurrent scoring requests until stopped; every outcome is recorded."""
+
+    url: str
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    versions: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+    async def worker(self, n: int) -> None:
+        leads = [{"lead_id": f"w{n}-{i}", "industry": "software", "budget": "yes"}
+                 for i in range(1 + (n % 3) * 10)]
+        async with httpx.AsyncClient(base_url=self.url, headers=AUTH, timeout=20) as client:
+            for _ in range(100_000):  # bounded; stopped by the event long before
+                if self.stop.is_set():
+                    return
+                try:
+                    response = await client.post(f"/v1/score?reasons={n % 4}",
+                                                 json={"leads": leads})
+                except httpx.HTTPError as exc:
+                    self.failures.append(type(exc).__name__)
+                    continue
+                if response.status_code != 200:
+                    self.failures.append(f"{response.status_code} {response.text[:200]}")
+                    continue
+                self.versions.extend(r["model_version"] for r in response.json()["results"])
+
+
+def test_reloads_under_load_drop_nothing_and_refuse_a_corrupt_model(
+    start_server, bundles: dict[str, Path], tmp_path: Path
+) -> None:
+    live = tmp_path / "live"
+    switch(live, bundles["v1"])
+    server = start_server(live, LEADSCORE_RELOAD_SECONDS="0.2")
+
+    async def scenario() -> tuple[Load, list[httpx.Response]]:
+        load = Load(server.url)
+        workers = [asyncio.create_task(load.worker(n)) for n in range(8)]
+        admin: list[httpx.Response] = []
+        async with httpx.AsyncClient(base_url=server.url, headers=AUTH, timeout=30) as client:
+            await asyncio.sleep(0.8)
+            switch(live, bundles["v2"])
+            admin.append(await client.post("/v1/admin/reload"))
+            for _ in range(100):  # until the load has seen the new version, at most 10 s
+                if "2" in load.versions[-20:]:
+                    break
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(0.5)
+            switch(live, bundles["bad"])
+            admin.append(await client.post("/v1/admin/reload"))
+            await asyncio.sleep(1.0)  # several polls pass; each must refuse the corrupt model
+            load.stop.set()
+            await asyncio.gather(*workers)
+        return load, admin
+
+    load, admin = asyncio.run(scenario())
+    assert load.failures == []
+    assert len(load.versions) > 200
+    assert set(load.versions) == {"1", "2"}
+    assert load.versions.index("2") > 0 and load.versions[-1] == "2"
+    assert admin[0].status_code == 200 and admin[0].json()["version"] == "2"
+    assert admin[1].status_code == 409
+    assert admin[1].json()["error"]["details"] == [{"still_serving": "2"}]
+
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert 'leadscore_model_info{name="test-leads",version="2"} 1.0' in metrics
+    refused = [line for line in metrics.splitlines()
+               if line.startswith('leadscore_model_reloads_total{result="refused"}')]
+    assert refused and float(refused[0].split()[-1]) >= 2  # the admin call and the poller
+
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(timeout=30) in STOPPED
+    log = server.text()
+    assert "checksum does not match" in log and "still serving version 2" in log
+    assert "Traceback" not in log and API_KEY not in log
+
+
+def test_sigterm_lets_in_flight_requests_finish(start_server, bundles: dict[str, Path]) -> None:
+    server = start_server(bundles["v1"])
+    leads = [{"lead_id": str(i), "industry": "software"} for i in range(1000)]
+
+    async def scenario() -> list[int]:
+        async with httpx.AsyncClient(base_url=server.url, headers=AUTH, timeout=60) as client:
+            # bad requests first: refused, and the canary never reaches the log
+            bad = await client.post("/v1/score", json={"leads": [{"email": CANARY}]})
+            assert bad.status_code == 422
+            huge = b'{"leads": [{"industry": "' + CANARY.encode() * 70_000 + b'"}]}'
+            assert (await client.post("/v1/score", content=huge)).status_code == 413
+
+            async def chunks() -> AsyncIterator[bytes]:
+                for _ in range(100):
+                    yield CANARY.encode() * 1000
+
+            assert (await client.post("/v1/score", content=chunks())).status_code == 413
+            assert (await client.post("/v1/score", json={"leads": [{}]})).status_code == 200
+            slow = [asyncio.create_task(client.post("/v1/score?reasons=10",
+                                                    json={"leads": leads}))
+                    for _ in range(3)]
+            await asyncio.sleep(0.3)  # the requests are in the server now
+            server.process.send_signal(signal.SIGTERM)
+            return [(await task).status_code for task in slow]
+
+    assert asyncio.run(scenario()) == [200, 200, 200]
+    assert server.process.wait(timeout=30) in STOPPED
+    log = server.text()
+    assert "shut down" in log and "POST /v1/score 200" in log
+    assert "canary" not in log.lower()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{server.url}/healthz", timeout=2)
+
+
+def test_workers_share_one_metrics_endpoint(start_server, bundles: dict[str, Path]) -> None:
+    server = start_server(bundles["v1"], "--workers", "2")
+    with httpx.Client(base_url=server.url, headers=AUTH, timeout=20) as client:
+        for _ in range(30):
+            assert client.post("/v1/score", json={"leads": [{}]}).status_code == 200
+        for _ in range(4):  # whichever worker answers, it reports both workers' requests
+            text = client.get("/metrics").text
+            line = next(x for x in text.splitlines() if x.startswith(
+                'leadscore_http_requests_total{method="POST",route="/v1/score",status="200"}'))
+            assert float(line.split()[-1]) == 30.0
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(timeout=30) in STOPPED

@@ -1,0 +1,63 @@
+"""Champion/challenger: every training registers @challenger; @champion moves only when the new
+version holds up on the same test slice; `promote` forces it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from leadscore.config import DatasetSpec, Settings
+from leadscore.pipeline import run_training
+
+FAST = {"learning_rate": 0.1}
+
+
+def test_decide_rules() -> None:
+    from leadscore.tracking import decide
+
+    assert decide({"roc_auc": 0.7, "ece": 0.2}, None) == (True, "no champion yet")
+    ok, _ = decide({"roc_auc": 0.797, "ece": 0.03}, {"roc_auc": 0.80, "ece": 0.02})
+    assert ok, "within the AUC tolerance and the ECE allowance"
+    ok, why = decide({"roc_auc": 0.79, "ece": 0.02}, {"roc_auc": 0.80, "ece": 0.02})
+    assert not ok and "ROC AUC 0.7900 is below the champion's 0.8000" in why
+    ok, why = decide({"roc_auc": 0.85, "ece": 0.05}, {"roc_auc": 0.80, "ece": 0.02})
+    assert not ok and "ECE 0.0500 is above" in why
+
+
+@pytest.mark.slow
+def test_a_worse_challenger_does_not_take_champion(
+    synth_spec: DatasetSpec, tmp_path: Path
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from leadscore import tracking
+
+    settings = Settings(
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", models_dir=tmp_path / "models",
+        model_name="cc-leads", feature_cache="off",
+    )
+    first = run_training(synth_spec, settings, params=FAST, report=False, baselines=False)
+    assert first.promoted and first.version == "1"
+    # a model that may only look at the country: clearly worse on the same leads
+    weak = synth_spec.model_copy(update={"drop": [
+        *synth_spec.drop, "source_channel", "stage_at_creation", "budget", "authority", "need",
+        "timeline", "industry", "company_size", "seniority",
+    ]})
+    second = run_training(weak, settings, params=FAST, report=False, baselines=False)
+    assert second.version == "2"
+    assert not second.promoted
+    assert "below the champion's" in second.promotion_reason
+    assert second.champion_version == "1"
+    client = MlflowClient(tracking_uri=settings.resolved_tracking_uri())
+    assert str(client.get_model_version_by_alias("cc-leads", "champion").version) == "1"
+    assert str(client.get_model_version_by_alias("cc-leads", "challenger").version) == "2"
+    tags = client.get_model_version("cc-leads", "2").tags
+    assert tags["promotion"] == "rejected" and "below" in tags["promotion_reason"]
+    assert float(tags["champion_on_this_test.roc_auc"]) > second.metrics["test_roc_auc"]
+
+    tracking.promote("2", settings)
+    assert str(client.get_model_version_by_alias("cc-leads", "champion").version) == "2"
+    rows = {r["version"]: r for r in tracking.list_versions(settings)}
+    assert "champion" in rows["2"]["aliases"] and rows["2"]["promotion"] == "forced"
+    assert rows["1"]["metrics"]["test_roc_auc"] > rows["2"]["metrics"]["test_roc_auc"]

@@ -1,0 +1,92 @@
+"""Spark scores a lead exactly as the local path does (PySpark on local[2]; `leadscore[spark]`)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+pytest.importorskip("pyspark")
+if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+    pytest.skip("Spark needs Java (make test installs it)", allow_module_level=True)
+
+from test_batch import make_leads, tiny, write_csv  # noqa: E402, F401
+
+from leadscore.batch import rescore, rescore_spark, score_spark  # noqa: E402
+from leadscore.scoring import load_bundle  # noqa: E402
+
+SCORED_AT = "2026-01-01T00:00:00+00:00"
+
+
+@pytest.fixture(scope="module")
+def spark() -> Iterator[object]:
+    from pyspark.sql import SparkSession
+
+    saved = os.environ.get("PYSPARK_PYTHON")
+    os.environ["PYSPARK_PYTHON"] = sys.executable  # workers import leadscore from this venv
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")
+    session = (
+        SparkSession.builder.master("local[2]").appName("leadscore-tests")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", "2")
+        .config("spark.driver.memory", "1g")
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+    if saved is None:
+        os.environ.pop("PYSPARK_PYTHON", None)
+    else:
+        os.environ["PYSPARK_PYTHON"] = saved
+
+
+@pytest.mark.slow
+def test_score_spark_equals_local(spark, trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The registered model through `models:/…@champion`, on a DataFrame of two partitions."""
+    from leadscore.tracking import load_model
+
+    leads_csv = trained.spec.resolve(trained.spec.leads.path)
+    bundle = load_model(trained.uri, trained.settings)
+    local = tmp_path / "local.parquet"
+    rescore(bundle, leads_csv, local, reasons=2, keep=["country"], scored_at=SCORED_AT)
+    frame = spark.read.option("header", True).option("multiLine", True) \
+        .option("escape", '"').csv(str(leads_csv)).repartition(2)
+    scored = score_spark(frame, trained.uri, reasons=2, keep=["country"],
+                         settings=trained.settings, scored_at=SCORED_AT)
+    got = scored.toPandas().set_index("lead_id").sort_index()
+    want = pq.read_table(local).to_pandas().set_index("lead_id").sort_index()
+    assert len(got) == len(want) == 4000 and got.index.equals(want.index)
+    assert got["reject_reason"].isna().all()
+    np.testing.assert_allclose(got["probability"], want["probability"], rtol=0, atol=1e-9)
+    for column in ("score", "tier", "percentile", "reasons", "country", "model_version"):
+        assert (got[column].astype(str) == want[column].astype(str)).all(), column
+
+
+@pytest.mark.slow
+def test_engine_spark_writes_the_same_file(spark, tiny: Path,  # noqa: F811
+                                           tmp_path: Path) -> None:
+    """`--engine spark` on a `;` CSV with quoted newlines and a bad cell: same output, same
+    rejects, same row numbers as the local engine."""
+    leads = make_leads(3000, seed=21)
+    leads.loc[1234, "visits"] = "lots"
+    src = write_csv(leads, tmp_path / "leads.csv", delimiter=";")
+    local, remote = tmp_path / "local.csv", tmp_path / "spark.csv"
+    rescore(load_bundle(tiny), src, local, keep=["note"], scored_at=SCORED_AT)
+    summary = rescore_spark(str(tiny), src, remote, keep=["note"], spark=spark,
+                            scored_at=SCORED_AT).as_dict()
+    assert (summary["rows"], summary["scored"], summary["rejected"]) == (3000, 2999, 1)
+    want = pd.read_csv(local, keep_default_na=False)
+    got = pd.read_csv(remote, keep_default_na=False)
+    assert got["lead_id"].tolist() == want["lead_id"].tolist()
+    assert got["note"].tolist() == want["note"].tolist()
+    np.testing.assert_allclose(got["probability"], want["probability"], rtol=0, atol=1e-9)
+    assert (tmp_path / "spark.csv.rejects.csv").read_text() == \
+        (tmp_path / "local.csv.rejects.csv").read_text()

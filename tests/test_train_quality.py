@@ -1,0 +1,176 @@
+"""Training quality machinery: the linear start, drift detection, calibration guards, refit, and
+reasons that add up to the raw score (on small synthetic tables)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from leadscore.config import DatasetSpec
+from leadscore.data import ID, LABEL, ROW, TIME
+from leadscore.evaluate import tier_table, tiers_descend
+from leadscore.scoring import ModelBundle, field_impacts, score
+from leadscore.train import Calibrator, LinearStart, drift_check, fit_model
+
+FAST = {"learning_rate": 0.1, "monotone_constraints_method": "basic"}
+
+
+def make_table(n: int = 3000, seed: int = 0, drift: bool = False) -> pd.DataFrame:
+    """A training table whose conversion depends on a channel and a numeric 'index'; with
+    `drift`, the index trends down over time and conversion rises with it (bank-like)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n, dtype=float)
+    channel = rng.choice(["web", "event", "cold"], size=n, p=[0.5, 0.2, 0.3])
+    index = rng.normal(0, 0.4, n) - 4.0 * t / n if drift else rng.normal(0, 1, n)
+    visits = rng.poisson(3, n).astype(float)
+    logit = -1.2 + np.select([channel == "event", channel == "cold"], [1.0, -1.0], 0.0)
+    logit += -0.9 * index + 0.25 * visits
+    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(float)
+    return pd.DataFrame({
+        ROW: np.arange(1, n + 1), ID: [f"L{i}" for i in range(n)], TIME: t, LABEL: y,
+        "channel": channel, "index": index, "visits": visits,
+    })
+
+
+def make_spec(**features: object) -> DatasetSpec:
+    return DatasetSpec.model_validate({
+        "name": "quality",
+        "leads": {"path": "leads.csv", "id": "id", "file_order_is_time": True},
+        "outcome": {"column": "y", "positive": ["1"]},
+        "features": {"categorical": ["channel"], "numeric": ["index", "visits"], **features},
+        "leak_audit": {"enabled": False},
+    })
+
+
+def bundle_of(model) -> ModelBundle:  # type: ignore[no-untyped-def]
+    meta = {"tiers": model.tiers, "percentiles": model.percentiles}
+    if model.linear is not None:
+        meta["linear"] = model.linear.to_dict()
+    return ModelBundle(model.booster, model.builder, model.calibrator, meta)
+
+
+def test_linear_start_round_trips_and_its_contributions_add_up() -> None:
+    rng = np.random.default_rng(1)
+    x = np.column_stack([rng.integers(0, 3, 500).astype(float), rng.normal(size=500)])
+    x[::17, 0] = np.nan
+    x[::13, 1] = np.nan
+    y = (rng.random(500) < 1 / (1 + np.exp(-(x[:, 0] - 1 + np.nan_to_num(x[:, 1]))))).astype(float)
+    linear = LinearStart().fit(x, y, ["categorical", "numeric"], [3, 0])
+    again = LinearStart.from_dict(linear.to_dict())
+    np.testing.assert_allclose(again.margin(x), linear.margin(x), atol=1e-12)
+    np.testing.assert_allclose(linear.contributions(x).sum(axis=1), linear.margin(x), atol=1e-9)
+
+
+def test_linear_start_never_contradicts_a_declared_direction() -> None:
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(2000, 1))
+    y = (rng.random(2000) < 1 / (1 + np.exp(-2 * x[:, 0]))).astype(float)  # truly increasing
+    linear = LinearStart().fit(x, y, ["numeric"], [0], monotone=[-1])
+    grid = np.linspace(-3, 3, 20).reshape(-1, 1)
+    assert np.all(np.diff(linear.margin(grid)) <= 1e-12), "declared -1: never rises"
+
+
+def test_drift_check_flags_out_of_range_fields_and_rate_shifts() -> None:
+    table = make_table(drift=True)
+    model = fit_model(table, make_spec(), FAST)
+    assert model.extras["drift"]["drift"]
+    assert "index" in model.extras["drift"]["out_of_range_fields"]
+    stable = fit_model(make_table(drift=False), make_spec(), FAST)
+    assert not stable.extras["drift"]["drift"]
+    assert stable.linear is None and model.linear is not None
+
+
+def test_drift_check_reads_train_and_valid_only() -> None:
+    table = make_table(2000, drift=False)
+    spec = make_spec()
+    model = fit_model(table, spec, FAST)
+    x = model.builder.transform(table)
+    y = table[LABEL].to_numpy()
+    check = drift_check(model.builder, x[:1000], x[1000:1200], y[:1000], y[1000:1200])
+    assert check["drift"] is False
+    shifted = x[1000:1200].copy()
+    shifted[:, model.builder.feature_names_.index("index")] += 100
+    assert drift_check(model.builder, x[:1000], shifted, y[:1000], y[1000:1200])["drift"]
+
+
+def test_drifted_model_extrapolates_and_scores_the_same_through_the_bundle() -> None:
+    table = make_table(4000, drift=True)
+    linear = fit_model(table, make_spec(), FAST)
+    trees = fit_model(table, make_spec(), {**FAST, "linear_start": False, "refit": False})
+    test = table.iloc[linear.split.test]
+    auc_linear = roc_auc_score(test[LABEL], linear.predict_proba(test))
+    auc_trees = roc_auc_score(test[LABEL], trees.predict_proba(test))
+    assert linear.extras["refit"] and linear.calibrator.state_["method"] == "none"
+    assert auc_linear > auc_trees + 0.01, "trees alone stop at the edge of the training range"
+    scored = score(bundle_of(linear), test)
+    np.testing.assert_allclose(scored["probability"], linear.predict_proba(test), atol=1e-12)
+
+
+def test_reasons_add_up_to_the_raw_score_with_a_linear_start() -> None:
+    table = make_table(3000, drift=True)
+    model = fit_model(table, make_spec(), FAST)
+    assert model.linear is not None
+    bundle = bundle_of(model)
+    sample = table.iloc[model.split.test[:200]]
+    matrix = bundle.builder.transform(sample)
+    contrib = np.asarray(bundle.booster.predict(matrix, pred_contrib=True))
+    contrib = contrib + bundle.linear_.contributions(matrix)  # type: ignore[union-attr]
+    np.testing.assert_allclose(contrib.sum(axis=1), model.margin(matrix), atol=1e-9)
+    impacts = field_impacts(bundle, contrib, contrib.sum(axis=1))
+    points = 100 * bundle.calibrator.transform(contrib.sum(axis=1))
+    base = 100 * bundle.calibrator.transform(contrib[:, -1])
+    np.testing.assert_allclose(impacts.sum(axis=1), points - base, atol=1e-6)
+    reasons = score(bundle, sample, reasons=3)["reasons"]
+    assert all(len(r) == 3 for r in reasons)
+
+
+def test_platt_never_flips_a_models_order() -> None:
+    rng = np.random.default_rng(3)
+    margin = rng.normal(size=1000)
+    y = (rng.random(1000) < 1 / (1 + np.exp(2 * margin))).astype(float)  # ranked backwards
+    calibrator = Calibrator("platt").fit(margin, y)
+    p = calibrator.transform(np.sort(margin))
+    assert np.all(np.diff(p) >= 0)
+    assert calibrator.transform(margin).mean() == pytest.approx(y.mean(), abs=0.01)
+
+
+def test_calibrator_state_is_json_numbers() -> None:
+    import json
+
+    rng = np.random.default_rng(4)
+    margin = rng.normal(size=2000)
+    y = (rng.random(2000) < 1 / (1 + np.exp(-margin))).astype(float)
+    calibrator = Calibrator().fit(margin, y)
+    state = json.loads(json.dumps(calibrator.to_dict()))
+    again = Calibrator.from_dict(state)
+    np.testing.assert_allclose(again.transform(margin), calibrator.transform(margin))
+    assert set(calibrator.losses_) == {"platt", "isotonic"}
+
+
+def test_tiers_fall_from_a_to_d_on_validation() -> None:
+    table = make_table(4000)
+    model = fit_model(table, make_spec(), FAST)
+    valid = table.iloc[model.split.valid]
+    rows = tier_table(valid[LABEL].to_numpy(), model.predict_proba(valid), model.tiers)
+    assert [r["tier"] for r in rows] == ["A", "B", "C", "D"]
+    assert tiers_descend(rows)
+    assert rows[0]["conversion_rate"] > rows[-1]["conversion_rate"] + 0.2
+
+
+def test_split_without_a_clock_is_stratified() -> None:
+    table = make_table(1500).drop(columns=[TIME])
+    model = fit_model(table, make_spec(), FAST)
+    assert model.split.kind == "stratified"
+    assert not model.extras["refit"], "no time order: nothing newer to refit on"
+
+
+def test_tuning_returns_parameters_from_the_search_space() -> None:
+    from leadscore.tuning import search_space_keys, tune
+
+    result = tune(make_table(1500), make_spec(), 3, FAST)
+    assert result["trials"] == 3
+    assert set(result["params"]) == set(search_space_keys())
+    assert 0.5 < result["best_value"] <= 1.0
+    assert result["best_value"] >= result["default_value"]
