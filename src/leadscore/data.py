@@ -11,13 +11,13 @@ from __future__ import annotations
 import csv
 import difflib
 import logging
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pandera.pandas as pandera
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -25,6 +25,11 @@ import pyarrow.dataset as pads
 
 from leadscore.config import DatasetSpec, DimensionSpec
 from leadscore.errors import DataError
+
+with warnings.catch_warnings():
+    # pandera probes an installed PySpark, which warns about pandas 3 on every import
+    warnings.filterwarnings("ignore", message=".*PySpark does not yet fully support.*")
+    import pandera.pandas as pandera
 
 log = logging.getLogger(__name__)
 

@@ -143,7 +143,21 @@ def cached_build(
     pinned["source"] = str(spec.source) if spec.source else None
     spec_json = json.dumps(pinned, sort_keys=True, default=str)
     build = memory.cache(_build_for_cache)
-    return build(spec_json, str(data_path) if data_path else None, [_stat(f) for f in files])
+    stats = [_stat(f) for f in files] + [_code_fingerprint()]
+    return build(spec_json, str(data_path) if data_path else None, stats)
+
+
+def _code_fingerprint() -> tuple[str, int, int]:
+    """The table-building code's own hash: joblib only watches the cached function's body, and
+    a fix in data.py or features.py must not be answered from a table built before it."""
+    import leadscore.config
+    import leadscore.data
+    import leadscore.features
+
+    digest = hashlib.sha256()
+    for module in (leadscore.config, leadscore.data, leadscore.features):
+        digest.update(Path(str(module.__file__)).read_bytes())
+    return (digest.hexdigest(), 0, 0)
 
 
 def run_training(
