@@ -41,7 +41,7 @@ def evaluate(name: str, steps: int, settings: Settings) -> tuple[dict[str, Any],
     spec_path, data = DATASETS[name]
     spec = load_spec(spec_path)
     began = time.perf_counter()
-    result = run_training(spec, settings, data_path=data, track=False, report=False)
+    result = run_training(spec, settings, data_path=data, track=False, with_report=False)
     models: dict[str, Any] = {
         "lightgbm": {k: result.metrics[f"test_{k}"] for k in METRICS},
     }

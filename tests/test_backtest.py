@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_train_quality import FAST, make_spec, make_table
 
 from leadscore.backtest import backtest
 from leadscore.data import LABEL, TIME
 from leadscore.errors import DataError
-from test_train_quality import FAST, make_spec, make_table
 
 
 def test_backtest_walks_the_most_recent_share_in_steps() -> None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
+from test_train_quality import FAST, make_spec, make_table
 
 from leadscore.baselines import BASELINES, Scorecard, fit_baselines, scorecard_rules
 from leadscore.data import LABEL
 from leadscore.features import Feature
 from leadscore.train import fit_model
-from test_train_quality import FAST, make_spec, make_table
 
 
 def card_data(n: int = 4000):  # type: ignore[no-untyped-def]

@@ -37,14 +37,14 @@ def test_a_worse_challenger_does_not_take_champion(
         tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", models_dir=tmp_path / "models",
         model_name="cc-leads", feature_cache="off",
     )
-    first = run_training(synth_spec, settings, params=FAST, report=False, baselines=False)
+    first = run_training(synth_spec, settings, params=FAST, with_report=False, baselines=False)
     assert first.promoted and first.version == "1"
     # a model that may only look at the country: clearly worse on the same leads
     weak = synth_spec.model_copy(update={"drop": [
         *synth_spec.drop, "source_channel", "stage_at_creation", "budget", "authority", "need",
         "timeline", "industry", "company_size", "seniority",
     ]})
-    second = run_training(weak, settings, params=FAST, report=False, baselines=False)
+    second = run_training(weak, settings, params=FAST, with_report=False, baselines=False)
     assert second.version == "2"
     assert not second.promoted
     assert "below the champion's" in second.promotion_reason

@@ -13,7 +13,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import write_spec
+import yaml
 from fastapi.testclient import TestClient
 from sklearn.metrics import roc_auc_score
 
@@ -28,6 +28,12 @@ COUNTED = {"web_visits": "web_visit", "pricing_views": "pricing_page_view",
 CATEGORICAL = ["source_channel", "seniority", "industry", "company_size", "country", "budget",
                "authority", "need", "timeline", "stage_at_creation"]
 
+
+
+def write_spec(path: Path, data: dict) -> Path:
+    """A spec file (not imported from conftest: tests/serve has a conftest module of its own)."""
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
 
 @pytest.fixture(scope="module")
 def line(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]

@@ -90,3 +90,24 @@ def test_engine_spark_writes_the_same_file(spark, tiny: Path,  # noqa: F811
     np.testing.assert_allclose(got["probability"], want["probability"], rtol=0, atol=1e-9)
     assert (tmp_path / "spark.csv.rejects.csv").read_text() == \
         (tmp_path / "local.csv.rejects.csv").read_text()
+
+
+@pytest.mark.slow
+def test_engine_spark_keeps_file_order_of_a_parquet_folder(spark, tiny: Path,  # noqa: F811
+                                                           tmp_path: Path) -> None:
+    """Spark orders a folder's splits by size; the output keeps the files' order and row
+    numbers all the same."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    leads = make_leads(2500, seed=22)
+    leads.loc[2100, "budget"] = "much"
+    for i, (start, stop) in enumerate(((0, 300), (300, 2000), (2000, 2500))):
+        leads.iloc[start:stop].to_parquet(folder / f"part-{i}.parquet", index=False)
+    local, remote = tmp_path / "local.parquet", tmp_path / "spark.parquet"
+    rescore(load_bundle(tiny), folder, local, scored_at=SCORED_AT)
+    summary = rescore_spark(str(tiny), folder, remote, spark=spark, scored_at=SCORED_AT).as_dict()
+    assert (summary["rows"], summary["rejected"]) == (2500, 1)
+    want, got = pq.read_table(local).to_pandas(), pq.read_table(remote).to_pandas()
+    assert got["lead_id"].tolist() == want["lead_id"].tolist()
+    np.testing.assert_allclose(got["probability"], want["probability"], rtol=0, atol=1e-9)
+    assert pd.read_csv(tmp_path / "spark.parquet.rejects.csv")["row"].tolist() == [2101]

@@ -17,7 +17,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import SYNTH_CATEGORICAL, write_spec
+import yaml
 from mlflow.tracking import MlflowClient
 
 from leadscore import tracking
@@ -37,6 +37,12 @@ COUNTED = {
 
 SUBSET = 1500  # leads: enough to learn from, few enough to train in seconds
 
+
+
+def write_spec(path: Path, data: dict) -> Path:
+    """A spec file (not imported from conftest: tests/serve has a conftest module of its own)."""
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
 
 def numeric_leads(synth_dir: Path, out_dir: Path) -> Path:
     """The first synthetic leads plus integer activity counts, so a model has numeric inputs."""
@@ -110,9 +116,11 @@ def test_registered_version_is_champion(trained) -> None:
 
 def test_list_versions_and_promote(trained) -> None:
     rows = tracking.list_versions(trained.settings)
-    assert rows[0]["version"] == trained.version
-    assert "champion" in rows[0]["aliases"]
-    assert rows[0]["metrics"]["test_roc_auc"] == pytest.approx(trained.metrics["test_roc_auc"])
+    assert [int(r["version"]) for r in rows] == sorted((int(r["version"]) for r in rows),
+                                                       reverse=True), "newest first"
+    row = next(r for r in rows if r["version"] == trained.version)
+    assert "champion" in row["aliases"]
+    assert row["metrics"]["test_roc_auc"] == pytest.approx(trained.metrics["test_roc_auc"])
     tracking.promote(trained.version, trained.settings)  # idempotent on the same version
     with pytest.raises(ModelError, match="test-leads has no version 999"):
         tracking.promote("999", trained.settings)
@@ -277,7 +285,7 @@ def test_train_against_a_real_tracking_server(
     assert settings.resolved_tracking_uri() == url
     spec = synth_spec.model_copy(
         update={"features": synth_spec.features.model_copy(
-            update={"categorical": SYNTH_CATEGORICAL[:6]})}
+            update={"categorical": synth_spec.features.categorical[:6]})}
     )
     subset = tmp_path / "leads.csv"
     synth_leads.iloc[:SUBSET].to_csv(subset, index=False)

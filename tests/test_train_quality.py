@@ -23,10 +23,10 @@ def make_table(n: int = 3000, seed: int = 0, drift: bool = False) -> pd.DataFram
     rng = np.random.default_rng(seed)
     t = np.arange(n, dtype=float)
     channel = rng.choice(["web", "event", "cold"], size=n, p=[0.5, 0.2, 0.3])
-    index = rng.normal(0, 0.4, n) - 4.0 * t / n if drift else rng.normal(0, 1, n)
+    index = rng.normal(0, 0.2, n) - 4.0 * t / n if drift else rng.normal(0, 1, n)
     visits = rng.poisson(3, n).astype(float)
     logit = -1.2 + np.select([channel == "event", channel == "cold"], [1.0, -1.0], 0.0)
-    logit += -0.9 * index + 0.25 * visits
+    logit += -0.9 * index + 0.25 * visits - (2.5 if drift else 0.0)
     y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(float)
     return pd.DataFrame({
         ROW: np.arange(1, n + 1), ID: [f"L{i}" for i in range(n)], TIME: t, LABEL: y,
@@ -76,7 +76,8 @@ def test_drift_check_flags_out_of_range_fields_and_rate_shifts() -> None:
     table = make_table(drift=True)
     model = fit_model(table, make_spec(), FAST)
     assert model.extras["drift"]["drift"]
-    assert "index" in model.extras["drift"]["out_of_range_fields"]
+    assert model.extras["drift"]["out_of_range_share"] > 0.1
+    assert model.extras["drift"]["rate_valid"] > 1.5 * model.extras["drift"]["rate_train"]
     stable = fit_model(make_table(drift=False), make_spec(), FAST)
     assert not stable.extras["drift"]["drift"]
     assert stable.linear is None and model.linear is not None

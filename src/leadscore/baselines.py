@@ -81,8 +81,8 @@ class Scorecard:
                 n_groups = len(feature.levels) + 1
             else:
                 present = column[~np.isnan(column)]
-                qs = np.quantile(present, np.linspace(0, 1, NUMERIC_BINS + 1)[1:-1]) if len(
-                    present) else np.array([])
+                inner = np.linspace(0, 1, NUMERIC_BINS + 1)[1:-1]
+                qs = np.quantile(present, inner) if len(present) else np.array([])
                 edges = [float(e) for e in np.unique(qs)]
                 groups = np.where(
                     np.isnan(column), len(edges) + 1, np.searchsorted(edges, column, side="right")
@@ -129,7 +129,9 @@ class Scorecard:
 
     def to_dict(self) -> dict[str, Any]:
         """The points table, as a sales team would read it (no lead values)."""
-        return {f.name: {"kind": f.kind, "points": f.points, "edges": f.edges} for f in self.fields_}
+        return {
+            f.name: {"kind": f.kind, "points": f.points, "edges": f.edges} for f in self.fields_
+        }
 
 
 def _written_points(
@@ -175,7 +177,9 @@ def _frame(matrix: np.ndarray, features: Sequence[Feature]) -> pd.DataFrame:
         column = matrix[:, j]
         if f.kind == "categorical":
             data[f.name] = pd.Series(
-                np.where(np.isnan(column), "(missing)", np.nan_to_num(column).astype(int).astype(str)),
+                np.where(
+                    np.isnan(column), "(missing)", np.nan_to_num(column).astype(int).astype(str)
+                ),
                 dtype=object,
             )
         else:

@@ -164,13 +164,15 @@ def _input_columns(
 
 @dataclass
 class Chunk:
-    """Rows [first_row, first_row + n) of the input (1-based data rows), as read."""
+    """Rows [first_row, first_row + n) of the input (1-based data rows), as read; or the rows
+    numbered `row_numbers` (Spark, where a partition's rows come with their numbers)."""
 
     index: int
     first_row: int
     table: pa.Table
     malformed: list[str] = field(default_factory=list)
     bytes_read: int = 0
+    row_numbers: np.ndarray | None = None
 
 
 def _raw_batches(source: Source, tracker: list[str]) -> Iterator[tuple[pa.RecordBatch, int]]:
@@ -286,11 +288,18 @@ def _arrow_message(exc: Exception) -> str:
 
 @dataclass
 class Checked:
-    """A chunk's rows that can be scored, their row numbers, and the rejected rows."""
+    """A chunk's rows that can be scored, their row numbers and positions in the chunk, and the
+    rejected rows (with their positions)."""
 
     table: pa.Table
     rows: np.ndarray
     rejects: pa.Table
+    kept: np.ndarray | None = None  # None: every row
+    rejected_at: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    def raw_rows(self, raw: pa.Table) -> pa.Table:
+        """The chunk as read, for the rows that are scored (`keep` columns are copied from it)."""
+        return raw if self.kept is None else raw.take(pa.array(self.kept))
 
 
 def _rejects_table(rows: Sequence[int | None], ids: Sequence[str | None],
@@ -360,7 +369,8 @@ def check_chunk(bundle: ModelBundle, chunk: Chunk) -> Checked:
     """Convert the model's numeric inputs and set aside the rows that cannot be scored."""
     table = chunk.table
     n = table.num_rows
-    rows = np.arange(chunk.first_row, chunk.first_row + n, dtype=np.int64)
+    rows = chunk.row_numbers if chunk.row_numbers is not None else np.arange(
+        chunk.first_row, chunk.first_row + n, dtype=np.int64)
     problems: dict[int, list[str]] = {}
     id_col = bundle.id_column
     ids: pa.Array | None = None
@@ -382,6 +392,8 @@ def check_chunk(bundle: ModelBundle, chunk: Chunk) -> Checked:
     reasons = list(chunk.malformed)
     reject_rows: list[int | None] = [None] * len(reasons)
     reject_ids: list[str | None] = [None] * len(reasons)
+    kept: np.ndarray | None = None
+    rejected_at = np.zeros(0, dtype=np.int64)
     if problems:
         positions = sorted(problems)
         keep = np.ones(n, dtype=bool)
@@ -393,7 +405,10 @@ def check_chunk(bundle: ModelBundle, chunk: Chunk) -> Checked:
             reasons.append("; ".join(problems[where]))
         table = table.filter(pa.array(keep))
         rows = rows[keep]
-    return Checked(table, rows, _rejects_table(reject_rows, reject_ids, reasons))
+        kept = np.flatnonzero(keep)
+        rejected_at = np.asarray(positions, dtype=np.int64)
+    return Checked(table, rows, _rejects_table(reject_rows, reject_ids, reasons), kept,
+                   rejected_at)
 
 
 # --------------------------------------------------------------------------- scoring
@@ -630,6 +645,9 @@ class Job:
         elif resume:
             log.info("no checkpoint at %s: starting from the first chunk", self.checkpoint_path)
         if saved is None:
+            if not resume and self.checkpoint_path.is_file():
+                log.warning("starting %s over: an interrupted run's parts are discarded (pass "
+                            "--resume to continue such a run instead)", self.output)
             shutil.rmtree(self.folder, ignore_errors=True)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.output.parent.mkdir(parents=True, exist_ok=True)
@@ -742,7 +760,9 @@ class Progress:
         if now - self.last_log >= LOG_EVERY_S:
             self.last_log = now
             share = done / total if total else 0.0
-            eta = (now - self.start) * (1 - share) / share if share > 0 else float("nan")
+            start = self.start_rows if self.total_rows is not None else 0
+            speed = (done - start) / max(now - self.start, 1e-9)
+            eta = (total - done) / speed if total and speed > 0 else float("nan")
             log.info("scored %s rows (%.0f%%) at %s rows/s, ETA %.0f s",
                      f"{rows:,}", 100 * share, f"{rate:,.0f}", eta)
 
@@ -907,7 +927,7 @@ def rescore(
             if checked.table.num_rows:
                 table = scores_table(bundle, checked.table, reasons, keep, scored_at,
                                      rows=checked.rows,
-                                     raw=_kept_rows(raw.table, raw.first_row, checked.rows))
+                                     raw=checked.raw_rows(raw.table))
                 counts = drift.counts_for(bundle, checked.table, checked.rows,
                                           table.column("probability").to_numpy())
             else:
@@ -1024,6 +1044,7 @@ def score_spark(
     settings: Any = None,
     scored_at: str | None = None,
     row_numbers: bool = False,
+    row_column: str | None = None,
 ) -> Any:
     """Score a Spark DataFrame with the same model and the same code as the local path.
 
@@ -1032,7 +1053,8 @@ def score_spark(
     API. Returns the local output's columns plus `reject_reason` (null when scored; rejected
     rows keep their id and null scores). With `row_numbers`, a `row` column numbers the rows
     1..n in the DataFrame's order (one extra pass to count each partition's rows; the order
-    must be deterministic, as it is for files).
+    must be deterministic, as it is for files); `row_column` names a column of `df` that
+    already holds them. A model whose leads have no id column numbers them this way too.
     """
     from pyspark.sql.types import StructType
 
@@ -1042,8 +1064,12 @@ def score_spark(
     available = df.columns
     columns = _input_columns(bundle, available, keep)
     by_name = {f.name: f for f in df.schema.fields}
+    numbered = row_numbers or row_column is not None or bundle.id_column not in columns
     # plain names on the way in: Spark reads a dot in a column name as a struct field
-    df = df.select(*[df[f"`{c}`"].alias(f"_c{i}") for i, c in enumerate(columns)])
+    selected = [df[f"`{c}`"].alias(f"_c{i}") for i, c in enumerate(columns)]
+    if row_column is not None:
+        selected.append(df[f"`{row_column}`"].cast("bigint").alias("_row"))
+    df = df.select(*selected)
     scored_at = scored_at or datetime.now(UTC).isoformat(timespec="seconds")
     id_col = bundle.id_column
     fields = [f"`{id_col}` string"]
@@ -1052,13 +1078,14 @@ def score_spark(
     if reasons > 0:
         fields.append("reasons string")
     fields += ["model_name string", "model_version string", "scored_at string"]
-    if row_numbers:
+    with_rows = row_numbers or row_column is not None
+    if with_rows:
         fields.append(f"{ROW} bigint")
     fields.append(f"{REJECT_REASON} string")
     schema = StructType.fromDDL(", ".join(fields))
     kept = [c for c in keep if c != id_col]
     offsets: list[int] = []
-    if row_numbers:
+    if numbered and row_column is None:
         offsets = _partition_offsets(df)
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -1068,10 +1095,16 @@ def score_spark(
         context = TaskContext.get()
         first = offsets[context.partitionId()] + 1 if offsets and context else 1
         for batch in batches:
-            table = pa.Table.from_batches([batch]).rename_columns(columns)
-            out = _score_rows(model, Chunk(0, first, table), reasons, keep, scored_at)
+            table = pa.Table.from_batches([batch])
+            numbers = None
+            if row_column is not None:
+                numbers = table.column("_row").to_numpy(zero_copy_only=False).astype(np.int64)
+                table = table.drop_columns(["_row"])
+            table = table.rename_columns(columns)
+            out = _score_rows(model, Chunk(0, first, table, row_numbers=numbers), reasons, keep,
+                              scored_at)
             first += batch.num_rows
-            if not row_numbers:
+            if not with_rows:
                 out = out.drop_columns([ROW])
             yield from _as_spark_arrow(out, table.schema, kept).to_batches()
 
@@ -1100,14 +1133,14 @@ def _score_rows(bundle: ModelBundle, chunk: Chunk, reasons: int, keep: Sequence[
     schema = output_schema(bundle, raw.schema, keep, reasons)
     if checked.table.num_rows:
         scored = scores_table(bundle, checked.table, reasons, keep, scored_at, rows=checked.rows,
-                              raw=_kept_rows(raw, chunk.first_row, checked.rows))
+                              raw=checked.raw_rows(raw))
     else:
         scored = schema.empty_table()
     scored = scored.append_column(ROW, pa.array(checked.rows, pa.int64()))
     scored = scored.append_column(REJECT_REASON, pa.nulls(scored.num_rows, pa.string()))
     rejected = checked.rejects.filter(pc.is_valid(checked.rejects.column("row")))
     if rejected.num_rows:
-        positions = pc.subtract(rejected.column("row"), chunk.first_row)
+        positions = pa.array(checked.rejected_at)
         columns: dict[str, Any] = {}
         for f in scored.schema:
             if f.name == bundle.id_column:
@@ -1122,12 +1155,6 @@ def _score_rows(bundle: ModelBundle, chunk: Chunk, reasons: int, keep: Sequence[
                 columns[f.name] = pa.nulls(rejected.num_rows, f.type)
         scored = pa.concat_tables([scored, pa.table(columns, schema=scored.schema)])
     return scored
-
-
-def _kept_rows(raw: pa.Table, first_row: int, rows: np.ndarray) -> pa.Table:
-    if len(rows) == raw.num_rows:
-        return raw
-    return raw.take(pa.array(rows - first_row))
 
 
 def _as_spark_arrow(table: pa.Table, like: pa.Schema, kept: Sequence[str]) -> pa.Table:
@@ -1164,9 +1191,25 @@ def spark_session(app_name: str = "leadscore") -> Any:
 
 
 def read_spark(spark: Any, source: Source) -> Any:
-    """A file read by Spark as the local path reads it: CSV cells as text, quoted newlines."""
+    """A file read by Spark as the local path reads it: CSV cells as text, quoted newlines.
+
+    Parquet files are read one by one, each row numbered from its place in the file
+    (`_metadata.row_index`) after the rows of the files before it, and put end to end, so row
+    numbers and order are the file order's whatever the partitioning (a `_row` column).
+    """
     if source.kind == "parquet":
-        return spark.read.parquet(*source.files)
+        from pyspark.sql import functions as F  # noqa: N812
+
+        frames, offset = [], 0
+        for name in source.files:
+            frame = spark.read.parquet(name)
+            frames.append(frame.withColumn(
+                "_row", F.col("_metadata.row_index") + F.lit(offset + 1)))
+            offset += pq.read_metadata(name).num_rows
+        union = frames[0]
+        for frame in frames[1:]:
+            union = union.unionByName(frame, allowMissingColumns=True)
+        return union
     return (
         spark.read.option("header", True).option("sep", source.delimiter)
         .option("multiLine", True).option("quote", '"').option("escape", '"')
@@ -1205,11 +1248,12 @@ def rescore_spark(
     scored_at = scored_at or datetime.now(UTC).isoformat(timespec="seconds")
     start = time.perf_counter()
     spark = spark or spark_session()
-    # Spark may renumber partitions of a CSV read with multiLine; one input split per file keeps
-    # the row numbers those of the file
+    # a CSV read with multiLine is one partition, so counting rows per partition numbers them
     frame = read_spark(spark, source)
+    numbered = "_row" in frame.columns
     scored = score_spark(frame, model_uri, reasons=reasons, keep=keep, settings=settings,
-                         scored_at=scored_at, row_numbers=True)
+                         scored_at=scored_at, row_numbers=not numbered,
+                         row_column="_row" if numbered else None)
     parts = job.folder / "spark"
     scored.write.mode("overwrite").parquet(parts.resolve().as_uri())
     files = sorted(parts.glob("part-*.parquet"))

@@ -244,6 +244,35 @@ class TrainSpec(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class ScorecardRule(_Strict):
+    """Points a sales team gives for one field, as in their spreadsheet scorecard."""
+
+    field: str  # feature name or business field
+    points: dict[str, int] = Field(default_factory=dict)  # category -> points
+    bins: list[float] = Field(default_factory=list)  # numeric inner edges, ascending
+    bin_points: list[int] = Field(default_factory=list)  # one more value than bins
+    missing: int | None = None
+
+    @model_validator(mode="after")
+    def _bins(self) -> ScorecardRule:
+        if self.bins != sorted(self.bins):
+            raise ValueError(f"scorecard rule {self.field!r}: bins must be ascending")
+        if (self.bins or self.bin_points) and len(self.bin_points) != len(self.bins) + 1:
+            raise ValueError(
+                f"scorecard rule {self.field!r}: bin_points needs {len(self.bins) + 1} values "
+                f"for {len(self.bins)} bin edges"
+            )
+        return self
+
+
+class ScorecardSpec(_Strict):
+    """The points-scorecard baseline: spec rules replace the points derived from conversion
+    rates for the fields they name."""
+
+    scale: float = Field(10.0, gt=0)  # points per unit of log-odds lift
+    rules: list[ScorecardRule] = Field(default_factory=list)
+
+
 class DatasetSpec(_Strict):
     """A CRM export described in YAML: the lead table, how each lead ended, optional activity log
     and dimension tables, and the moment each lead would have been scored (its as-of time)."""
@@ -264,6 +293,7 @@ class DatasetSpec(_Strict):
     drop: list[str] = Field(default_factory=list)
     pii: list[str] = Field(default_factory=list)
     train: TrainSpec = Field(default_factory=TrainSpec)
+    scorecard: ScorecardSpec = Field(default_factory=lambda: ScorecardSpec())
 
     # set by load_spec, not by the YAML
     source: Path | None = Field(default=None, exclude=True)

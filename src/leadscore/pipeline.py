@@ -169,7 +169,7 @@ def run_training(
     params: dict[str, Any] | None = None,
     tune: int = 0,
     keep_tiers: bool = False,
-    report: bool = True,
+    with_report: bool = True,
     baselines: bool = True,
 ) -> TrainingResult:
     """Build the point-in-time table, audit it for leaks, (optionally tune,) train, evaluate on
@@ -214,13 +214,13 @@ def run_training(
     bundle.save(bundle_dir)
     result = TrainingResult(bundle, bundle_dir, trained, metrics, report, leak)
     card: dict[str, Any] | None = None
-    if report or baselines:
+    if with_report or baselines:
         card = _evaluation(trained, leads, spec, leak, tuning, keep_tiers, baselines)
         result.baselines = card["baselines"]
         for name, values in card["baselines"].items():
             for key in ("roc_auc", "pr_auc", "brier", "ece", "lift_top10"):
                 metrics[f"baseline_{name}_{key}"] = values[key]
-    if report and card is not None:
+    if with_report and card is not None:
         result.report_dir = _write_report(card, settings, spec.name)
     if not track:
         return result

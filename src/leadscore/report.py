@@ -319,8 +319,9 @@ def model_card(report: Mapping[str, Any], registry: Mapping[str, Any] | None = N
 def markdown_to_html(markdown: str, title: str) -> str:
     """The card's small Markdown subset (headings, tables, quotes, images, bold) as HTML."""
     out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-           "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:"
-           "collapse}td,th{border:1px solid #ccc;padding:2px 8px}img{width:30%}</style>",
+           "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
+           "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px}"
+           "img{width:30%}</style>",
            "</head><body>"]
     table: list[str] = []
 
@@ -336,7 +337,8 @@ def markdown_to_html(markdown: str, title: str) -> str:
             for i, row in enumerate(rows):
                 cells = [c.strip() for c in row.strip().strip("|").split("|")]
                 tag = "th" if i == 0 else "td"
-                out.append("<tr>" + "".join(f"<{tag}>{inline(c)}</{tag}>" for c in cells) + "</tr>")
+                row_html = "".join(f"<{tag}>{inline(c)}</{tag}>" for c in cells)
+                out.append(f"<tr>{row_html}</tr>")
             out.append("</table>")
             table.clear()
 

@@ -92,7 +92,7 @@ def _experiment(name: str, tracking_uri: str) -> str:
 def signature_for(bundle: ModelBundle) -> ModelSignature:
     """Raw lead columns, all optional. Numbers are `Any` because MLflow refuses to cast a pandas
     int64 column to double, and an integer column (age, visits) is what `read_csv` gives."""
-    columns = [
+    columns: list[Any] = [
         ColSpec("string" if kind == "categorical" else AnyType(), name, required=False)
         for name, kind in bundle.input_types().items()
     ]

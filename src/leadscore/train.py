@@ -480,7 +480,7 @@ def drift_check(
 def _fit_linear(
     builder: FeatureBuilder, x: np.ndarray, y: np.ndarray, weight: np.ndarray | None
 ) -> LinearStart:
-    kinds = [f.kind for f in builder.features_]
+    kinds: list[str] = [str(f.kind) for f in builder.features_]
     levels = [len(f.levels) for f in builder.features_]
     return LinearStart().fit(x, y, kinds, levels, builder.monotone_constraints_, weight)
 

@@ -80,12 +80,16 @@ def tune(
              best.value, len(study.trials), best.params)
     return {
         "params": dict(best.params),
-        "best_value": float(best.value),
+        "best_value": _value(best.value),
         "trials": len(study.trials),
-        "default_value": float(study.trials[0].value or float("nan")),
+        "default_value": _value(study.trials[0].value),
     }
 
 
 def search_space_keys() -> list[str]:
     return ["learning_rate", "num_leaves", "max_depth", "min_data_in_leaf", "feature_fraction",
             "bagging_fraction", "lambda_l2", "cat_smooth"]
+
+
+def _value(value: float | None) -> float:
+    return float("nan") if value is None else float(value)
