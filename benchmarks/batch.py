@@ -114,12 +114,20 @@ def write_input(base_path: Path, path: Path, rows: int) -> Path:
 
 def raw_predict(bundle_dir: Path, path: Path, rows: int) -> tuple[float, float]:
     """Wall and CPU seconds of `Booster.predict` on the first `rows` rows as one numpy matrix."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from leadscore.scoring import load_bundle
 
     bundle = load_bundle(bundle_dir)
-    table = pq.read_table(path, columns=[bundle.id_column, *bundle.inputs]).slice(0, rows)
+    batches, have = [], 0
+    with pq.ParquetFile(path, pre_buffer=False) as parquet:
+        for batch in parquet.iter_batches(columns=[bundle.id_column, *bundle.inputs]):
+            batches.append(batch)
+            have += batch.num_rows
+            if have >= rows:
+                break
+    table = pa.Table.from_batches(batches).slice(0, rows)
     matrix = bundle.builder.transform(table)
     del table
     start, cpu = time.perf_counter(), time.process_time()
@@ -139,7 +147,12 @@ def child(args: argparse.Namespace) -> None:
     cpu = time.process_time()
     summary = rescore(bundle, Path(args.input), Path(args.output), reasons=args.reasons,
                       chunk_rows=args.chunk_rows)
+    # VmHWM, not ru_maxrss: the latter keeps the parent's RSS from before exec
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                peak_kib = int(line.split()[1])
     json.dump({"rows": summary.rows, "seconds": summary.seconds,
                "cpu_seconds": time.process_time() - cpu,
                "peak_rss_mib": round(peak_kib / 1024, 1)}, sys.stdout)

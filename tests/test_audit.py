@@ -7,12 +7,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from leadscore.audit import audit_leaks, single_feature_auc
 from leadscore.config import load_spec
 from leadscore.features import build_table
 from leadscore.train import split_leads
-from tests.conftest import write_spec
+
+
+def write_spec(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +88,6 @@ def test_planted_columns_are_flagged_and_honest_ones_kept(planted: Path) -> None
 
 
 def test_spec_can_keep_a_flagged_column(planted: Path, tmp_path: Path) -> None:
-    import yaml
 
     data = yaml.safe_load(planted.read_text())
     data["leads"]["path"] = str(planted.parent / "leads.csv")

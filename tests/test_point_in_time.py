@@ -7,11 +7,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from leadscore.config import load_spec
 from leadscore.data import ID, LABEL
 from leadscore.features import build_table
-from tests.conftest import write_spec
+
+
+def write_spec(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
 
 LEADS = pd.DataFrame(
     {

@@ -26,7 +26,7 @@ router = APIRouter(tags=["scoring"])
 # leads without reasons (~10 µs each), 2 with (~0.4 ms each: TreeSHAP). Else a worker thread,
 # where LightGBM releases the GIL and the loop keeps serving.
 INLINE_LEADS = 8
-INLINE_EXPLAINED = 0
+INLINE_EXPLAINED = 2
 MAX_LISTED = 10  # problems spelled out in an error message; `details` lists them all
 MAX_REASONS = 10
 
