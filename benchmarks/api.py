@@ -101,7 +101,7 @@ def train_bundle(folder: Path, leads: int) -> Path:
     spec_path = folder / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
     settings = Settings(models_dir=folder / "models", model_name="benchmark")
-    result = run_training(load_spec(spec_path), settings, track=False, report=False,
+    result = run_training(load_spec(spec_path), settings, track=False, with_report=False,
                           baselines=False)
     return result.bundle_dir
 

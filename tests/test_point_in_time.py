@@ -259,3 +259,44 @@ def test_unmapped_outcome_value_is_an_error(tmp_path: Path) -> None:
     )
     with pytest.raises(DataError, match=r"'stage' has 1 value\(s\) mapped to none.*'Negotiation'"):
         build_table(load_spec(spec))
+
+
+def test_email_domain_rule_is_the_same_on_both_paths() -> None:
+    """Big batches classify domains in Arrow, single leads in Python: they must agree."""
+    import random
+    import string
+
+    from leadscore.features import FeatureBuilder, email_domain_type
+
+    rnd = random.Random(0)
+    emails = [
+        "ann@acme.com",
+        "BOB@Gmail.com",
+        " x@y.org ",
+        "not-an-email",
+        "@nolocal.com",
+        "a@b",
+        "a@b c.com",
+        "a@@gmail.com",
+        "",
+        None,
+        "Select",
+        "z@hotmail.co.uk",
+    ]
+    emails += [
+        "".join(rnd.choice("ab@. c" + string.ascii_letters) for _ in range(rnd.randint(0, 12)))
+        for _ in range(300)
+    ]
+    builder = FeatureBuilder(
+        derive={"email": "email"}, missing_values=["", "Select"], min_level_count=1
+    ).fit(pd.DataFrame({"email": emails}))
+    levels = builder.features_[0].levels
+    big = builder.transform(pd.DataFrame({"email": emails}))[:, 0]
+    for i, email in enumerate(emails):
+        expected = (
+            None if email is None or email.strip() in {"", "Select"} else email_domain_type(email)
+        )
+        got = None if np.isnan(big[i]) else levels[int(big[i])]
+        assert got == expected, email
+        small = builder.transform({"email": [email]})[0, 0]
+        assert (np.isnan(small) and np.isnan(big[i])) or small == big[i]

@@ -184,6 +184,12 @@ def email_domain_type(email: str) -> str:
     return "free" if domain in FREE_MAIL else "business"
 
 
+def _domain_type(domain: str) -> str:
+    if domain == "@":
+        return "invalid"
+    return "free" if domain in FREE_MAIL else "business"
+
+
 TEXT_DERIVATIONS: dict[str, Callable[[str], str]] = {
     "seniority": seniority,
     "department": department,
@@ -405,12 +411,22 @@ class FeatureBuilder:
         array = pc.utf8_trim_whitespace(array)
         missing = pa.array(sorted(self.missing_ | {""}), type=pa.string())
         array = pc.if_else(pc.is_in(array, value_set=missing), pa.scalar(None, pa.string()), array)
+        if feature.derive == "email_domain":
+            # addresses are nearly all distinct: classify their few distinct domains instead
+            # (same rule as email_domain_type, checked against it in the tests)
+            parts = pc.extract_regex(pc.utf8_lower(array), r"^.+@(?P<domain>[^@ ]*\.[^@ ]*)$")
+            domain = pc.struct_field(parts, "domain")
+            array = pc.if_else(
+                pc.and_(pc.is_null(domain), pc.is_valid(array)), pa.scalar("@"), domain
+            )
         encoded = (
             pc.dictionary_encode(array).combine_chunks()
             if isinstance(array, pa.ChunkedArray)
             else pc.dictionary_encode(array)
         )
         func = TEXT_DERIVATIONS[str(feature.derive)]
+        if feature.derive == "email_domain":
+            func = _domain_type  # the dictionary holds domains ("@" for an invalid address)
         mapped = pa.array([func(v) for v in encoded.dictionary.to_pylist()], type=pa.string())
         return pc.take(mapped, encoded.indices)
 
