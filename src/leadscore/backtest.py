@@ -84,8 +84,13 @@ def backtest(
             "mean_probability": float(p.mean()),
         }
         result.steps.append(entry)
-        log.info("backtest step %d/%d: %d leads, ROC AUC %.4f", i + 1, steps,
-                 entry["scored_leads"], entry["roc_auc"])
+        log.info(
+            "backtest step %d/%d: %d leads, ROC AUC %.4f",
+            i + 1,
+            steps,
+            entry["scored_leads"],
+            entry["roc_auc"],
+        )
     y_cat, p_cat = np.concatenate(y_all), np.concatenate(p_all)
     result.overall = classification_metrics(y_cat, p_cat)
     aucs = [s["roc_auc"] for s in result.steps if s["roc_auc"] == s["roc_auc"]]

@@ -118,7 +118,8 @@ class Scorecard:
                 groups = np.clip(groups, 0, len(table) - 1)
             else:
                 groups = np.where(
-                    np.isnan(column), len(table) - 1,
+                    np.isnan(column),
+                    len(table) - 1,
                     np.searchsorted(field.edges, column, side="right"),
                 ).astype(int)
             total += table[groups]
@@ -151,8 +152,10 @@ def _written_points(
         rule_edges = [float(e) for e in rule["bins"]]
         bin_points = [int(v) for v in rule.get("bin_points") or []]
         if len(bin_points) != len(rule_edges) + 1:
-            raise ValueError(f"scorecard rule for {feature.name!r}: bin_points needs "
-                             f"{len(rule_edges) + 1} values")
+            raise ValueError(
+                f"scorecard rule for {feature.name!r}: bin_points needs "
+                f"{len(rule_edges) + 1} values"
+            )
         edges[:] = rule_edges
         points = [*bin_points, derived[-1]]
     if rule.get("missing") is not None:
@@ -250,7 +253,10 @@ def fit_baselines(
     logistic = logistic_pipeline(features).fit(_frame(x_fit, features), y[fit_rows])
     out["logistic"] = _calibrated(
         lambda m: logistic.predict_proba(_frame(m, features))[:, 1],
-        x_valid, y[split.valid], x_test, calibrate,
+        x_valid,
+        y[split.valid],
+        x_test,
+        calibrate,
     )
     booster = hist_gb(features, seed).fit(np.nan_to_num(x_fit, nan=np.nan), y[fit_rows])
     out["hist_gb"] = _calibrated(

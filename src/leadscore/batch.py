@@ -114,9 +114,13 @@ def open_source(path: Path, bundle: ModelBundle, keep: Sequence[str] = ()) -> So
     resolved = path.resolve()
     if path.is_dir() or path.suffix.lower() in {".parquet", ".pq"}:
         if path.is_dir():
-            files = sorted(str(p) for p in path.rglob("*") if p.is_file()
-                           and p.suffix.lower() in {".parquet", ".pq"}
-                           and not p.name.startswith((".", "_")))
+            files = sorted(
+                str(p)
+                for p in path.rglob("*")
+                if p.is_file()
+                and p.suffix.lower() in {".parquet", ".pq"}
+                and not p.name.startswith((".", "_"))
+            )
         else:
             files = [str(path)]
         try:
@@ -142,8 +146,9 @@ def open_source(path: Path, bundle: ModelBundle, keep: Sequence[str] = ()) -> So
     schema = pa.schema([(c, pa.string()) for c in columns])
     size, mtime = _stat(path)[1:]
     fingerprint = {"path": str(resolved), "size": size, "mtime_ns": mtime}
-    return Source(path, "csv", columns, schema, fingerprint, None, size, [str(path)],
-                  encoding, delimiter)
+    return Source(
+        path, "csv", columns, schema, fingerprint, None, size, [str(path)], encoding, delimiter
+    )
 
 
 def _input_columns(
@@ -193,8 +198,10 @@ def _raw_batches(source: Source, tracker: list[str]) -> Iterator[tuple[pa.Record
 
     def on_invalid(row: Any) -> str:
         # the record's text may hold PII: only its shape is kept
-        tracker.append(f"malformed record: {row.actual_columns} fields where the header has "
-                       f"{row.expected_columns}")
+        tracker.append(
+            f"malformed record: {row.actual_columns} fields where the header has "
+            f"{row.expected_columns}"
+        )
         return "skip"
 
     header = _header(source.path, source.encoding, source.delimiter)
@@ -302,11 +309,15 @@ class Checked:
         return raw if self.kept is None else raw.take(pa.array(self.kept))
 
 
-def _rejects_table(rows: Sequence[int | None], ids: Sequence[str | None],
-                   reasons: Sequence[str]) -> pa.Table:
+def _rejects_table(
+    rows: Sequence[int | None], ids: Sequence[str | None], reasons: Sequence[str]
+) -> pa.Table:
     return pa.table(
-        {"row": pa.array(rows, pa.int64()), "lead_id": pa.array(ids, pa.string()),
-         "reason": pa.array(reasons, pa.string())}
+        {
+            "row": pa.array(rows, pa.int64()),
+            "lead_id": pa.array(ids, pa.string()),
+            "reason": pa.array(reasons, pa.string()),
+        }
     )
 
 
@@ -329,8 +340,9 @@ def _bad_positions(array: pa.Array, target: pa.DataType) -> np.ndarray:
     return np.array(sorted(bad), dtype=np.int64)
 
 
-def to_numbers(array: pa.Array | pa.ChunkedArray, name: str,
-               missing: Sequence[str]) -> tuple[pa.Array, np.ndarray]:
+def to_numbers(
+    array: pa.Array | pa.ChunkedArray, name: str, missing: Sequence[str]
+) -> tuple[pa.Array, np.ndarray]:
     """A float64 column and the positions that are not numbers (those become null).
 
     Text is trimmed, the spec's missing markers and empty cells become null, and the rest is
@@ -369,8 +381,11 @@ def check_chunk(bundle: ModelBundle, chunk: Chunk) -> Checked:
     """Convert the model's numeric inputs and set aside the rows that cannot be scored."""
     table = chunk.table
     n = table.num_rows
-    rows = chunk.row_numbers if chunk.row_numbers is not None else np.arange(
-        chunk.first_row, chunk.first_row + n, dtype=np.int64)
+    rows = (
+        chunk.row_numbers
+        if chunk.row_numbers is not None
+        else np.arange(chunk.first_row, chunk.first_row + n, dtype=np.int64)
+    )
     problems: dict[int, list[str]] = {}
     id_col = bundle.id_column
     ids: pa.Array | None = None
@@ -407,15 +422,17 @@ def check_chunk(bundle: ModelBundle, chunk: Chunk) -> Checked:
         rows = rows[keep]
         kept = np.flatnonzero(keep)
         rejected_at = np.asarray(positions, dtype=np.int64)
-    return Checked(table, rows, _rejects_table(reject_rows, reject_ids, reasons), kept,
-                   rejected_at)
+    return Checked(
+        table, rows, _rejects_table(reject_rows, reject_ids, reasons), kept, rejected_at
+    )
 
 
 # --------------------------------------------------------------------------- scoring
 
 
-def output_schema(bundle: ModelBundle, source_schema: pa.Schema, keep: Sequence[str],
-                  reasons: int) -> pa.Schema:
+def output_schema(
+    bundle: ModelBundle, source_schema: pa.Schema, keep: Sequence[str], reasons: int
+) -> pa.Schema:
     fields = [pa.field(bundle.id_column, pa.string())]
     fields += [source_schema.field(name) for name in keep if name != bundle.id_column]
     fields += [
@@ -430,9 +447,17 @@ def output_schema(bundle: ModelBundle, source_schema: pa.Schema, keep: Sequence[
     return pa.schema(fields)
 
 
-def scores_table(bundle: ModelBundle, chunk: pa.Table, reasons: int, keep: Sequence[str],
-                 scored_at: str, first_row: int = 1, *, rows: np.ndarray | None = None,
-                 raw: pa.Table | None = None) -> pa.Table:
+def scores_table(
+    bundle: ModelBundle,
+    chunk: pa.Table,
+    reasons: int,
+    keep: Sequence[str],
+    scored_at: str,
+    first_row: int = 1,
+    *,
+    rows: np.ndarray | None = None,
+    raw: pa.Table | None = None,
+) -> pa.Table:
     """The output rows for one chunk: id, kept columns, then the scores.
 
     `rows` are the chunk's 1-based row numbers in the input (the id when the model's spec has
@@ -490,8 +515,9 @@ class Drift:
     def enabled(self) -> bool:
         return bool(self.profile)
 
-    def counts_for(self, bundle: ModelBundle, table: pa.Table, rows: np.ndarray,
-                   probability: np.ndarray) -> dict[str, list[int]]:
+    def counts_for(
+        self, bundle: ModelBundle, table: pa.Table, rows: np.ndarray, probability: np.ndarray
+    ) -> dict[str, list[int]]:
         """One chunk's bin counts (added to the totals by `add`, once the chunk is written)."""
         if not self.enabled or len(rows) == 0:
             return {}
@@ -517,9 +543,11 @@ class Drift:
                 self.counts[name] += np.asarray(values, dtype=np.int64)
 
     def state(self) -> dict[str, Any]:
-        return {"sampled": self.sampled,
-                "score": self.score.tolist() if self.score is not None else None,
-                "features": {k: v.tolist() for k, v in self.counts.items()}}
+        return {
+            "sampled": self.sampled,
+            "score": self.score.tolist() if self.score is not None else None,
+            "features": {k: v.tolist() for k, v in self.counts.items()},
+        }
 
     def restore(self, state: dict[str, Any]) -> None:
         self.sampled = int(state.get("sampled", 0))
@@ -531,18 +559,25 @@ class Drift:
 
     def report(self) -> dict[str, Any]:
         if not self.enabled:
-            return {"available": False,
-                    "reason": "the model bundle has no training profile (trained before drift "
-                              "checks existed); retrain to get one"}
+            return {
+                "available": False,
+                "reason": "the model bundle has no training profile (trained before drift "
+                "checks existed); retrain to get one",
+            }
         psi = {
-            name: round(population_stability(self.profile["features"][name]["proportions"],
-                                              self.counts[name]), 4)
+            name: round(
+                population_stability(
+                    self.profile["features"][name]["proportions"], self.counts[name]
+                ),
+                4,
+            )
             for name in self.features
         }
         score_psi = None
         if self.score is not None:
-            score_psi = round(population_stability(self.profile["score"]["proportions"],
-                                                   self.score), 4)
+            score_psi = round(
+                population_stability(self.profile["score"]["proportions"], self.score), 4
+            )
         flagged = sorted((k for k, v in psi.items() if v > PSI_WARNING), key=lambda k: -psi[k])
         if score_psi is not None and score_psi > PSI_WARNING:
             flagged.insert(0, "score")
@@ -646,8 +681,11 @@ class Job:
             log.info("no checkpoint at %s: starting from the first chunk", self.checkpoint_path)
         if saved is None:
             if not resume and self.checkpoint_path.is_file():
-                log.warning("starting %s over: an interrupted run's parts are discarded (pass "
-                            "--resume to continue such a run instead)", self.output)
+                log.warning(
+                    "starting %s over: an interrupted run's parts are discarded (pass "
+                    "--resume to continue such a run instead)",
+                    self.output,
+                )
             shutil.rmtree(self.folder, ignore_errors=True)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.output.parent.mkdir(parents=True, exist_ok=True)
@@ -660,8 +698,14 @@ class Job:
             with pa.memory_map(str(self._part(index))) as handle:
                 self.final.write(pa.ipc.open_file(handle).read_all())
 
-    def add(self, index: int, table: pa.Table, rejects: pa.Table, rows_in: int,
-            extra_state: dict[str, Any]) -> None:
+    def add(
+        self,
+        index: int,
+        table: pa.Table,
+        rejects: pa.Table,
+        rows_in: int,
+        extra_state: dict[str, Any],
+    ) -> None:
         """Keep one completed chunk: part file, rejects, checkpoint, then the output."""
         assert self.final is not None
         if index != self.state["chunks_done"]:
@@ -673,19 +717,26 @@ class Job:
         os.replace(tmp, part)
         if rejects.num_rows:
             reject_path = self._rejects(index)
-            pacsv.write_csv(rejects, str(reject_path) + ".tmp",
-                            write_options=pacsv.WriteOptions(include_header=False))
+            pacsv.write_csv(
+                rejects,
+                str(reject_path) + ".tmp",
+                write_options=pacsv.WriteOptions(include_header=False),
+            )
             os.replace(str(reject_path) + ".tmp", reject_path)
         self.state = {
-            **self.state, **extra_state,
+            **self.state,
+            **extra_state,
             "chunks_done": index + 1,
             "rows": self.state["rows"] + rows_in,
             "scored": self.state["scored"] + table.num_rows,
             "rejected": self.state["rejected"] + rejects.num_rows,
         }
-        _write_atomic(self.checkpoint_path,
-                      json.dumps({"version": CHECKPOINT_VERSION, "identity": self.identity,
-                                  "state": self.state}))
+        _write_atomic(
+            self.checkpoint_path,
+            json.dumps(
+                {"version": CHECKPOINT_VERSION, "identity": self.identity, "state": self.state}
+            ),
+        )
         self.final.write(table)
 
     def commit(self) -> Path | None:
@@ -739,11 +790,16 @@ class Progress:
             from rich.progress import Progress as RichProgress
 
             self._bar = RichProgress(
-                TextColumn("scoring"), BarColumn(), TaskProgressColumn(),
+                TextColumn("scoring"),
+                BarColumn(),
+                TaskProgressColumn(),
                 TextColumn("{task.fields[rows]:>12,} rows"),
                 TextColumn("{task.fields[rate]:>9,.0f} rows/s"),
-                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                console=console, transient=False,
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=console,
+                transient=False,
             )
             total = self.total_rows if self.total_rows is not None else self.total_bytes
             self._task = self._bar.add_task("score", total=total or None, rows=done_rows, rate=0.0)
@@ -763,8 +819,13 @@ class Progress:
             start = self.start_rows if self.total_rows is not None else 0
             speed = (done - start) / max(now - self.start, 1e-9)
             eta = (total - done) / speed if total and speed > 0 else float("nan")
-            log.info("scored %s rows (%.0f%%) at %s rows/s, ETA %.0f s",
-                     f"{rows:,}", 100 * share, f"{rate:,.0f}", eta)
+            log.info(
+                "scored %s rows (%.0f%%) at %s rows/s, ETA %.0f s",
+                f"{rows:,}",
+                100 * share,
+                f"{rate:,.0f}",
+                eta,
+            )
 
     def close(self) -> None:
         if self._bar is not None:
@@ -889,8 +950,11 @@ def rescore(
     schema = output_schema(bundle, source.schema, keep, reasons)
     identity = {
         "input": source.fingerprint,
-        "model": {"name": bundle.name, "version": bundle.version,
-                  "sha256": bundle.meta.get("model_sha256")},
+        "model": {
+            "name": bundle.name,
+            "version": bundle.version,
+            "sha256": bundle.meta.get("model_sha256"),
+        },
         "chunk_rows": chunk_rows,
         "reasons": reasons,
         "keep": keep,
@@ -901,8 +965,12 @@ def rescore(
     if saved is not None:
         scored_at = saved["state"]["scored_at"]
         drift.restore(saved["state"].get("drift", {}))
-        log.info("resuming %s after chunk %d (%s rows done)", output_path,
-                 saved["state"]["chunks_done"], f"{saved['state']['rows']:,}")
+        log.info(
+            "resuming %s after chunk %d (%s rows done)",
+            output_path,
+            saved["state"]["chunks_done"],
+            f"{saved['state']['rows']:,}",
+        )
     scored_at = scored_at or datetime.now(UTC).isoformat(timespec="seconds")
     skip = int(job.state["chunks_done"])
     rows_before = int(job.state["rows"])
@@ -925,15 +993,30 @@ def rescore(
         for chunk in _prefetch(_checked(iter_chunks(source, chunk_rows), bundle, skip), 2, stop):
             checked, raw = chunk
             if checked.table.num_rows:
-                table = scores_table(bundle, checked.table, reasons, keep, scored_at,
-                                     rows=checked.rows,
-                                     raw=checked.raw_rows(raw.table))
-                counts = drift.counts_for(bundle, checked.table, checked.rows,
-                                          table.column("probability").to_numpy())
+                table = scores_table(
+                    bundle,
+                    checked.table,
+                    reasons,
+                    keep,
+                    scored_at,
+                    rows=checked.rows,
+                    raw=checked.raw_rows(raw.table),
+                )
+                counts = drift.counts_for(
+                    bundle, checked.table, checked.rows, table.column("probability").to_numpy()
+                )
             else:
                 table, counts = schema.empty_table(), {}
-            writer.put((raw.index, table.cast(schema), checked.rejects, raw.table.num_rows
-                        + len(raw.malformed), counts, raw.bytes_read))
+            writer.put(
+                (
+                    raw.index,
+                    table.cast(schema),
+                    checked.rejects,
+                    raw.table.num_rows + len(raw.malformed),
+                    counts,
+                    raw.bytes_read,
+                )
+            )
         writer.finish()
         rejects_path = job.commit()
     except BaseException:
@@ -945,17 +1028,25 @@ def rescore(
                 log.debug("writer stopped with an error", exc_info=True)
         job.abort()
         if job.checkpoint_path.is_file():
-            log.warning("stopped after %d completed chunk(s); run again with --resume to "
-                        "continue from there", job.state["chunks_done"])
+            log.warning(
+                "stopped after %d completed chunk(s); run again with --resume to "
+                "continue from there",
+                job.state["chunks_done"],
+            )
         raise
     finally:
         progress.close()
     seconds = time.perf_counter() - start
     state = job.state
     summary = BatchSummary(
-        input=str(input_path), output=str(output_path),
-        rows=int(state["rows"]), scored=int(state["scored"]), rejected=int(state["rejected"]),
-        seconds=seconds, model_name=bundle.name, model_version=bundle.version,
+        input=str(input_path),
+        output=str(output_path),
+        rows=int(state["rows"]),
+        scored=int(state["scored"]),
+        rejected=int(state["rejected"]),
+        seconds=seconds,
+        model_name=bundle.name,
+        model_version=bundle.version,
         chunks=int(state["chunks_done"]),
     )
     assert summary.rows == summary.scored + summary.rejected
@@ -973,21 +1064,32 @@ def rescore(
     }
     for name in report.get("drifted", []):
         value = report["score_psi"] if name == "score" else report["feature_psi"][name]
-        log.warning("drift: PSI %.2f for %s (above %.1f): the input differs from the training "
-                    "data", value, name, PSI_WARNING)
+        log.warning(
+            "drift: PSI %.2f for %s (above %.1f): the input differs from the training data",
+            value,
+            name,
+            PSI_WARNING,
+        )
     if summary.rejected:
         log.warning("%s row(s) rejected; see %s", f"{summary.rejected:,}", rejects_path)
     if summary.rows == 0:
         log.warning("%s has no rows: wrote an empty %s", input_path, output_path)
     summary_path = output_path.with_name(output_path.name + ".summary.json")
     _write_atomic(summary_path, json.dumps(summary.as_dict(), indent=2))
-    log.info("wrote %s: %s rows (%s scored, %s rejected) in %.1f s", output_path,
-             f"{summary.rows:,}", f"{summary.scored:,}", f"{summary.rejected:,}", seconds)
+    log.info(
+        "wrote %s: %s rows (%s scored, %s rejected) in %.1f s",
+        output_path,
+        f"{summary.rows:,}",
+        f"{summary.scored:,}",
+        f"{summary.rejected:,}",
+        seconds,
+    )
     return summary
 
 
-def _checked(chunks: Iterator[Chunk], bundle: ModelBundle,
-             skip: int) -> Iterator[tuple[Checked, Chunk]]:
+def _checked(
+    chunks: Iterator[Chunk], bundle: ModelBundle, skip: int
+) -> Iterator[tuple[Checked, Chunk]]:
     """Validation runs in the reading thread; chunks already done are read past, not scored."""
     for chunk in chunks:
         if chunk.index < skip:
@@ -1101,8 +1203,9 @@ def score_spark(
                 numbers = table.column("_row").to_numpy(zero_copy_only=False).astype(np.int64)
                 table = table.drop_columns(["_row"])
             table = table.rename_columns(columns)
-            out = _score_rows(model, Chunk(0, first, table, row_numbers=numbers), reasons, keep,
-                              scored_at)
+            out = _score_rows(
+                model, Chunk(0, first, table, row_numbers=numbers), reasons, keep, scored_at
+            )
             first += batch.num_rows
             if not with_rows:
                 out = out.drop_columns([ROW])
@@ -1125,15 +1228,23 @@ def _partition_offsets(df: Any) -> list[int]:
     return offsets
 
 
-def _score_rows(bundle: ModelBundle, chunk: Chunk, reasons: int, keep: Sequence[str],
-                scored_at: str) -> pa.Table:
+def _score_rows(
+    bundle: ModelBundle, chunk: Chunk, reasons: int, keep: Sequence[str], scored_at: str
+) -> pa.Table:
     """Scored and rejected rows of one batch in one table (`reject_reason` tells them apart)."""
     checked = check_chunk(bundle, chunk)
     raw = chunk.table
     schema = output_schema(bundle, raw.schema, keep, reasons)
     if checked.table.num_rows:
-        scored = scores_table(bundle, checked.table, reasons, keep, scored_at, rows=checked.rows,
-                              raw=checked.raw_rows(raw))
+        scored = scores_table(
+            bundle,
+            checked.table,
+            reasons,
+            keep,
+            scored_at,
+            rows=checked.rows,
+            raw=checked.raw_rows(raw),
+        )
     else:
         scored = schema.empty_table()
     scored = scored.append_column(ROW, pa.array(checked.rows, pa.int64()))
@@ -1203,19 +1314,25 @@ def read_spark(spark: Any, source: Source) -> Any:
         frames, offset = [], 0
         for name in source.files:
             frame = spark.read.parquet(name)
-            frames.append(frame.withColumn(
-                "_row", F.col("_metadata.row_index") + F.lit(offset + 1)))
+            frames.append(
+                frame.withColumn("_row", F.col("_metadata.row_index") + F.lit(offset + 1))
+            )
             offset += pq.read_metadata(name).num_rows
         union = frames[0]
         for frame in frames[1:]:
             union = union.unionByName(frame, allowMissingColumns=True)
         return union
     return (
-        spark.read.option("header", True).option("sep", source.delimiter)
-        .option("multiLine", True).option("quote", '"').option("escape", '"')
+        spark.read.option("header", True)
+        .option("sep", source.delimiter)
+        .option("multiLine", True)
+        .option("quote", '"')
+        .option("escape", '"')
         .option("encoding", "UTF-8" if source.encoding.startswith("utf-8") else source.encoding)
-        .option("ignoreLeadingWhiteSpace", False).option("ignoreTrailingWhiteSpace", False)
-        .option("inferSchema", False).option("mode", "PERMISSIVE")
+        .option("ignoreLeadingWhiteSpace", False)
+        .option("ignoreTrailingWhiteSpace", False)
+        .option("inferSchema", False)
+        .option("mode", "PERMISSIVE")
         .csv(str(source.path))
     )
 
@@ -1251,9 +1368,16 @@ def rescore_spark(
     # a CSV read with multiLine is one partition, so counting rows per partition numbers them
     frame = read_spark(spark, source)
     numbered = "_row" in frame.columns
-    scored = score_spark(frame, model_uri, reasons=reasons, keep=keep, settings=settings,
-                         scored_at=scored_at, row_numbers=not numbered,
-                         row_column="_row" if numbered else None)
+    scored = score_spark(
+        frame,
+        model_uri,
+        reasons=reasons,
+        keep=keep,
+        settings=settings,
+        scored_at=scored_at,
+        row_numbers=not numbered,
+        row_column="_row" if numbered else None,
+    )
     parts = job.folder / "spark"
     scored.write.mode("overwrite").parquet(parts.resolve().as_uri())
     files = sorted(parts.glob("part-*.parquet"))
@@ -1266,13 +1390,23 @@ def rescore_spark(
             bad = pc.is_valid(table.column(REJECT_REASON))
             good = table.filter(pc.invert(bad))
             rejected = table.filter(bad)
-            rejects = pa.table({"row": rejected.column(ROW),
-                                "lead_id": pc.cast(rejected.column(bundle.id_column), pa.string()),
-                                "reason": rejected.column(REJECT_REASON)})
+            rejects = pa.table(
+                {
+                    "row": rejected.column(ROW),
+                    "lead_id": pc.cast(rejected.column(bundle.id_column), pa.string()),
+                    "reason": rejected.column(REJECT_REASON),
+                }
+            )
             good = good.drop_columns([ROW, REJECT_REASON]).cast(schema)
-            counts = {"score": bin_counts(score_drift.profile["score"],
-                                          good.column("probability").to_numpy()).tolist()
-                      } if score_drift.score is not None else {}
+            counts = (
+                {
+                    "score": bin_counts(
+                        score_drift.profile["score"], good.column("probability").to_numpy()
+                    ).tolist()
+                }
+                if score_drift.score is not None
+                else {}
+            )
             score_drift.add(counts)
             job.add(index, good, rejects, table.num_rows, {"scored_at": scored_at})
         rejects_path = job.commit()
@@ -1283,17 +1417,26 @@ def rescore_spark(
     seconds = time.perf_counter() - start
     state = job.state
     summary = BatchSummary(
-        input=str(input_path), output=str(output_path), rows=int(state["rows"]),
-        scored=int(state["scored"]), rejected=int(state["rejected"]), seconds=seconds,
-        model_name=bundle.name, model_version=bundle.version, chunks=len(files),
+        input=str(input_path),
+        output=str(output_path),
+        rows=int(state["rows"]),
+        scored=int(state["scored"]),
+        rejected=int(state["rejected"]),
+        seconds=seconds,
+        model_name=bundle.name,
+        model_version=bundle.version,
+        chunks=len(files),
     )
     report = score_drift.report()
     if report.get("available"):
         report["feature_psi"] = {}
         report["note"] = "the spark engine checks the score's drift only"
     summary.extra = {
-        "engine": "spark", "rejects_file": str(rejects_path) if rejects_path else None,
-        "scored_at": scored_at, "reasons": reasons, "drift": report,
+        "engine": "spark",
+        "rejects_file": str(rejects_path) if rejects_path else None,
+        "scored_at": scored_at,
+        "reasons": reasons,
+        "drift": report,
     }
     summary_path = output_path.with_name(output_path.name + ".summary.json")
     _write_atomic(summary_path, json.dumps(summary.as_dict(), indent=2))

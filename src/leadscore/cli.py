@@ -48,7 +48,7 @@ def setup_logging(level: str) -> None:
 
 
 def friendly(func: F) -> F:
-    """Report a user's mistake as one line and exit 2; anything else is a bug and keeps its trace."""
+    """A user's mistake is one line and exit 2; anything else is a bug and keeps its trace."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -72,9 +72,9 @@ def main(
 @friendly
 def synth(
     leads: Annotated[int, typer.Option(help="How many leads to generate.")] = 20_000,
-    out: Annotated[Path, typer.Option(help="Folder for leads, activities, conversions, truth.")] = Path(
-        "data/synthetic"
-    ),
+    out: Annotated[
+        Path, typer.Option(help="Folder for leads, activities, conversions, truth.")
+    ] = Path("data/synthetic"),
     seed: Annotated[int, typer.Option(help="Random seed: same seed, same data.")] = 0,
     fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
 ) -> None:
@@ -116,7 +116,9 @@ def train(
     table = Table(title=f"{spec.name}: test slice ({result.trained.split.kind} split)")
     for key in ("roc_auc", "pr_auc", "log_loss", "brier", "ece"):
         table.add_column(key)
-    table.add_row(*(f"{m[f'test_{k}']:.4f}" for k in ("roc_auc", "pr_auc", "log_loss", "brier", "ece")))
+    table.add_row(
+        *(f"{m[f'test_{k}']:.4f}" for k in ("roc_auc", "pr_auc", "log_loss", "brier", "ece"))
+    )
     console.print(table)
     for column, why in result.leak.flagged.items():
         verdict = "kept (leak_audit.keep)" if column in result.leak.kept else "dropped"
@@ -124,21 +126,29 @@ def train(
     for reason, count in result.report.excluded.items():
         console.print(f"not a training example: {count:,} lead(s) {reason}")
     if result.trained.split.kind == "stratified":
-        console.print("[yellow]no created-at or order column: the test slice is a stratified "
-                      "random 20%, which flatters a model when conversion drifts over time[/]")
+        console.print(
+            "[yellow]no created-at or order column: the test slice is a stratified "
+            "random 20%, which flatters a model when conversion drifts over time[/]"
+        )
     for name, b in (result.baselines or {}).items():
-        console.print(f"baseline {name:10s} ROC AUC {b['roc_auc']:.4f}  ECE {b['ece']:.4f}  "
-                      f"(LightGBM {m['test_roc_auc'] - b['roc_auc']:+.4f} ROC AUC)")
+        console.print(
+            f"baseline {name:10s} ROC AUC {b['roc_auc']:.4f}  ECE {b['ece']:.4f}  "
+            f"(LightGBM {m['test_roc_auc'] - b['roc_auc']:+.4f} ROC AUC)"
+        )
     console.print(f"bundle:  {result.bundle_dir}")
     if result.report_dir:
         console.print(f"report:  {result.report_dir / 'model_card.html'}")
     if result.version:
-        console.print(f"model:   {settings.model_name} version {result.version} -> {result.model_uri}")
+        console.print(
+            f"model:   {settings.model_name} version {result.version} -> {result.model_uri}"
+        )
         if result.promoted:
             console.print(f"[green]promoted to @champion[/]: {result.promotion_reason}")
         else:
-            console.print(f"[yellow]not promoted[/] (@champion stays version "
-                          f"{result.champion_version}): {result.promotion_reason}")
+            console.print(
+                f"[yellow]not promoted[/] (@champion stays version "
+                f"{result.champion_version}): {result.promotion_reason}"
+            )
         console.print(f"tracking: {settings.resolved_tracking_uri()} (run {result.run_id})")
 
 
@@ -163,12 +173,19 @@ def backtest(
     for column in ("step", "trained on", "scored", "conversion", "roc_auc"):
         table.add_column(column)
     for s in result.steps:
-        table.add_row(str(s["step"]), f"{s['train_leads']:,}", f"{s['scored_leads']:,}",
-                      f"{s['conversion_rate']:.3f}", f"{s['roc_auc']:.4f}")
+        table.add_row(
+            str(s["step"]),
+            f"{s['train_leads']:,}",
+            f"{s['scored_leads']:,}",
+            f"{s['conversion_rate']:.3f}",
+            f"{s['roc_auc']:.4f}",
+        )
     console.print(table)
     o = result.overall
-    console.print(f"over all steps: ROC AUC {o['roc_auc']:.4f}, PR AUC {o['pr_auc']:.4f}, "
-                  f"ECE {o['ece']:.4f}; mean per-step ROC AUC {o['mean_step_roc_auc']:.4f}")
+    console.print(
+        f"over all steps: ROC AUC {o['roc_auc']:.4f}, PR AUC {o['pr_auc']:.4f}, "
+        f"ECE {o['ece']:.4f}; mean per-step ROC AUC {o['mean_step_roc_auc']:.4f}"
+    )
     if output:
         output.write_text(json.dumps(result.as_dict(), indent=2), encoding="utf-8")
         console.print(f"written: {output}")
@@ -210,12 +227,21 @@ def score(
     uri = model or settings.resolved_model_uri()
     keep_cols = [c.strip() for c in keep.split(",") if c.strip()]
     if engine == "spark":
-        summary = rescore_spark(uri, input, output, settings=settings, reasons=reasons,
-                                keep=keep_cols)
+        summary = rescore_spark(
+            uri, input, output, settings=settings, reasons=reasons, keep=keep_cols
+        )
     else:
         bundle = load_model(uri, settings)
-        summary = rescore(bundle, input, output, reasons=reasons, chunk_rows=chunk_rows,
-                          keep=keep_cols, resume=resume, console=err if err.is_terminal else None)
+        summary = rescore(
+            bundle,
+            input,
+            output,
+            reasons=reasons,
+            chunk_rows=chunk_rows,
+            keep=keep_cols,
+            resume=resume,
+            console=err if err.is_terminal else None,
+        )
     typer.echo(json.dumps(summary.as_dict(), indent=2))
 
 
@@ -228,20 +254,33 @@ def models() -> None:
     settings = get_settings()
     rows = list_versions(settings)
     if not rows:
-        console.print(f"no versions of {settings.model_name} at {settings.resolved_tracking_uri()}")
+        console.print(
+            f"no versions of {settings.model_name} at {settings.resolved_tracking_uri()}"
+        )
         return
     table = Table(title=settings.model_name)
-    for column in ("version", "aliases", "dataset", "created", "test_roc_auc", "test_ece",
-                   "promotion", "run"):
+    for column in (
+        "version",
+        "aliases",
+        "dataset",
+        "created",
+        "test_roc_auc",
+        "test_ece",
+        "promotion",
+        "run",
+    ):
         table.add_column(column)
     for row in rows:
         metrics = row["metrics"]
         table.add_row(
-            row["version"], ", ".join(row["aliases"]), row.get("dataset", ""),
+            row["version"],
+            ", ".join(row["aliases"]),
+            row.get("dataset", ""),
             row["created"][:19],
             f"{metrics.get('test_roc_auc', float('nan')):.4f}",
             f"{metrics.get('test_ece', float('nan')):.4f}",
-            row.get("promotion", ""), row["run_id"] or "",
+            row.get("promotion", ""),
+            row["run_id"] or "",
         )
     console.print(table)
     for row in rows:
@@ -264,7 +303,11 @@ def server_log_config(level: str) -> dict[str, Any]:
     """Logging for the server and each of its worker processes (uvicorn applies it in every
     worker): one plain line per record on stderr. Our access log replaces uvicorn's, which
     would print query strings."""
-    handler = {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"}
+    handler = {
+        "class": "logging.StreamHandler",
+        "formatter": "plain",
+        "stream": "ext://sys.stderr",
+    }
     return {
         "version": 1,
         "disable_existing_loggers": False,

@@ -182,12 +182,17 @@ def f1_optimal_threshold(y: np.ndarray, probability: np.ndarray) -> dict[str, fl
 
     y = np.asarray(y, dtype=float)
     if not 0 < y.sum() < len(y):
-        return {"threshold": float("nan"), "f1": float("nan"), "precision": float("nan"),
-                "recall": float("nan")}
+        return {
+            "threshold": float("nan"),
+            "f1": float("nan"),
+            "precision": float("nan"),
+            "recall": float("nan"),
+        }
     precision, recall, thresholds = precision_recall_curve(y, probability)
     precision, recall = precision[:-1], recall[:-1]
-    f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall,
-                                                                              1e-12), 0.0)
+    f1 = np.where(
+        precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0
+    )
     best = int(np.argmax(f1))
     return {
         "threshold": float(thresholds[best]),

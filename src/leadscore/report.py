@@ -85,8 +85,10 @@ def build_report(
             "its own refitted probabilities rather than the validation calibration."
         )
     if trained.extras.get("refit"):
-        notes.append("After early stopping on validation the model was refitted on train + "
-                     "validation with the same tree count.")
+        notes.append(
+            "After early stopping on validation the model was refitted on train + "
+            "validation with the same tree count."
+        )
     if kept_tiers:
         notes.append("Tier cutoffs were kept from the previous champion (--keep-tiers).")
     if not tiers_descend(tiers_valid):
@@ -200,8 +202,12 @@ def write_plots(
 
     figure, ax = _figure("Cumulative gains (test)")
     deciles = report["deciles"]
-    ax.plot([0] + [d["cumulative_leads"] for d in deciles],
-            [0] + [d["cumulative_gain"] for d in deciles], marker="o", label="lightgbm")
+    ax.plot(
+        [0] + [d["cumulative_leads"] for d in deciles],
+        [0] + [d["cumulative_gain"] for d in deciles],
+        marker="o",
+        label="lightgbm",
+    )
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8, label="random")
     ax.set_xlabel("share of leads called (best first)")
     ax.set_ylabel("share of conversions reached")
@@ -258,18 +264,26 @@ def model_card(report: Mapping[str, Any], registry: Mapping[str, Any] | None = N
         lines.append(f"> {note}")
     if report["notes"]:
         lines.append("")
-    lines += ["## Test slice", "", "| model | " + " | ".join(HEADLINE) + " |",
-              "|---|" + "---|" * len(HEADLINE)]
+    lines += [
+        "## Test slice",
+        "",
+        "| model | " + " | ".join(HEADLINE) + " |",
+        "|---|" + "---|" * len(HEADLINE),
+    ]
     lines.append("| **lightgbm** | " + " | ".join(_fmt(t[k]) for k in HEADLINE) + " |")
     for name, metrics in report["baselines"].items():
         lines.append(f"| {name} | " + " | ".join(_fmt(metrics[k]) for k in HEADLINE) + " |")
     if report["beats"]:
-        lines += ["", "LightGBM against each baseline (positive = LightGBM better): "
-                  + "; ".join(
-                      f"{name}: ROC AUC {d['roc_auc']:+.4f}, Brier {d['brier']:+.4f}, "
-                      f"ECE {d['ece']:+.4f}"
-                      for name, d in report["beats"].items()
-                  ) + "."]
+        lines += [
+            "",
+            "LightGBM against each baseline (positive = LightGBM better): "
+            + "; ".join(
+                f"{name}: ROC AUC {d['roc_auc']:+.4f}, Brier {d['brier']:+.4f}, "
+                f"ECE {d['ece']:+.4f}"
+                for name, d in report["beats"].items()
+            )
+            + ".",
+        ]
     ev = report["expected_vs_actual"]
     f1 = report["threshold_f1"]
     lines += [
@@ -300,8 +314,10 @@ def model_card(report: Mapping[str, Any], registry: Mapping[str, Any] | None = N
         "|---|---|---|---|---|",
     ]
     for d in report["deciles"]:
-        lines.append(f"| {d['decile']} | {d['leads']:,} | {_fmt(d['conversion_rate'], 3)} | "
-                     f"{_fmt(d['lift'], 2)} | {_fmt(d['cumulative_gain'], 3)} |")
+        lines.append(
+            f"| {d['decile']} | {d['leads']:,} | {_fmt(d['conversion_rate'], 3)} | "
+            f"{_fmt(d['lift'], 2)} | {_fmt(d['cumulative_gain'], 3)} |"
+        )
     lines += ["", "## Top fields by gain", "", "| field | share of gain |", "|---|---|"]
     for item in report["importance"]:
         lines.append(f"| {item['field']} | {item['share']:.1%} |")
@@ -309,8 +325,11 @@ def model_card(report: Mapping[str, Any], registry: Mapping[str, Any] | None = N
     if leak.get("dropped"):
         lines += ["", f"Leak audit dropped: {', '.join(leak['dropped'])}."]
     if report.get("tuning"):
-        lines += ["", f"Tuned with Optuna ({report['tuning'].get('trials')} trials, validation "
-                  f"ROC AUC {_fmt(report['tuning'].get('best_value', float('nan')))})."]
+        lines += [
+            "",
+            f"Tuned with Optuna ({report['tuning'].get('trials')} trials, validation "
+            f"ROC AUC {_fmt(report['tuning'].get('best_value', float('nan')))}).",
+        ]
     lines += ["", "## Plots", ""]
     lines += [f"![{name}]({name}.png)" for name in PLOTS]
     return "\n".join(lines) + "\n"
@@ -318,11 +337,13 @@ def model_card(report: Mapping[str, Any], registry: Mapping[str, Any] | None = N
 
 def markdown_to_html(markdown: str, title: str) -> str:
     """The card's small Markdown subset (headings, tables, quotes, images, bold) as HTML."""
-    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-           "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
-           "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px}"
-           "img{width:30%}</style>",
-           "</head><body>"]
+    out = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+        "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px}"
+        "img{width:30%}</style>",
+        "</head><body>",
+    ]
     table: list[str] = []
 
     def inline(text: str) -> str:
@@ -354,8 +375,8 @@ def markdown_to_html(markdown: str, title: str) -> str:
         elif line.startswith("> "):
             out.append(f"<blockquote>{inline(line[2:])}</blockquote>")
         elif line.startswith("!["):
-            name = line[2:line.index("]")]
-            src = line[line.index("(") + 1:-1]
+            name = line[2 : line.index("]")]
+            src = line[line.index("(") + 1 : -1]
             out.append(f"<img src='{html.escape(src)}' alt='{html.escape(name)}'>")
         elif line.strip():
             out.append(f"<p>{inline(line)}</p>")
@@ -383,8 +404,9 @@ def write_report(
     return folder
 
 
-def write_card(folder: Path, report: Mapping[str, Any], registry: Mapping[str, Any] | None = None
-               ) -> None:
+def write_card(
+    folder: Path, report: Mapping[str, Any], registry: Mapping[str, Any] | None = None
+) -> None:
     card = model_card(report, registry)
     (folder / "model_card.md").write_text(card, encoding="utf-8")
     (folder / "model_card.html").write_text(

@@ -153,7 +153,9 @@ def load_bundle(directory: str | Path) -> ModelBundle:
         builder = FeatureBuilder.from_dict(meta["encoder"])
         calibrator = Calibrator.from_dict(meta["calibration"])
     except (lgb.basic.LightGBMError, KeyError, TypeError, ValueError) as exc:
-        raise ModelError(f"{folder}: bundle is incomplete or corrupt ({type(exc).__name__})") from None
+        raise ModelError(
+            f"{folder}: bundle is incomplete or corrupt ({type(exc).__name__})"
+        ) from None
     if booster.num_feature() != len(builder.features_):
         raise ModelError(
             f"{folder}: model expects {booster.num_feature()} features but the encoder "
@@ -177,7 +179,9 @@ class Scores:
     reasons: list[list[dict[str, Any]]] | None = None
 
 
-def predict(bundle: ModelBundle, matrix: np.ndarray, reasons: int = 0) -> tuple[Scores, np.ndarray | None]:
+def predict(
+    bundle: ModelBundle, matrix: np.ndarray, reasons: int = 0
+) -> tuple[Scores, np.ndarray | None]:
     """Probabilities (and, with reasons > 0, per-field contributions) for an encoded matrix."""
     # a few rows (an API request) run on one thread: OpenMP's start-up and spin-waits cost more
     # than the work, and far more on a busy machine (one lead with reasons: 0.7 ms, not 4 ms)
@@ -218,7 +222,9 @@ def field_impacts(bundle: ModelBundle, contrib: np.ndarray, margin: np.ndarray) 
     eps = 1e-6
     p_hi = bundle.calibrator.transform(bias + eps)
     slope_at_base = (p_hi - p_base) / eps
-    slope = np.where(np.abs(delta) > eps, (p_lead - p_base) / np.where(delta == 0, 1, delta), slope_at_base)
+    slope = np.where(
+        np.abs(delta) > eps, (p_lead - p_base) / np.where(delta == 0, 1, delta), slope_at_base
+    )
     return per_field * (slope * 100.0)[:, None]
 
 
@@ -251,7 +257,11 @@ def top_reasons(
             else:
                 value = None
             reasons.append(
-                {"feature": bundle.sources[j], "value": value, "impact": round(float(impacts[i, j]), 2)}
+                {
+                    "feature": bundle.sources[j],
+                    "value": value,
+                    "impact": round(float(impacts[i, j]), 2),
+                }
             )
         out.append(reasons)
     return out
@@ -313,7 +323,9 @@ def score(bundle: ModelBundle, leads: Columns, reasons: int = 0) -> pd.DataFrame
     ids = _column_values(leads, id_column, len(scores.probability))
     out = pd.DataFrame(
         {
-            id_column: pd.Series([None if _plain(v) is None else str(v) for v in ids], dtype=object),
+            id_column: pd.Series(
+                [None if _plain(v) is None else str(v) for v in ids], dtype=object
+            ),
             "probability": scores.probability,
             "score": scores.score,
             "tier": scores.tier,

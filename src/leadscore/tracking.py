@@ -7,6 +7,7 @@ and `MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false` loads it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -53,7 +54,10 @@ class LeadScorePyfunc(PythonModel):
         self.bundle = load_bundle(context.artifacts[BUNDLE_ARTIFACT])
 
     def predict(
-        self, context: PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+        self,
+        context: PythonModelContext,
+        model_input: pd.DataFrame,
+        params: dict[str, Any] | None = None,
     ) -> pd.DataFrame:
         scores = score(self.bundle, pd.DataFrame(model_input))
         return scores[["probability"]]
@@ -133,13 +137,19 @@ def decide(
     if auc_new != auc_new:
         return False, "challenger ROC AUC is undefined on its test slice"
     if auc_old == auc_old and auc_new < auc_old - auc_tolerance:
-        return False, (f"ROC AUC {auc_new:.4f} is below the champion's {auc_old:.4f} "
-                       f"- {auc_tolerance} on the same test slice")
+        return False, (
+            f"ROC AUC {auc_new:.4f} is below the champion's {auc_old:.4f} "
+            f"- {auc_tolerance} on the same test slice"
+        )
     if ece_old == ece_old and ece_new > ece_old + ece_tolerance:
-        return False, (f"ECE {ece_new:.4f} is above the champion's {ece_old:.4f} "
-                       f"+ {ece_tolerance} on the same test slice")
-    return True, (f"ROC AUC {auc_new:.4f} vs champion {auc_old:.4f}, "
-                  f"ECE {ece_new:.4f} vs {ece_old:.4f} on the same test slice")
+        return False, (
+            f"ECE {ece_new:.4f} is above the champion's {ece_old:.4f} "
+            f"+ {ece_tolerance} on the same test slice"
+        )
+    return True, (
+        f"ROC AUC {auc_new:.4f} vs champion {auc_old:.4f}, "
+        f"ECE {ece_new:.4f} vs {ece_old:.4f} on the same test slice"
+    )
 
 
 def _champion_metrics(
@@ -160,8 +170,9 @@ def _champion_metrics(
         bundle = load_model(f"models:/{name}/{version}", settings)
         return version, evaluate(bundle), ""
     except (LeadscoreError, MlflowException, KeyError, ValueError) as exc:
-        log.warning("champion version %s cannot score the new test slice (%s)", version,
-                    type(exc).__name__)
+        log.warning(
+            "champion version %s cannot score the new test slice (%s)", version, type(exc).__name__
+        )
         return version, None, " (the champion cannot score this test slice)"
 
 
@@ -213,13 +224,14 @@ def log_training(
                 )
         run_id = run.info.run_id
     client = MlflowClient()
-    try:
+    with contextlib.suppress(MlflowException):  # already registered
         client.create_registered_model(name)
-    except MlflowException:
-        pass  # already registered
     # model_id: a tracking server refuses a `models:/m-...` source without it
     created = client.create_model_version(
-        name=name, source=info.model_uri, run_id=run_id, tags={"spec": experiment},
+        name=name,
+        source=info.model_uri,
+        run_id=run_id,
+        tags={"spec": experiment},
         model_id=info.model_id,
     )
     version = str(created.version)
@@ -234,7 +246,9 @@ def log_training(
     promoted, reason = decide(mine, champion)
     reason += note
     client.set_registered_model_alias(name, CHALLENGER, version)
-    client.set_model_version_tag(name, version, "promotion", "champion" if promoted else "rejected")
+    client.set_model_version_tag(
+        name, version, "promotion", "champion" if promoted else "rejected"
+    )
     client.set_model_version_tag(name, version, "promotion_reason", reason[:5000])
     if champion is not None:
         for key, value in champion.items():
@@ -245,12 +259,33 @@ def log_training(
     if promoted:
         client.set_registered_model_alias(name, CHAMPION, version)
         log.info("registered %s version %s as @%s: %s", name, version, CHAMPION, reason)
-        return LoggedModel(run_id, version, f"models:/{name}@{CHAMPION}", (CHALLENGER, CHAMPION),
-                           True, reason, version)
-    log.warning("registered %s version %s as @%s; @%s stays version %s: %s",
-                name, version, CHALLENGER, CHAMPION, champion_version, reason)
-    return LoggedModel(run_id, version, f"models:/{name}/{version}", (CHALLENGER,), False,
-                       reason, champion_version)
+        return LoggedModel(
+            run_id,
+            version,
+            f"models:/{name}@{CHAMPION}",
+            (CHALLENGER, CHAMPION),
+            True,
+            reason,
+            version,
+        )
+    log.warning(
+        "registered %s version %s as @%s; @%s stays version %s: %s",
+        name,
+        version,
+        CHALLENGER,
+        CHAMPION,
+        champion_version,
+        reason,
+    )
+    return LoggedModel(
+        run_id,
+        version,
+        f"models:/{name}/{version}",
+        (CHALLENGER,),
+        False,
+        reason,
+        champion_version,
+    )
 
 
 def log_report(run_id: str, report_dir: Path, settings: Settings) -> None:
@@ -291,7 +326,9 @@ def resolve_model(uri: str, settings: Settings) -> tuple[Path, dict[str, str]]:
     try:
         root = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
     except MlflowException as exc:
-        raise ModelError(f"{uri}: cannot be loaded from the tracking store ({exc.error_code})") from None
+        raise ModelError(
+            f"{uri}: cannot be loaded from the tracking store ({exc.error_code})"
+        ) from None
     except OSError as exc:
         raise ModelError(f"{uri}: cannot be downloaded ({type(exc).__name__})") from None
     bundle_dir = _bundle_dir(root)
@@ -395,7 +432,9 @@ def local_tracking_hint(settings: Settings) -> str:
     uri = settings.resolved_tracking_uri()
     if uri.startswith("sqlite:///"):
         root = project_root()
-        return f"mlflow ui --backend-store-uri {uri} --default-artifact-root {root / 'mlartifacts'}"
+        return (
+            f"mlflow ui --backend-store-uri {uri} --default-artifact-root {root / 'mlartifacts'}"
+        )
     return f"open {uri}"
 
 

@@ -54,15 +54,20 @@ def tune(
     drift = drift_check(builder, x_train, x_valid, y[split.train], y[split.valid])
     wanted = options["linear_start"]
     linear = None
-    if (drift["drift"] if wanted == "auto" else bool(wanted)):
+    if drift["drift"] if wanted == "auto" else bool(wanted):
         linear = _fit_linear(builder, x_train, y[split.train], None)
     init_train = linear.margin(x_train) if linear is not None else None
     init_valid = linear.margin(x_valid) if linear is not None else None
 
     def objective(trial: Any) -> float:
         booster, best = boost(
-            {**merged, **search_space(trial)}, builder, x_train, y[split.train],
-            init_train=init_train, x_valid=x_valid, y_valid=y[split.valid],
+            {**merged, **search_space(trial)},
+            builder,
+            x_train,
+            y[split.train],
+            init_train=init_train,
+            x_valid=x_valid,
+            y_valid=y[split.valid],
             init_valid=init_valid,
         )
         margin = np.asarray(booster.predict(x_valid, raw_score=True))
@@ -76,8 +81,12 @@ def tune(
     study.enqueue_trial({k: merged[k] for k in search_space_keys() if k in merged})
     study.optimize(objective, n_trials=n_trials)
     best = study.best_trial
-    log.info("tuning: best validation ROC AUC %.4f after %d trials: %s",
-             best.value, len(study.trials), best.params)
+    log.info(
+        "tuning: best validation ROC AUC %.4f after %d trials: %s",
+        best.value,
+        len(study.trials),
+        best.params,
+    )
     return {
         "params": dict(best.params),
         "best_value": _value(best.value),
@@ -87,8 +96,16 @@ def tune(
 
 
 def search_space_keys() -> list[str]:
-    return ["learning_rate", "num_leaves", "max_depth", "min_data_in_leaf", "feature_fraction",
-            "bagging_fraction", "lambda_l2", "cat_smooth"]
+    return [
+        "learning_rate",
+        "num_leaves",
+        "max_depth",
+        "min_data_in_leaf",
+        "feature_fraction",
+        "bagging_fraction",
+        "lambda_l2",
+        "cat_smooth",
+    ]
 
 
 def _value(value: float | None) -> float:
