@@ -163,6 +163,7 @@ class Scoring:
     holder: ModelHolder
     settings: Settings
     metrics: Any
+    limiter: Any  # anyio.CapacityLimiter: how many worker threads score at once
 
 
 def scoring_context(request: Request) -> Scoring:
@@ -173,4 +174,4 @@ def scoring_context(request: Request) -> Scoring:
     """
     check_key(request)
     state = request.app.state
-    return Scoring(state.holder, state.settings, state.metrics)
+    return Scoring(state.holder, state.settings, state.metrics, state.score_limiter)

@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
@@ -25,6 +27,11 @@ from serve.schemas import request_model
 
 log = logging.getLogger("serve")
 
+# Worker threads scoring at once (reasons, big batches): one per core. More only queue on the GIL
+# for the Python parts of scoring and stretch the tail (measured with 3 reasons at concurrency
+# 16: p99 16-18 ms with 2 threads, 23-24 ms with anyio's default 40).
+SCORING_THREADS = os.cpu_count() or 2
+
 
 def create_app(settings: Settings | None = None, *, load_model: bool = True) -> FastAPI:
     """An app bound to `settings` (default: the environment's); the model loads in `lifespan`.
@@ -37,6 +44,7 @@ def create_app(settings: Settings | None = None, *, load_model: bool = True) -> 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         holder: ModelHolder = app.state.holder
+        app.state.score_limiter = anyio.CapacityLimiter(SCORING_THREADS)
         uri = current.resolved_model_uri()
         if load_model and holder.loaded is None:
             try:

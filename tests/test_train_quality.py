@@ -1,5 +1,6 @@
-"""Training quality machinery: the linear start, drift detection, calibration guards, refit, and
-reasons that add up to the raw score (on small synthetic tables)."""
+"""Training quality machinery: the linear start (which drifted fields it extrapolates, its
+regularisation chosen on validation), drift detection, calibration guards, refit, and reasons that
+add up to the raw score (on small synthetic tables)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from leadscore.config import DatasetSpec
 from leadscore.data import ID, LABEL, ROW, TIME
 from leadscore.evaluate import tier_table, tiers_descend
 from leadscore.scoring import ModelBundle, field_impacts, score
-from leadscore.train import Calibrator, LinearStart, drift_check, fit_model
+from leadscore.train import LINEAR_C_GRID, Calibrator, LinearStart, drift_check, fit_model
 
 FAST = {"learning_rate": 0.1, "monotone_constraints_method": "basic"}
 
@@ -31,6 +32,25 @@ def make_table(n: int = 3000, seed: int = 0, drift: bool = False) -> pd.DataFram
     return pd.DataFrame({
         ROW: np.arange(1, n + 1), ID: [f"L{i}" for i in range(n)], TIME: t, LABEL: y,
         "channel": channel, "index": index, "visits": visits,
+    })
+
+
+def make_regime_table(n: int = 4000, seed: int = 0) -> pd.DataFrame:
+    """Bank-like regimes: `index` trends down all along and conversion rises as it falls (a
+    true trend); `rate` creeps up with time in the training slice, then collapses far below
+    its training range with no effect on conversion (a trend that only looked real)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / n
+    channel = rng.choice(["web", "event", "cold"], size=n, p=[0.5, 0.2, 0.3])
+    index = -4.0 * t + rng.normal(0, 0.05, n)
+    rate = np.where(t < 0.64, 4.8 + 0.3 * t, 1.5 - t) + rng.normal(0, 0.02, n)
+    visits = rng.poisson(3, n).astype(float)
+    logit = -3.2 + np.select([channel == "event", channel == "cold"], [1.0, -1.0], 0.0)
+    logit += -0.9 * index + 0.25 * visits
+    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(float)
+    return pd.DataFrame({
+        ROW: np.arange(1, n + 1), ID: [f"L{i}" for i in range(n)], TIME: t * n, LABEL: y,
+        "channel": channel, "index": index, "rate": rate, "visits": visits,
     })
 
 
@@ -72,6 +92,20 @@ def test_linear_start_never_contradicts_a_declared_direction() -> None:
     assert np.all(np.diff(linear.margin(grid)) <= 1e-12), "declared -1: never rises"
 
 
+def test_linear_start_excluded_features_weigh_nothing() -> None:
+    rng = np.random.default_rng(5)
+    x = np.column_stack([rng.integers(0, 3, 800).astype(float), rng.normal(size=(800, 2))])
+    logit = x[:, 0] - 1 + x[:, 1] + 2 * x[:, 2]
+    y = (rng.random(800) < 1 / (1 + np.exp(-logit))).astype(float)
+    linear = LinearStart().fit(x, y, ["categorical", "numeric", "numeric"], [3, 0, 0], exclude=[2])
+    contributions = linear.contributions(x)
+    assert np.all(contributions[:, 2] == 0), "an excluded field never moves a score"
+    assert np.abs(contributions[:, 1]).max() > 0.1
+    again = LinearStart.from_dict(linear.to_dict())
+    np.testing.assert_allclose(again.margin(x), linear.margin(x), atol=1e-12)
+    np.testing.assert_allclose(contributions.sum(axis=1), linear.margin(x), atol=1e-9)
+
+
 def test_drift_check_flags_out_of_range_fields_and_rate_shifts() -> None:
     table = make_table(drift=True)
     model = fit_model(table, make_spec(), FAST)
@@ -107,6 +141,42 @@ def test_drifted_model_extrapolates_and_scores_the_same_through_the_bundle() -> 
     assert auc_linear > auc_trees + 0.01, "trees alone stop at the edge of the training range"
     scored = score(bundle_of(linear), test)
     np.testing.assert_allclose(scored["probability"], linear.predict_proba(test), atol=1e-12)
+
+
+def test_declared_trends_extrapolate_and_spurious_ones_are_held() -> None:
+    table = make_regime_table()
+    spec = make_spec(numeric=["index", "rate", "visits"], monotone={"index": -1})
+    model = fit_model(table, spec, FAST)
+    plan = model.extras["linear_plan"]
+    assert set(model.extras["drift"]["out_of_range_fields"]) == {"index", "rate"}
+    # declared: the linear start carries it, with its sign, and the trees leave it alone
+    assert plan["trend"] == ["index"]
+    names = model.builder.feature_names_
+    assert model.booster.feature_importance("split")[names.index("index")] == 0
+    assert model.linear is not None
+    coef = {n: model.linear.coef_[np.flatnonzero(model.linear.owner_ == j)[0]]
+            for j, n in enumerate(names) if n != "channel"}
+    assert coef["index"] < 0
+    # undeclared, and extrapolating it ruins the validation slice: held at its range's edge
+    assert plan["held"] == ["rate"] and coef["rate"] == 0
+    assert plan["c"] in LINEAR_C_GRID and len(plan["valid_log_loss"]) == 2 * len(LINEAR_C_GRID)
+    trees = fit_model(table, spec, {**FAST, "linear_start": False})
+    test = table.iloc[model.split.test]
+    auc = roc_auc_score(test[LABEL], model.predict_proba(test))
+    assert auc > roc_auc_score(test[LABEL], trees.predict_proba(test)) + 0.01
+    # the trees' penalty lives in the LightGBM text: the bundle scores the same
+    scored = score(bundle_of(model), test)
+    np.testing.assert_allclose(scored["probability"], model.predict_proba(test), atol=1e-12)
+
+
+def test_linear_start_regularisation_can_be_fixed() -> None:
+    table = make_regime_table(3000)
+    spec = make_spec(numeric=["index", "rate", "visits"])
+    model = fit_model(table, spec, {**FAST, "linear_c": 0.5})
+    plan = model.extras["linear_plan"]
+    assert plan["c"] == 0.5
+    assert all(key.startswith("C=0.5") for key in plan["valid_log_loss"])
+    assert model.linear is not None and model.linear.c == 0.5
 
 
 def test_reasons_add_up_to_the_raw_score_with_a_linear_start() -> None:

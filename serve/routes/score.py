@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from anyio import to_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
-from starlette.concurrency import run_in_threadpool
 
 from leadscore.scoring import score_records
 from serve.deps import Loaded, scoring_context
@@ -24,8 +24,8 @@ router = APIRouter(tags=["scoring"])
 
 # Up to this many leads without reasons are scored on the event loop: tens of microseconds,
 # less than a thread hop. Reasons (TreeSHAP, ~0.4 ms a lead) and bigger batches go to a worker
-# thread, where LightGBM releases the GIL: the loop keeps serving other requests meanwhile and
-# a second core does the arithmetic (measured: +40-60% requests/s with reasons at concurrency 16).
+# thread (at most one per core, see main.SCORING_THREADS), where LightGBM releases the GIL: the
+# loop keeps serving meanwhile and another core does the arithmetic.
 INLINE_LEADS = 8
 MAX_LISTED = 10  # problems spelled out in an error message; `details` lists them all
 MAX_REASONS = 10
@@ -46,7 +46,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     """The body, refusing it as soon as it passes `limit` bytes (before any parsing): at once
     from a declared Content-Length, else while a chunked body streams in."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and _is_count(declared) and int(declared) > limit:
         raise _too_large(limit)
     chunks, size = [], 0
     async for chunk in request.stream():
@@ -55,6 +55,11 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise _too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _is_count(text: str) -> bool:
+    """ASCII digits only (`"²".isdigit()` is true but `int("²")` fails), at most 18 of them."""
+    return 0 < len(text) <= 18 and text.isascii() and text.isdigit()
 
 
 def _too_large(limit: int) -> ApiError:
@@ -167,7 +172,7 @@ def reasons_param(request: Request, default: int) -> int:
     raw = request.query_params.get("reasons")
     if raw is None:
         return default
-    value = int(raw) if raw.strip().isdigit() else -1
+    value = int(raw) if _is_count(raw.strip()) else -1
     if not 0 <= value <= MAX_REASONS:
         raise ApiError(422, "invalid_request",
                        f"request parameters are invalid: reasons must be 0 to {MAX_REASONS}",
@@ -198,6 +203,7 @@ async def score(request: Request) -> Response:
     if k == 0 and len(records) <= INLINE_LEADS:
         payload = score_payload(loaded, records, k)
     else:
-        payload = await run_in_threadpool(score_payload, loaded, records, k)
+        payload = await to_thread.run_sync(score_payload, loaded, records, k,
+                                           limiter=context.limiter)
     context.metrics.scored(r["tier"] for r in payload["results"])
     return Response(orjson.dumps(payload), media_type="application/json")

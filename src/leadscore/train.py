@@ -8,6 +8,7 @@ and log it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -52,15 +53,23 @@ EARLY_STOPPING = 100
 #   linear_start: a regularised logistic regression whose log-odds the trees start from, so
 #     numeric fields that leave their training range (economic indicators, a rising base rate)
 #     extrapolate linearly instead of sticking at the last tree bin. "auto": on when the
-#     validation slice shows drift (see `drift_check`);
+#     validation slice shows drift (see `drift_check`). Under drift a field that left its
+#     training range is extrapolated only along a direction the spec declares (`monotone`; the
+#     trees then leave it to the linear start) or, undeclared, only if that lowers the
+#     validation log loss (see `choose_linear_start`);
+#   linear_c: the logistic regression's inverse regularisation; "auto": the value of
+#     LINEAR_C_GRID with the lowest validation log loss (a trend fitted on a narrow range and
+#     extrapolated far beyond it needs shrinking, and only the next slice can say how much);
 #   refit: on a time split, after early stopping and calibration chose the tree count, refit on
 #     train + valid with that count (otherwise the model never learns from the newest leads);
 #   recency_half_life: weight training leads by 0.5 ** (age / (half_life * span)) (time only).
 LEADSCORE_OPTIONS: dict[str, Any] = {
     "linear_start": "auto",
+    "linear_c": "auto",
     "refit": True,
     "recency_half_life": None,
 }
+LINEAR_C_GRID = (1.0, 0.1, 0.01, 0.001)
 # drift: this share of validation leads has a numeric field outside its training range, or the
 # conversion rate moved by this factor between the training and validation slices
 DRIFT_OUT_OF_RANGE = 0.25
@@ -216,7 +225,8 @@ class LinearStart:
     standardised on the training leads (skewed counts through log1p first) with missing as the
     mean plus an indicator. Contributions per feature are exact and centred on the training
     leads, so they join LightGBM's `pred_contrib` for reasons. A declared monotone direction
-    the fit contradicts zeroes that feature's weight rather than break the promise.
+    the fit contradicts zeroes that feature's weight rather than break the promise; features
+    in `exclude` get no weight at all (their contribution is zero, the state keeps its shape).
     """
 
     def __init__(self, c: float = 1.0, clip: float = 50.0) -> None:
@@ -255,6 +265,7 @@ class LinearStart:
         levels: list[int],
         monotone: list[int] | None = None,
         weight: np.ndarray | None = None,
+        exclude: Sequence[int] = (),
     ) -> LinearStart:
         features: list[dict[str, Any]] = []
         for j, kind in enumerate(kinds):
@@ -275,13 +286,17 @@ class LinearStart:
         design = self._design(matrix)
         widths = [int(f["levels"]) + 1 if f["kind"] == "categorical" else 2 for f in features]
         owner = np.repeat(np.arange(len(features)), widths)
-        allowed = np.ones(design.shape[1], dtype=bool)
+        allowed = ~np.isin(owner, np.asarray(list(exclude), dtype=np.int64))
         directions = monotone or [0] * len(features)
-        for _ in range(2):
+        intercept = _logit(float(np.average(y, weights=weight)) if len(y) else 0.5)
+        coef = np.zeros(design.shape[1])
+        # refit until no declared direction is broken: each pass drops at least one column
+        while allowed.any() and len(np.unique(y)) > 1:
             model = LogisticRegression(C=self.c, max_iter=2000)
             model.fit(design[:, allowed], y, sample_weight=weight)
             coef = np.zeros(design.shape[1])
             coef[allowed] = model.coef_[0]
+            intercept = float(model.intercept_[0])
             wrong = [
                 j for j, sign in enumerate(directions)
                 if sign and features[j]["kind"] == "numeric"
@@ -291,10 +306,10 @@ class LinearStart:
                 break
             for j in wrong:  # the value column only: missing stays free
                 allowed[np.flatnonzero(owner == j)[0]] = False
-            log.info("linear start: dropped %d feature(s) against their declared direction",
-                     len(wrong))
+            log.debug("linear start: dropped %d feature(s) against their declared direction",
+                      len(wrong))
         self.coef_ = coef
-        self.intercept_ = float(model.intercept_[0])
+        self.intercept_ = intercept
         self.owner_ = owner
         contributions = self._raw_contributions(matrix)
         self.means_ = contributions.mean(axis=0)
@@ -338,6 +353,11 @@ class LinearStart:
         linear.owner_ = np.asarray(state["owner"], dtype=np.int64)
         linear.means_ = np.asarray(state["means"], dtype=float)
         return linear
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return float(np.log(p / (1 - p)))
 
 
 def _skew(values: np.ndarray) -> float:
@@ -478,11 +498,84 @@ def drift_check(
 
 
 def _fit_linear(
-    builder: FeatureBuilder, x: np.ndarray, y: np.ndarray, weight: np.ndarray | None
+    builder: FeatureBuilder,
+    x: np.ndarray,
+    y: np.ndarray,
+    weight: np.ndarray | None,
+    *,
+    c: float = 1.0,
+    exclude: Sequence[str] = (),
 ) -> LinearStart:
     kinds: list[str] = [str(f.kind) for f in builder.features_]
     levels = [len(f.levels) for f in builder.features_]
-    return LinearStart().fit(x, y, kinds, levels, builder.monotone_constraints_, weight)
+    skip = [j for j, name in enumerate(builder.feature_names_) if name in set(exclude)]
+    return LinearStart(c=c).fit(
+        x, y, kinds, levels, builder.monotone_constraints_, weight, exclude=skip
+    )
+
+
+def choose_linear_start(
+    builder: FeatureBuilder,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_valid: np.ndarray,
+    y_valid: np.ndarray,
+    weight: np.ndarray | None,
+    drift: dict[str, Any],
+    linear_c: float | str = "auto",
+) -> tuple[LinearStart, dict[str, Any]]:
+    """The linear start fitted on the training slice, chosen by validation log loss.
+
+    A numeric field that left its training range (`drift`) is a trend the linear start may
+    carry far beyond anything it was fitted on; a wrong trend then ranks a whole new period
+    backwards, which no tree can undo. So such a field is extrapolated
+      - along the direction the spec declares for it (`features.monotone`, domain knowledge:
+        the fit may shrink it or, if it contradicts the declaration, drop it), and the trees
+        then leave it to the linear start (`trend`), instead of splitting on its old range;
+      - undeclared, only if extrapolating it lowers the validation log loss (else it is
+        `held`: the trees see it, as always, clamped to the edge of the training range).
+    With `linear_c="auto"` the regularisation comes from LINEAR_C_GRID by the same log loss.
+    Only the training and validation slices are read.
+    """
+    directions = dict(zip(builder.feature_names_, builder.monotone_constraints_, strict=True))
+    drifted = [n for n in drift.get("out_of_range_fields", []) if n in directions]
+    trend = [n for n in drifted if directions[n]]
+    undeclared = tuple(n for n in drifted if not directions[n])
+    grid = LINEAR_C_GRID if linear_c == "auto" else (float(linear_c),)
+    holds: list[tuple[str, ...]] = [undeclared, ()] if undeclared else [()]
+    scoreable = len(y_valid) > 0 and 0 < float(np.sum(y_valid)) < len(y_valid)
+    if not scoreable:  # nothing to choose with: the cautious candidate
+        grid, holds = grid[:1], holds[:1]
+    losses: dict[str, float] = {}
+    best: tuple[float, float, tuple[str, ...], LinearStart] | None = None
+    for held in holds:
+        for c in grid:
+            linear = _fit_linear(builder, x_train, y_train, weight, c=c, exclude=held)
+            loss = float("nan")
+            if scoreable:
+                p = 1.0 / (1.0 + np.exp(-linear.margin(x_valid)))
+                loss = float(log_loss(y_valid, np.clip(p, 1e-6, 1 - 1e-6), labels=[0, 1]))
+            losses[f"C={c:g}" + (f", held={'+'.join(held)}" if held else "")] = loss
+            if best is None or loss < best[0]:
+                best = (loss, c, held, linear)
+    assert best is not None
+    _, c, held, linear = best
+    plan = {"c": c, "held": list(held), "trend": trend, "valid_log_loss": losses}
+    log.info("linear start: C=%g; extrapolating %s along their declared direction; holding %s "
+             "at the edge of their range", c, ", ".join(trend) or "-", ", ".join(held) or "-")
+    return linear, plan
+
+
+def _tree_penalty(builder: FeatureBuilder, params: dict[str, Any], trend: Sequence[str]) -> None:
+    """Keep the trees off the fields the linear start extrapolates (LightGBM `feature_penalty`
+    0: their split gain is zero, so no tree ever splits on them)."""
+    if not trend:
+        return
+    names = builder.feature_names_
+    given = params.get("feature_penalty") or [1.0] * len(names)
+    params["feature_penalty"] = [
+        0.0 if name in set(trend) else float(given[j]) for j, name in enumerate(names)
+    ]
 
 
 def fit_model(
@@ -510,8 +603,13 @@ def fit_model(
     wanted = options["linear_start"]
     use_linear = drift["drift"] if wanted == "auto" else bool(wanted)
     linear = None
+    plan: dict[str, Any] = {}
     if use_linear:
-        linear = _fit_linear(builder, x_train, y[split.train], weight)
+        linear, plan = choose_linear_start(
+            builder, x_train, y[split.train], x_valid, y[split.valid], weight, drift,
+            options["linear_c"],
+        )
+        _tree_penalty(builder, merged, plan["trend"])
     init_train = linear.margin(x_train) if linear is not None else None
     init_valid = linear.margin(x_valid) if linear is not None else None
     booster, best = boost(
@@ -537,6 +635,7 @@ def fit_model(
         "options": options,
         "drift": drift,
         "linear_start": linear is not None,
+        "linear_plan": plan,
         "valid_roc_auc": _auc(y[split.valid], p_valid),
         "refit": False,
     }
@@ -547,7 +646,11 @@ def fit_model(
         builder = builder_for(spec, leads).fit(leads.iloc[rows])
         x_all = builder.transform(leads.iloc[rows])
         weight_all = recency_weights(_times(leads, rows), half_life) if half_life else None
-        linear = _fit_linear(builder, x_all, y[rows], weight_all) if linear is not None else None
+        if linear is not None:
+            linear = _fit_linear(
+                builder, x_all, y[rows], weight_all, c=plan["c"], exclude=plan["held"]
+            )
+            _tree_penalty(builder, merged, plan["trend"])
         booster, _ = boost(
             merged, builder, x_all, y[rows], weight=weight_all, rounds=max(best, 1),
             init_train=linear.margin(x_all) if linear is not None else None,

@@ -55,7 +55,8 @@ def mixed_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "leads": {"path": str(root / "leads.csv"), "id": "lead_id", "created_at": "created_at"},
         "outcome": {"column": "converted", "positive": ["1"], "negative": ["0"]},
         "features": {"categorical": ["plan"], "numeric": ["emp.var.rate", "visits"]},
-        "train": {"min_per_class": 20},
+        # one thread: OpenMP's spin-waits make training crawl when the machine is busy
+        "train": {"min_per_class": 20, "params": {"num_threads": 1}},
     }
     (root / "spec.yaml").write_text(yaml.safe_dump(spec), encoding="utf-8")
     settings = Settings(models_dir=root / "models", model_name="mixed")

@@ -169,7 +169,9 @@ def test_body_of_the_wrong_shape(client: TestClient, payload: object, all_logs) 
     assert_no_canary(all_logs)
 
 
-@pytest.mark.parametrize("query", ["reasons=11", "reasons=-1", "reasons=" + CANARY])
+@pytest.mark.parametrize("query", ["reasons=11", "reasons=-1", "reasons=" + CANARY,
+                                   "reasons=²", "reasons=٣", "reasons=" + "9" * 5000,
+                                   "reasons=", "reasons=1.5"])
 def test_bad_query_parameter(client: TestClient, query: str, all_logs) -> None:
     response = client.post(f"/v1/score?{query}", json={"leads": [{}]})
     error = assert_error(response, 422, "invalid_request")

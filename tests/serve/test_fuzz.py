@@ -5,6 +5,7 @@ comes in, the answer is a 2xx or a 4xx in the one error shape: never a 5xx."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -119,8 +120,9 @@ def test_fuzzed_requests_never_get_a_5xx(fuzz_client: TestClient) -> None:
         check(response)
 
     one()
-    assert len(sent) >= 500
-    assert 200 in sent and 422 in sent and 400 in sent  # the fuzzing reached every layer
+    seen = Counter(sent)
+    assert len(sent) >= 500, seen
+    assert {200, 400, 422} <= set(seen), seen  # the fuzzing reached every layer
 
 
 def test_fuzzed_routes_and_methods_never_get_a_5xx(fuzz_client: TestClient) -> None:
@@ -137,4 +139,4 @@ def test_fuzzed_routes_and_methods_never_get_a_5xx(fuzz_client: TestClient) -> N
         assert response.status_code < 500, response.text
 
     one()
-    assert len(sent) >= 100
+    assert len(sent) >= 100, Counter(sent)
