@@ -593,6 +593,11 @@ def fit_model(
     x_valid = builder.transform(leads.iloc[split.valid])
 
     merged, options = training_options(spec, params)
+    explicit = "num_threads" in spec.train.params or "num_threads" in (params or {})
+    if not explicit and len(split.train) < 100_000:
+        # one thread below 100k rows: a second gains little there, and OpenMP's spinning made
+        # training 10-100x slower on this shared 2-core machine under load
+        merged["num_threads"] = 1
     if any(builder.monotone_constraints_):
         merged["monotone_constraints"] = builder.monotone_constraints_
         merged.setdefault("monotone_constraints_method", "advanced")
