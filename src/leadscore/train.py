@@ -298,16 +298,19 @@ class LinearStart:
             coef[allowed] = model.coef_[0]
             intercept = float(model.intercept_[0])
             wrong = [
-                j for j, sign in enumerate(directions)
-                if sign and features[j]["kind"] == "numeric"
+                j
+                for j, sign in enumerate(directions)
+                if sign
+                and features[j]["kind"] == "numeric"
                 and coef[np.flatnonzero(owner == j)[0]] * sign < 0
             ]
             if not wrong:
                 break
             for j in wrong:  # the value column only: missing stays free
                 allowed[np.flatnonzero(owner == j)[0]] = False
-            log.debug("linear start: dropped %d feature(s) against their declared direction",
-                      len(wrong))
+            log.debug(
+                "linear start: dropped %d feature(s) against their declared direction", len(wrong)
+            )
         self.coef_ = coef
         self.intercept_ = intercept
         self.owner_ = owner
@@ -389,12 +392,44 @@ class TrainedModel:
 
 
 def training_options(
-    spec: DatasetSpec, params: dict[str, Any] | None
+    spec: DatasetSpec, params: dict[str, Any] | None, rows: int
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """LightGBM parameters and leadscore's own options, split apart (spec, then caller)."""
-    merged = {**DEFAULT_PARAMS, "seed": spec.train.seed, **spec.train.params, **(params or {})}
+    # one thread below 100k training rows unless asked otherwise: a second gains little there,
+    # and OpenMP's spinning made training 10-100x slower on this shared 2-core machine
+    threads = {"num_threads": 1} if rows < 100_000 else {}
+    merged = {
+        **DEFAULT_PARAMS,
+        **threads,
+        "seed": spec.train.seed,
+        **spec.train.params,
+        **(params or {}),
+    }
     options = {k: merged.pop(k, default) for k, default in LEADSCORE_OPTIONS.items()}
     return merged, options
+
+
+@dataclass
+class Prepared:
+    """The split and the encoded slices every fit starts from (training and tuning alike)."""
+
+    split: Split
+    builder: FeatureBuilder
+    y: np.ndarray
+    x_train: np.ndarray
+    x_valid: np.ndarray
+
+
+def prepare(leads: pd.DataFrame, spec: DatasetSpec) -> Prepared:
+    split = split_leads(leads, spec)
+    builder = builder_for(spec, leads).fit(leads.iloc[split.train])
+    return Prepared(
+        split,
+        builder,
+        leads[LABEL].to_numpy(),
+        builder.transform(leads.iloc[split.train]),
+        builder.transform(leads.iloc[split.valid]),
+    )
 
 
 def recency_weights(times: np.ndarray, half_life: float | None) -> np.ndarray | None:
@@ -486,7 +521,11 @@ def drift_check(
     if drifted:
         log.info(
             "drift between train and valid: %.0f%% of leads out of range (%s), conversion "
-            "rate %.3f -> %.3f", 100 * share, ", ".join(fields) or "-", rate_train, rate_valid,
+            "rate %.3f -> %.3f",
+            100 * share,
+            ", ".join(fields) or "-",
+            rate_train,
+            rate_valid,
         )
     return {
         "drift": bool(drifted),
@@ -561,8 +600,13 @@ def choose_linear_start(
     assert best is not None
     _, c, held, linear = best
     plan = {"c": c, "held": list(held), "trend": trend, "valid_log_loss": losses}
-    log.info("linear start: C=%g; extrapolating %s along their declared direction; holding %s "
-             "at the edge of their range", c, ", ".join(trend) or "-", ", ".join(held) or "-")
+    log.info(
+        "linear start: C=%g; extrapolating %s along their declared direction; holding %s "
+        "at the edge of their range",
+        c,
+        ", ".join(trend) or "-",
+        ", ".join(held) or "-",
+    )
     return linear, plan
 
 
@@ -586,18 +630,11 @@ def fit_model(
     """Encoder on train; linear start and booster on train with early stopping on validation;
     calibration, tiers and percentiles on validation; then (on a time split) a refit on train +
     validation with the chosen tree count, so the model has seen the most recent leads."""
-    split = split_leads(leads, spec)
-    builder = builder_for(spec, leads).fit(leads.iloc[split.train])
-    y = leads[LABEL].to_numpy()
-    x_train = builder.transform(leads.iloc[split.train])
-    x_valid = builder.transform(leads.iloc[split.valid])
+    prepared = prepare(leads, spec)
+    split, builder, y = prepared.split, prepared.builder, prepared.y
+    x_train, x_valid = prepared.x_train, prepared.x_valid
 
-    merged, options = training_options(spec, params)
-    explicit = "num_threads" in spec.train.params or "num_threads" in (params or {})
-    if not explicit and len(split.train) < 100_000:
-        # one thread below 100k rows: a second gains little there, and OpenMP's spinning made
-        # training 10-100x slower on this shared 2-core machine under load
-        merged["num_threads"] = 1
+    merged, options = training_options(spec, params, len(split.train))
     if any(builder.monotone_constraints_):
         merged["monotone_constraints"] = builder.monotone_constraints_
         merged.setdefault("monotone_constraints_method", "advanced")
@@ -611,18 +648,35 @@ def fit_model(
     plan: dict[str, Any] = {}
     if use_linear:
         linear, plan = choose_linear_start(
-            builder, x_train, y[split.train], x_valid, y[split.valid], weight, drift,
+            builder,
+            x_train,
+            y[split.train],
+            x_valid,
+            y[split.valid],
+            weight,
+            drift,
             options["linear_c"],
         )
         _tree_penalty(builder, merged, plan["trend"])
     init_train = linear.margin(x_train) if linear is not None else None
     init_valid = linear.margin(x_valid) if linear is not None else None
     booster, best = boost(
-        merged, builder, x_train, y[split.train], init_train=init_train, weight=weight,
-        x_valid=x_valid, y_valid=y[split.valid], init_valid=init_valid,
+        merged,
+        builder,
+        x_train,
+        y[split.train],
+        init_train=init_train,
+        weight=weight,
+        x_valid=x_valid,
+        y_valid=y[split.valid],
+        init_valid=init_valid,
     )
-    log.info("LightGBM stopped at %d trees (%s split, linear start %s)",
-             best, split.kind, "on" if linear is not None else "off")
+    log.info(
+        "LightGBM stopped at %d trees (%s split, linear start %s)",
+        best,
+        split.kind,
+        "on" if linear is not None else "off",
+    )
     first = TrainedModel(booster, builder, Calibrator(), split, merged, best, {}, [], {}, linear)
     margin_valid = first.margin(x_valid)
     refit = bool(options["refit"]) and split.kind == "time" and len(split.valid) > 0
@@ -657,7 +711,12 @@ def fit_model(
             )
             _tree_penalty(builder, merged, plan["trend"])
         booster, _ = boost(
-            merged, builder, x_all, y[rows], weight=weight_all, rounds=max(best, 1),
+            merged,
+            builder,
+            x_all,
+            y[rows],
+            weight=weight_all,
+            rounds=max(best, 1),
             init_train=linear.margin(x_all) if linear is not None else None,
         )
         extras["refit"] = True

@@ -11,9 +11,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from leadscore.config import DatasetSpec
-from leadscore.data import LABEL
-from leadscore.features import builder_for
-from leadscore.train import _fit_linear, boost, drift_check, split_leads, training_options
+from leadscore.train import _fit_linear, boost, drift_check, prepare, training_options
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +40,10 @@ def tune(
     summary (logged to MLflow by the caller)."""
     import optuna
 
-    split = split_leads(leads, spec)
-    builder = builder_for(spec, leads).fit(leads.iloc[split.train])
-    y = leads[LABEL].to_numpy()
-    x_train = builder.transform(leads.iloc[split.train])
-    x_valid = builder.transform(leads.iloc[split.valid])
-    merged, options = training_options(spec, params)
+    prepared = prepare(leads, spec)
+    split, builder, y = prepared.split, prepared.builder, prepared.y
+    x_train, x_valid = prepared.x_train, prepared.x_valid
+    merged, options = training_options(spec, params, len(split.train))
     if any(builder.monotone_constraints_):
         merged["monotone_constraints"] = builder.monotone_constraints_
         merged.setdefault("monotone_constraints_method", "advanced")
