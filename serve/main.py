@@ -27,9 +27,10 @@ from serve.schemas import request_model
 
 log = logging.getLogger("serve")
 
-# Worker threads scoring at once (reasons, big batches): one per core. More only queue on the GIL
-# for the Python parts of scoring and stretch the tail (measured with 3 reasons at concurrency
-# 16: p99 16-18 ms with 2 threads, 23-24 ms with anyio's default 40).
+# Worker threads scoring at once (batches beyond what routes/score.py scores inline): one per
+# core. More only queue on the GIL for the Python parts of scoring and stretch the tail
+# (measured when one-lead requests with 3 reasons still went to threads, at concurrency 16:
+# p99 16-18 ms with 2 threads, 23-24 ms with anyio's default 40).
 SCORING_THREADS = os.cpu_count() or 2
 
 

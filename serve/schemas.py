@@ -12,9 +12,15 @@ from leadscore.scoring import ModelBundle
 
 
 class Reason(BaseModel):
+    """One factor behind a lead's score: LightGBM's `pred_contrib` summed over the field's
+    features and converted to score points."""
+
     feature: str = Field(description="Business field (derived parts count as their source field).")
     value: Any = Field(description="The lead's value for that field (null when missing).")
-    impact: float = Field(description="Score points this field added (+) or removed (−).")
+    impact: float = Field(
+        description="Score points (0–100 scale, 2 decimals) this field added (> 0) or removed "
+        "(< 0), against the average lead; never 0 (fields that rounded to 0 are left out)."
+    )
 
 
 class ScoredLead(BaseModel):
@@ -23,7 +29,12 @@ class ScoredLead(BaseModel):
     score: int = Field(ge=0, le=100, description="Probability as a 0–100 score.")
     tier: str = Field(description="A (best) to D, by cutoffs chosen on validation leads.")
     percentile: int = Field(ge=0, le=100, description="Share of validation leads scored lower.")
-    reasons: list[Reason] = Field(default_factory=list)
+    reasons: list[Reason] = Field(
+        default_factory=list,
+        description="Up to k factors that raised the score (largest impact first), then up to k "
+        "that lowered it (most negative first): between 0 and 2k entries, k = `?reasons`. Over "
+        "all fields the impacts add up to this lead's score minus the average lead's.",
+    )
     model_name: str
     model_version: str
 

@@ -282,7 +282,10 @@ def test_cli_scores_with_a_registered_model(trained, tmp_path: Path,  # type: ig
     assert set(scored["model_version"].astype(str)) == {trained.version}
     assert summary["drift"]["available"] and summary["drift"]["score_psi"] < 0.2
     reasons = json.loads(scored["reasons"].iloc[0])
-    assert len(reasons) == 2 and {"feature", "value", "impact"} <= set(reasons[0])
+    assert 1 <= len(reasons) <= 4 and {"feature", "value", "impact"} <= set(reasons[0])
+    up = [r["impact"] for r in reasons if r["impact"] > 0]
+    down = [r["impact"] for r in reasons if r["impact"] < 0]
+    assert [r["impact"] for r in reasons] == up + down and len(up) <= 2 and len(down) <= 2
 
 
 @pytest.mark.slow

@@ -211,18 +211,93 @@ def test_impacts_add_up_to_the_score_difference_from_the_average_lead(
     assert np.abs(impacts).sum() > 0
 
 
-def test_reasons_are_the_largest_impacts(bundle: ModelBundle, leads: pd.DataFrame) -> None:
+def _check_reasons(reasons: list[dict], impacts: np.ndarray, k: int) -> None:
+    """Up to k raisers, largest first, then up to k lowerers, most negative first; exactly the
+    fields with the largest and smallest impacts, none that rounds to 0."""
+    up = [r["impact"] for r in reasons if r["impact"] > 0]
+    down = [r["impact"] for r in reasons if r["impact"] < 0]
+    assert [r["impact"] for r in reasons] == up + down, "raisers first, then lowerers"
+    assert all(r["impact"] != 0 for r in reasons)
+    assert len(up) <= k and len(down) <= k
+    assert up == sorted(up, reverse=True) and down == sorted(down)
+    rounded = [round(float(v), 2) for v in impacts]
+    assert up == sorted((v for v in rounded if v > 0), reverse=True)[:k]
+    assert down == sorted(v for v in rounded if v < 0)[:k]
+    assert len({r["feature"] for r in reasons}) == len(reasons)
+
+
+@pytest.mark.parametrize("k", [1, 3, 10])
+def test_reasons_are_the_top_k_raisers_then_the_top_k_lowerers(
+    bundle: ModelBundle, leads: pd.DataFrame, k: int
+) -> None:
     sample = leads.iloc[:50]
-    out = score(bundle, sample, reasons=3)
-    scores, contrib = predict(bundle, bundle.builder.transform(sample), reasons=3)
+    out = score(bundle, sample, reasons=k)
+    scores, contrib = predict(bundle, bundle.builder.transform(sample), reasons=k)
     assert contrib is not None
     impacts = field_impacts(bundle, contrib, scores.margin)
+    both = 0
     for i, reasons in enumerate(out["reasons"]):
-        assert len(reasons) == 3
-        top = sorted(np.abs(impacts[i]), reverse=True)[:3]
-        assert [abs(r["impact"]) for r in reasons] == pytest.approx(top, abs=0.006)
+        _check_reasons(reasons, impacts[i], k)
+        signs = {r["impact"] > 0 for r in reasons}
+        both += signs == {True, False}
         for r in reasons:
             j = bundle.inputs.index(r["feature"])
-            assert r["impact"] == pytest.approx(impacts[i, j], abs=0.006)
+            assert r["impact"] == round(float(impacts[i, j]), 2)
             raw = sample.iloc[i][r["feature"]]
             assert r["value"] == raw, "the reason names the lead's own value"
+    assert both > 0, "some lead has factors both ways"
+
+
+def test_one_lead_gets_its_positive_and_negative_factors(
+    bundle: ModelBundle, leads: pd.DataFrame
+) -> None:
+    """The API's path (one lead, records in): raisers > 0 sorted down, lowerers < 0 sorted up,
+    at most k each; and the impacts of all fields still add up to score minus average score."""
+    k = 2
+    for row in leads.iloc[:20].to_dict(orient="records"):
+        record = {name: value for name, value in row.items() if value != ""}
+        scores, _ = score_records(bundle, [record], reasons=k)
+        assert scores.reasons is not None
+        (reasons,) = scores.reasons
+        up = [r["impact"] for r in reasons if r["impact"] > 0]
+        down = [r["impact"] for r in reasons if r["impact"] < 0]
+        assert len(up) + len(down) == len(reasons) and 1 <= len(reasons) <= 2 * k
+        assert len(up) <= k and len(down) <= k
+        assert up == sorted(up, reverse=True) and down == sorted(down)
+        assert [r["impact"] for r in reasons] == up + down
+
+        matrix = bundle.builder.transform({n: [record.get(n)] for n in bundle.inputs})
+        plain, contrib = predict(bundle, matrix, reasons=k)
+        assert contrib is not None
+        impacts = field_impacts(bundle, contrib, plain.margin)
+        _check_reasons(reasons, impacts[0], k)
+        base = 100 * bundle.calibrator.transform(contrib[:, -1])
+        assert impacts.sum() == pytest.approx(100 * plain.probability[0] - base[0], abs=1e-6)
+        assert contrib.sum() == pytest.approx(plain.margin[0], abs=1e-9)
+
+
+def test_single_row_predictions_are_those_of_booster_predict(
+    bundle: ModelBundle, leads: pd.DataFrame
+) -> None:
+    """LightGBM's single-row API (few rows) gives the very numbers `Booster.predict` gives."""
+    from leadscore.scoring import RowPredictor
+
+    matrix = bundle.builder.transform(leads.iloc[:40])
+    matrix[0, :] = np.nan  # every field missing
+    matrix[1, :] = 0.0
+    raw = RowPredictor.create(bundle.booster, "raw")
+    contrib = RowPredictor.create(bundle.booster, "contrib")
+    assert raw is not None and contrib is not None
+    np.testing.assert_array_equal(
+        raw.predict(matrix)[:, 0], bundle.booster.predict(matrix, raw_score=True, num_threads=1)
+    )
+    np.testing.assert_array_equal(
+        contrib.predict(matrix), bundle.booster.predict(matrix, pred_contrib=True, num_threads=1)
+    )
+    # and scoring one lead at a time agrees with scoring them all at once, reasons included
+    sample = leads.iloc[:12]
+    together = score(bundle, sample, reasons=3)
+    one_by_one = pd.concat([score(bundle, sample.iloc[[i]], reasons=3) for i in range(12)])
+    for column in ("probability", "score", "tier", "percentile", "reasons"):
+        assert together[column].tolist() == one_by_one[column].tolist(), column
+    assert one_by_one["score"].dtype == together["score"].dtype == np.int64

@@ -13,7 +13,14 @@ from leadscore.config import DatasetSpec
 from leadscore.data import ID, LABEL, ROW, TIME
 from leadscore.evaluate import tier_table, tiers_descend
 from leadscore.scoring import ModelBundle, field_impacts, score
-from leadscore.train import LINEAR_C_GRID, Calibrator, LinearStart, drift_check, fit_model
+from leadscore.train import (
+    LINEAR_C_GRID,
+    TREND_SEARCH_C,
+    Calibrator,
+    LinearStart,
+    drift_check,
+    fit_model,
+)
 
 FAST = {"learning_rate": 0.1, "monotone_constraints_method": "basic"}
 
@@ -159,7 +166,11 @@ def test_declared_trends_extrapolate_and_spurious_ones_are_held() -> None:
     assert coef["index"] < 0
     # undeclared, and extrapolating it ruins the validation slice: held at its range's edge
     assert plan["held"] == ["rate"] and coef["rate"] == 0
-    assert plan["c"] in LINEAR_C_GRID and len(plan["valid_log_loss"]) == 2 * len(LINEAR_C_GRID)
+    # chosen greedily by validation log loss: the true trend first, the spurious one refused
+    assert plan["c"] in LINEAR_C_GRID
+    losses, c = plan["valid_log_loss"], f"C={TREND_SEARCH_C:g}"
+    assert losses[f"{c}, trend=index"] < losses[f"{c}, trend=-"]
+    assert losses[f"{c}, trend=index+rate"] > losses[f"{c}, trend=index"]
     trees = fit_model(table, spec, {**FAST, "linear_start": False})
     test = table.iloc[model.split.test]
     auc = roc_auc_score(test[LABEL], model.predict_proba(test))
@@ -167,6 +178,20 @@ def test_declared_trends_extrapolate_and_spurious_ones_are_held() -> None:
     # the trees' penalty lives in the LightGBM text: the bundle scores the same
     scored = score(bundle_of(model), test)
     np.testing.assert_allclose(scored["probability"], model.predict_proba(test), atol=1e-12)
+
+
+def test_a_declared_trend_the_next_period_contradicts_is_held() -> None:
+    # `rate` rises with conversion all through the training slice, so declaring +1 looks right
+    # there; validation shows the trend does not carry over, and it is held, not extrapolated
+    table = make_regime_table()
+    spec = make_spec(numeric=["index", "rate", "visits"], monotone={"index": -1, "rate": 1})
+    model = fit_model(table, spec, FAST)
+    plan = model.extras["linear_plan"]
+    assert plan["trend"] == ["index"] and plan["held"] == ["rate"]
+    names = model.builder.feature_names_
+    assert model.linear is not None
+    rate = np.flatnonzero(model.linear.owner_ == names.index("rate"))
+    assert not model.linear.coef_[rate].any()
 
 
 def test_linear_start_regularisation_can_be_fixed() -> None:
@@ -245,3 +270,16 @@ def test_tuning_returns_parameters_from_the_search_space() -> None:
     assert set(result["params"]) == set(search_space_keys())
     assert 0.5 < result["best_value"] <= 1.0
     assert result["best_value"] >= result["default_value"]
+
+
+def test_tuning_scores_a_trial_as_training_would_score_it() -> None:
+    # under drift the trees start from the linear start: the first trial (the defaults) must
+    # see the same start, penalties and validation margin as `fit_model`, or the search would
+    # pick parameters for a model that is never trained
+    from leadscore.tuning import tune
+
+    table = make_table(3000, drift=True)
+    model = fit_model(table, make_spec(), FAST)
+    assert model.linear is not None
+    result = tune(table, make_spec(), 2, FAST)
+    assert result["default_value"] == pytest.approx(model.extras["valid_roc_auc"], abs=1e-9)

@@ -7,12 +7,14 @@ score inline (a thread hop would cost more); bigger batches go to a worker threa
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import orjson
 from anyio import to_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
 from pydantic import ValidationError
 
 from leadscore.scoring import score_records
@@ -20,13 +22,27 @@ from serve.deps import Loaded, scoring_context
 from serve.errors import ApiError, safe_name
 from serve.schemas import ErrorResponse, ScoreResponse
 
-router = APIRouter(tags=["scoring"])
 
-# Up to this many leads without reasons are scored on the event loop: tens of microseconds,
-# less than a thread hop. Reasons (TreeSHAP, ~0.4 ms a lead) and bigger batches go to a worker
-# thread (at most one per core, see main.SCORING_THREADS), where LightGBM releases the GIL: the
-# loop keeps serving meanwhile and another core does the arithmetic.
+class DirectRoute(APIRoute):
+    """A route documented like any other (its OpenAPI entry comes from the decorator) whose
+    endpoint gets the `Request` as is: FastAPI's per-request dependency solving, which parses
+    the query string and inspects the body for an endpoint that reads both itself, is skipped
+    (~15 µs a request). Exception handlers and middleware apply as usual."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        endpoint: Callable[[Request], Coroutine[Any, Any, Response]] = self.endpoint
+        return endpoint
+
+
+router = APIRouter(tags=["scoring"], route_class=DirectRoute)
+
+# Small requests are scored on the event loop, where a thread hop (a wake-up of a worker, a
+# hand-over of the GIL and back: ~100 µs of CPU on a busy 2-core machine) would cost more than it
+# frees: up to INLINE_LEADS leads without reasons (tens of µs), and up to INLINE_REASON_LEADS
+# with reasons (TreeSHAP, ~0.2-0.5 ms a lead, which releases the GIL anyway). Bigger batches go to
+# a worker thread (at most one per core, see main.SCORING_THREADS), so the loop keeps serving.
 INLINE_LEADS = 8
+INLINE_REASON_LEADS = 1
 MAX_LISTED = 10  # problems spelled out in an error message; `details` lists them all
 MAX_REASONS = 10
 
@@ -161,17 +177,30 @@ REASONS_PARAMETER = {
     "name": "reasons",
     "in": "query",
     "required": False,
-    "description": "Top reasons per lead, 0 to 10 (default 3, `LEADSCORE_DEFAULT_REASONS`).",
+    "description": "Reasons per lead and direction, 0 to 10 (default 3, "
+    "`LEADSCORE_DEFAULT_REASONS`): up to k fields that raised the score, then up to k that "
+    "lowered it, so at most 2k reasons a lead; 0 for none (fastest).",
     "schema": {"type": "integer", "minimum": 0, "maximum": MAX_REASONS},
 }
 
 
 def reasons_param(request: Request, default: int) -> int:
     """`?reasons=`, read by hand: FastAPI's own query and dependency machinery costs ~30 µs a
-    request, a sixth of a single-lead request (see benchmarks/api.py)."""
+    request, a sixth of a single-lead request (see benchmarks/api.py). The usual query strings
+    (none, or just `reasons=<digits>`) are read straight from the raw bytes; anything else
+    (escapes, other parameters, repeats) goes through Starlette's parser."""
+    query: bytes = request.scope.get("query_string", b"")
+    if not query:
+        return default
+    if query.startswith(b"reasons=") and query[8:].isdigit() and len(query) <= 10:
+        return _reasons_value(query[8:].decode("ascii"))
     raw = request.query_params.get("reasons")
     if raw is None:
         return default
+    return _reasons_value(raw)
+
+
+def _reasons_value(raw: str) -> int:
     value = int(raw) if _is_count(raw.strip()) else -1
     if not 0 <= value <= MAX_REASONS:
         raise ApiError(422, "invalid_request",
@@ -200,7 +229,7 @@ async def score(request: Request) -> Response:
     leads = parse_leads(body, settings.max_batch, settings.ignore_unknown_fields)
     loaded = context.holder.snapshot()  # this request finishes on this model, whatever reloads
     records = validate_leads(loaded, leads)
-    if k == 0 and len(records) <= INLINE_LEADS:
+    if len(records) <= (INLINE_LEADS if k == 0 else INLINE_REASON_LEADS):
         payload = score_payload(loaded, records, k)
     else:
         payload = await to_thread.run_sync(score_payload, loaded, records, k,

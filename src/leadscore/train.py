@@ -19,6 +19,7 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 from sklearn.model_selection import StratifiedKFold, train_test_split
+from threadpoolctl import threadpool_limits
 
 from leadscore.config import DatasetSpec
 from leadscore.data import LABEL, TIME
@@ -54,9 +55,9 @@ EARLY_STOPPING = 100
 #     numeric fields that leave their training range (economic indicators, a rising base rate)
 #     extrapolate linearly instead of sticking at the last tree bin. "auto": on when the
 #     validation slice shows drift (see `drift_check`). Under drift a field that left its
-#     training range is extrapolated only along a direction the spec declares (`monotone`; the
-#     trees then leave it to the linear start) or, undeclared, only if that lowers the
-#     validation log loss (see `choose_linear_start`);
+#     training range is extrapolated only if that lowers the validation log loss, along the
+#     direction the spec declares for it (`monotone`), if any; the trees then leave it to the
+#     linear start (see `choose_linear_start`);
 #   linear_c: the logistic regression's inverse regularisation; "auto": the value of
 #     LINEAR_C_GRID with the lowest validation log loss (a trend fitted on a narrow range and
 #     extrapolated far beyond it needs shrinking, and only the next slice can say how much);
@@ -70,10 +71,12 @@ LEADSCORE_OPTIONS: dict[str, Any] = {
     "recency_half_life": None,
 }
 LINEAR_C_GRID = (1.0, 0.1, 0.01, 0.001)
+TREND_SEARCH_C = 0.1  # the regularisation at which drifted fields are chosen as trends
 # drift: this share of validation leads has a numeric field outside its training range, or the
 # conversion rate moved by this factor between the training and validation slices
 DRIFT_OUT_OF_RANGE = 0.25
 DRIFT_RATE_RATIO = 1.5
+ONE_THREAD_ROWS = 100_000  # below this many training rows, LightGBM and BLAS use one thread
 TIER_SHARES = {"A": 0.10, "B": 0.20, "C": 0.30}  # top 10% A, next 20% B, next 30% C, rest D
 
 
@@ -293,7 +296,10 @@ class LinearStart:
         # refit until no declared direction is broken: each pass drops at least one column
         while allowed.any() and len(np.unique(y)) > 1:
             model = LogisticRegression(C=self.c, max_iter=2000)
-            model.fit(design[:, allowed], y, sample_weight=weight)
+            # BLAS on one thread below ONE_THREAD_ROWS, as LightGBM: two threads made each fit
+            # 4x slower on this shared 2-core machine (choosing a linear start takes dozens)
+            with threadpool_limits(1 if len(y) < ONE_THREAD_ROWS else None):
+                model.fit(design[:, allowed], y, sample_weight=weight)
             coef = np.zeros(design.shape[1])
             coef[allowed] = model.coef_[0]
             intercept = float(model.intercept_[0])
@@ -397,7 +403,7 @@ def training_options(
     """LightGBM parameters and leadscore's own options, split apart (spec, then caller)."""
     # one thread below 100k training rows unless asked otherwise: a second gains little there,
     # and OpenMP's spinning made training 10-100x slower on this shared 2-core machine
-    threads = {"num_threads": 1} if rows < 100_000 else {}
+    threads = {"num_threads": 1} if rows < ONE_THREAD_ROWS else {}
     merged = {
         **DEFAULT_PARAMS,
         **threads,
@@ -563,46 +569,61 @@ def choose_linear_start(
     drift: dict[str, Any],
     linear_c: float | str = "auto",
 ) -> tuple[LinearStart, dict[str, Any]]:
-    """The linear start fitted on the training slice, chosen by validation log loss.
+    """The linear start fitted on the training slice, its trends chosen by validation log loss.
 
     A numeric field that left its training range (`drift`) is a trend the linear start may
     carry far beyond anything it was fitted on; a wrong trend then ranks a whole new period
-    backwards, which no tree can undo. So such a field is extrapolated
-      - along the direction the spec declares for it (`features.monotone`, domain knowledge:
-        the fit may shrink it or, if it contradicts the declaration, drop it), and the trees
-        then leave it to the linear start (`trend`), instead of splitting on its old range;
-      - undeclared, only if extrapolating it lowers the validation log loss (else it is
-        `held`: the trees see it, as always, clamped to the edge of the training range).
-    With `linear_c="auto"` the regularisation comes from LINEAR_C_GRID by the same log loss.
+    backwards, which no tree can undo. So the drifted fields start `held` (left out of the
+    linear start; the trees see them clamped to the edge of their training range, as always)
+    and are extrapolated one at a time, greedily, while each lowers the validation log loss.
+    A direction the spec declares (`features.monotone`, domain knowledge) is kept: the fit may
+    shrink such a field or, if it contradicts the declaration, drop it. The trees leave every
+    extrapolated field (`trend`) to the linear start instead of splitting on its old range.
+    Several national indicators often drift together (bank marketing: employment, euribor,
+    confidence); one of them usually carries the trend and the rest add noise the next period
+    punishes, which is what validation shows. The trends are chosen at TREND_SEARCH_C; then,
+    with `linear_c="auto"`, the regularisation comes from LINEAR_C_GRID by the same log loss.
     Only the training and validation slices are read.
     """
     directions = dict(zip(builder.feature_names_, builder.monotone_constraints_, strict=True))
     drifted = [n for n in drift.get("out_of_range_fields", []) if n in directions]
-    trend = [n for n in drifted if directions[n]]
-    undeclared = tuple(n for n in drifted if not directions[n])
     grid = LINEAR_C_GRID if linear_c == "auto" else (float(linear_c),)
-    holds: list[tuple[str, ...]] = [undeclared, ()] if undeclared else [()]
-    scoreable = len(y_valid) > 0 and 0 < float(np.sum(y_valid)) < len(y_valid)
-    if not scoreable:  # nothing to choose with: the cautious candidate
-        grid, holds = grid[:1], holds[:1]
     losses: dict[str, float] = {}
-    best: tuple[float, float, tuple[str, ...], LinearStart] | None = None
-    for held in holds:
-        for c in grid:
-            linear = _fit_linear(builder, x_train, y_train, weight, c=c, exclude=held)
-            loss = float("nan")
-            if scoreable:
-                p = 1.0 / (1.0 + np.exp(-linear.margin(x_valid)))
-                loss = float(log_loss(y_valid, np.clip(p, 1e-6, 1 - 1e-6), labels=[0, 1]))
-            losses[f"C={c:g}" + (f", held={'+'.join(held)}" if held else "")] = loss
-            if best is None or loss < best[0]:
-                best = (loss, c, held, linear)
-    assert best is not None
-    _, c, held, linear = best
-    plan = {"c": c, "held": list(held), "trend": trend, "valid_log_loss": losses}
+    scoreable = len(y_valid) > 0 and 0 < float(np.sum(y_valid)) < len(y_valid)
+    if not scoreable:  # nothing to choose with: the cautious plan, declared trends only
+        declared = [n for n in drifted if directions[n]]
+        held = [n for n in drifted if n not in declared]
+        linear = _fit_linear(builder, x_train, y_train, weight, c=grid[0], exclude=held)
+        return linear, {"c": grid[0], "held": held, "trend": declared, "valid_log_loss": {}}
+
+    def attempt(c: float, extrapolated: list[str]) -> tuple[float, LinearStart]:
+        held = [n for n in drifted if n not in extrapolated]
+        linear = _fit_linear(builder, x_train, y_train, weight, c=c, exclude=held)
+        p = 1.0 / (1.0 + np.exp(-linear.margin(x_valid)))
+        loss = float(log_loss(y_valid, np.clip(p, 1e-6, 1 - 1e-6), labels=[0, 1]))
+        losses[f"C={c:g}, trend={'+'.join(extrapolated) or '-'}"] = loss
+        return loss, linear
+
+    # the trends first, greedily, at one moderate regularisation; then the regularisation for
+    # them (a greedy search per value of C would cost four times the fits for the same choice)
+    c = TREND_SEARCH_C if TREND_SEARCH_C in grid else grid[0]
+    trend: list[str] = []
+    loss, linear = attempt(c, trend)
+    while len(trend) < len(drifted):
+        trials = [(*attempt(c, [*trend, n]), n) for n in drifted if n not in trend]
+        trial_loss, trial_linear, name = min(trials, key=lambda t: t[0])
+        if trial_loss >= loss:
+            break
+        loss, linear, trend = trial_loss, trial_linear, [*trend, name]
+    for other in grid:
+        if other != c:
+            other_loss, other_linear = attempt(other, trend)
+            if other_loss < loss:
+                loss, linear, c = other_loss, other_linear, other
+    held = [n for n in drifted if n not in trend]
+    plan = {"c": c, "held": held, "trend": trend, "valid_log_loss": losses}
     log.info(
-        "linear start: C=%g; extrapolating %s along their declared direction; holding %s "
-        "at the edge of their range",
+        "linear start: C=%g; extrapolating %s; holding %s at the edge of their range",
         c,
         ", ".join(trend) or "-",
         ", ".join(held) or "-",
@@ -622,6 +643,55 @@ def _tree_penalty(builder: FeatureBuilder, params: dict[str, Any], trend: Sequen
     ]
 
 
+@dataclass
+class Start:
+    """What every boosting on a prepared split starts from (training and tuning alike):
+    LightGBM parameters with the spec's monotone directions and the trees' penalties, the
+    recency weights, and the linear start under drift with the plan that chose it."""
+
+    params: dict[str, Any]
+    options: dict[str, Any]
+    weight: np.ndarray | None
+    drift: dict[str, Any]
+    linear: LinearStart | None
+    plan: dict[str, Any]
+    half_life: float | None
+
+
+def plan_start(
+    leads: pd.DataFrame,
+    spec: DatasetSpec,
+    prepared: Prepared,
+    params: dict[str, Any] | None = None,
+) -> Start:
+    split, builder, y = prepared.split, prepared.builder, prepared.y
+    merged, options = training_options(spec, params, len(split.train))
+    if any(builder.monotone_constraints_):
+        merged["monotone_constraints"] = builder.monotone_constraints_
+        merged.setdefault("monotone_constraints_method", "advanced")
+    half_life = options["recency_half_life"] if split.kind == "time" else None
+    weight = recency_weights(_times(leads, split.train), half_life) if half_life else None
+    drift = drift_check(
+        builder, prepared.x_train, prepared.x_valid, y[split.train], y[split.valid]
+    )
+    wanted = options["linear_start"]
+    linear = None
+    plan: dict[str, Any] = {}
+    if drift["drift"] if wanted == "auto" else bool(wanted):
+        linear, plan = choose_linear_start(
+            builder,
+            prepared.x_train,
+            y[split.train],
+            prepared.x_valid,
+            y[split.valid],
+            weight,
+            drift,
+            options["linear_c"],
+        )
+        _tree_penalty(builder, merged, plan["trend"])
+    return Start(merged, options, weight, drift, linear, plan, half_life)
+
+
 def fit_model(
     leads: pd.DataFrame,
     spec: DatasetSpec,
@@ -634,30 +704,9 @@ def fit_model(
     split, builder, y = prepared.split, prepared.builder, prepared.y
     x_train, x_valid = prepared.x_train, prepared.x_valid
 
-    merged, options = training_options(spec, params, len(split.train))
-    if any(builder.monotone_constraints_):
-        merged["monotone_constraints"] = builder.monotone_constraints_
-        merged.setdefault("monotone_constraints_method", "advanced")
-    half_life = options["recency_half_life"] if split.kind == "time" else None
-    weight = recency_weights(_times(leads, split.train), half_life) if half_life else None
-
-    drift = drift_check(builder, x_train, x_valid, y[split.train], y[split.valid])
-    wanted = options["linear_start"]
-    use_linear = drift["drift"] if wanted == "auto" else bool(wanted)
-    linear = None
-    plan: dict[str, Any] = {}
-    if use_linear:
-        linear, plan = choose_linear_start(
-            builder,
-            x_train,
-            y[split.train],
-            x_valid,
-            y[split.valid],
-            weight,
-            drift,
-            options["linear_c"],
-        )
-        _tree_penalty(builder, merged, plan["trend"])
+    start = plan_start(leads, spec, prepared, params)
+    merged, options, weight, linear = start.params, start.options, start.weight, start.linear
+    drift, plan, half_life = start.drift, start.plan, start.half_life
     init_train = linear.margin(x_train) if linear is not None else None
     init_valid = linear.margin(x_valid) if linear is not None else None
     booster, best = boost(

@@ -11,7 +11,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from leadscore.config import DatasetSpec
-from leadscore.train import _fit_linear, boost, drift_check, prepare, training_options
+from leadscore.train import boost, plan_start, prepare
 
 log = logging.getLogger(__name__)
 
@@ -43,30 +43,28 @@ def tune(
     prepared = prepare(leads, spec)
     split, builder, y = prepared.split, prepared.builder, prepared.y
     x_train, x_valid = prepared.x_train, prepared.x_valid
-    merged, options = training_options(spec, params, len(split.train))
-    if any(builder.monotone_constraints_):
-        merged["monotone_constraints"] = builder.monotone_constraints_
-        merged.setdefault("monotone_constraints_method", "advanced")
-    drift = drift_check(builder, x_train, x_valid, y[split.train], y[split.valid])
-    wanted = options["linear_start"]
-    linear = None
-    if drift["drift"] if wanted == "auto" else bool(wanted):
-        linear = _fit_linear(builder, x_train, y[split.train], None)
+    # the same start `fit_model` takes (linear start and its plan, penalties, recency weights),
+    # so the trial that wins is scored as the model that will be trained
+    start = plan_start(leads, spec, prepared, params)
+    linear = start.linear
     init_train = linear.margin(x_train) if linear is not None else None
     init_valid = linear.margin(x_valid) if linear is not None else None
 
     def objective(trial: Any) -> float:
         booster, best = boost(
-            {**merged, **search_space(trial)},
+            {**start.params, **search_space(trial)},
             builder,
             x_train,
             y[split.train],
             init_train=init_train,
+            weight=start.weight,
             x_valid=x_valid,
             y_valid=y[split.valid],
             init_valid=init_valid,
         )
         margin = np.asarray(booster.predict(x_valid, raw_score=True))
+        if init_valid is not None:  # the trees predict on top of the linear start
+            margin = margin + init_valid
         trial.set_user_attr("trees", int(best))
         return float(roc_auc_score(y[split.valid], margin))
 
@@ -74,7 +72,7 @@ def tune(
     study = optuna.create_study(
         direction="maximize", sampler=optuna.samplers.TPESampler(seed=spec.train.seed)
     )
-    study.enqueue_trial({k: merged[k] for k in search_space_keys() if k in merged})
+    study.enqueue_trial({k: start.params[k] for k in search_space_keys() if k in start.params})
     study.optimize(objective, n_trials=n_trials)
     best = study.best_trial
     log.info(
