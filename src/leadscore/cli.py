@@ -201,7 +201,13 @@ def score(
     model: Annotated[
         str | None, typer.Option(help="Model URI (models:/name@alias) or bundle folder.")
     ] = None,
-    reasons: Annotated[int, typer.Option(min=0, max=10, help="Top reasons per lead.")] = 0,
+    reasons: Annotated[
+        int,
+        typer.Option(
+            min=0, max=10, help="Reasons per lead: up to K fields that raised the score and K "
+            "that lowered it."
+        ),
+    ] = 0,
     chunk_rows: Annotated[int, typer.Option(min=1, help="Rows per chunk.")] = 100_000,
     keep: Annotated[
         str, typer.Option(help="Input columns to copy to the output (comma-separated).")
