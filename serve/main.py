@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -52,6 +53,11 @@ def create_app(settings: Settings | None = None, *, load_model: bool = True) -> 
                 await run_in_threadpool(holder.load, uri, current)
             except LeadscoreError as exc:
                 log.error("no model loaded from %s: %s", uri, exc)
+        # Everything imported and loaded so far lives as long as the server: moved out of the
+        # collector's reach, a full collection no longer walks pandas', MLflow's and the
+        # model's objects (tens of ms a pass, which showed as the p99 of every route)
+        gc.collect()
+        gc.freeze()
         poller = None
         if load_model and current.reload_seconds > 0:
             poller = asyncio.create_task(poll(holder, uri, current, current.reload_seconds))
