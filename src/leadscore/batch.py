@@ -64,6 +64,24 @@ class BatchSummary:
     chunks: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def of_job(
+        cls, input_path: Any, output_path: Any, state: dict[str, Any], seconds: float,
+        bundle: ModelBundle, chunks: int,
+    ) -> BatchSummary:
+        """The summary of a finished job from its checkpoint state (local and Spark alike)."""
+        return cls(
+            input=str(input_path),
+            output=str(output_path),
+            rows=int(state["rows"]),
+            scored=int(state["scored"]),
+            rejected=int(state["rejected"]),
+            seconds=seconds,
+            model_name=bundle.name,
+            model_version=bundle.version,
+            chunks=chunks,
+        )
+
     @property
     def rows_per_s(self) -> float:
         return self.rows / self.seconds if self.seconds > 0 else 0.0
@@ -1038,16 +1056,8 @@ def rescore(
         progress.close()
     seconds = time.perf_counter() - start
     state = job.state
-    summary = BatchSummary(
-        input=str(input_path),
-        output=str(output_path),
-        rows=int(state["rows"]),
-        scored=int(state["scored"]),
-        rejected=int(state["rejected"]),
-        seconds=seconds,
-        model_name=bundle.name,
-        model_version=bundle.version,
-        chunks=int(state["chunks_done"]),
+    summary = BatchSummary.of_job(
+        input_path, output_path, state, seconds, bundle, int(state["chunks_done"])
     )
     assert summary.rows == summary.scored + summary.rejected
     rows_now = summary.rows - rows_before
@@ -1416,17 +1426,7 @@ def rescore_spark(
         raise
     seconds = time.perf_counter() - start
     state = job.state
-    summary = BatchSummary(
-        input=str(input_path),
-        output=str(output_path),
-        rows=int(state["rows"]),
-        scored=int(state["scored"]),
-        rejected=int(state["rejected"]),
-        seconds=seconds,
-        model_name=bundle.name,
-        model_version=bundle.version,
-        chunks=len(files),
-    )
+    summary = BatchSummary.of_job(input_path, output_path, state, seconds, bundle, len(files))
     report = score_drift.report()
     if report.get("available"):
         report["feature_psi"] = {}
