@@ -114,7 +114,8 @@ NOTES = {
         "indicators gives 0.690; the previous rule (every declared direction extrapolated) 0.716.",
         "Tried without reaching the targets (static / backtest): LightGBM linear_tree 0.631 / -; "
         "recency weighting (half-life 0.1 of the span) 0.647 / 0.758; trees kept off every "
-        "macro field 0.754 / -; early stopping by AUC 0.749 / 0.762; depth 4, 15 leaves 0.754 / -. "
+        "macro field 0.754 / -; early stopping by AUC 0.749 / 0.762; depth 4, 15 leaves "
+        "0.754 / -. "
         "A plain LightGBM retrained on all history each step (no validation hold-out, 100-200 "
         "trees) backtests at 0.761-0.771; with a logistic nr.employed start 0.761-0.768.",
     ],
