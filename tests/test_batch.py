@@ -328,3 +328,24 @@ def test_kill_9_then_resume(tiny: Path, tiny_bundle: ModelBundle, tmp_path: Path
     scored_at = summary["scored_at"]
     rescore(tiny_bundle, src, whole, chunk_rows=5000, scored_at=scored_at)
     assert pq.read_table(out).equals(pq.read_table(whole))
+
+
+def test_two_jobs_never_write_one_output(tiny_bundle: ModelBundle, tmp_path: Path) -> None:
+    src = write_csv(make_leads(300, seed=12), tmp_path / "leads.csv")
+    out = tmp_path / "out.parquet"
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from pathlib import Path; from leadscore.batch import _lock_output; "
+         f"held = _lock_output(Path({str(out)!r})); print('locked', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with pytest.raises(DataError, match=rf"another scoring job \(pid {holder.pid}\)"):
+            run(tiny_bundle, src, out)
+        assert not out.exists() and not (tmp_path / "out.parquet.parts").exists()
+    finally:
+        holder.send_signal(signal.SIGKILL)  # a killed job leaves no stale lock behind
+        holder.wait()
+    assert run(tiny_bundle, src, out)["scored"] == 300
+    assert not (tmp_path / "out.parquet.lock").exists(), "the lock file goes with the job"

@@ -10,6 +10,7 @@ number and reason, never a value), and the summary accounts for every row read.
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
 import logging
 import os
@@ -21,7 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -668,6 +669,7 @@ class Job:
         self.schema = schema
         self.state: dict[str, Any] = {"chunks_done": 0, "rows": 0, "scored": 0, "rejected": 0}
         self.final: _Final | None = None
+        self._lock: IO[str] | None = None
 
     def _part(self, index: int) -> Path:
         return self.folder / f"part-{index:06d}.arrow"
@@ -677,6 +679,8 @@ class Job:
 
     def prepare(self, resume: bool) -> dict[str, Any] | None:
         """Start afresh, or (resume) return the saved state when it is this same job."""
+        self.output.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = _lock_output(self.output)
         saved = None
         if resume and self.checkpoint_path.is_file():
             saved = json.loads(self.checkpoint_path.read_text(encoding="utf-8"))
@@ -706,7 +710,6 @@ class Job:
                 )
             shutil.rmtree(self.folder, ignore_errors=True)
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.output.parent.mkdir(parents=True, exist_ok=True)
         return saved
 
     def open_final(self) -> None:
@@ -776,12 +779,44 @@ class Job:
             rejects_path.unlink(missing_ok=True)
         os.replace(self.final.partial, self.output)
         shutil.rmtree(self.folder, ignore_errors=True)
+        self._unlock()
         return rejects_path if self.state["rejected"] else None
 
     def abort(self) -> None:
         """Stop without committing: the parts and checkpoint stay for `--resume`."""
         if self.final is not None:
             self.final.abort()
+        self._unlock()
+
+    def _unlock(self) -> None:
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock_path = Path(lock.name)
+            lock_path.unlink(missing_ok=True)  # while still held: no other job is mid-write
+            lock.close()  # closing the descriptor releases the lock
+
+
+def _lock_output(output: Path) -> IO[str]:
+    """An exclusive lock on `<output>.lock`, held for the job's life: two jobs writing the same
+    output would interleave parts and checkpoints. `flock` belongs to the open descriptor, so
+    a killed job (even `kill -9`) never leaves a stale lock behind, and `--resume` just works."""
+    path = output.with_name(output.name + ".lock")
+    handle = path.open("a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise DataError(
+            f"{output}: another scoring job ({holder}) is writing this output; wait for it to "
+            "finish or choose another --output"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}")
+    handle.flush()
+    return handle
 
 
 # --------------------------------------------------------------------------- progress

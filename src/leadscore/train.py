@@ -579,7 +579,8 @@ def choose_linear_start(
     carry far beyond anything it was fitted on; a wrong trend then ranks a whole new period
     backwards, which no tree can undo. So the drifted fields start `held` (left out of the
     linear start; the trees see them clamped to the edge of their training range, as always)
-    and are extrapolated one at a time, greedily, while each lowers the validation log loss.
+    and are extrapolated one at a time, greedily, while each lowers the validation log loss,
+    averaged over two forecast origins (see `attempt`).
     A direction the spec declares (`features.monotone`, domain knowledge) is kept: the fit may
     shrink such a field or, if it contradicts the declaration, drop it. The trees leave every
     extrapolated field (`trend`) to the linear start instead of splitting on its old range.
@@ -600,11 +601,27 @@ def choose_linear_start(
         linear = _fit_linear(builder, x_train, y_train, weight, c=grid[0], exclude=held)
         return linear, {"c": grid[0], "held": held, "trend": declared, "valid_log_loss": {}}
 
+    # Two forecast origins, as the model will run: fitted on the training slice, scored on the
+    # first half of validation; refitted with that half, scored on the second. A trend that
+    # only held once (the training years into the next season) does not pass both.
+    half = len(y_valid) // 2
+    x_later = np.vstack([x_train, x_valid[:half]])
+    y_later = np.concatenate([y_train, y_valid[:half]])
+    w_later = None if weight is None else np.concatenate([weight, np.ones(half)])
+    origins = [(x_valid[:half], y_valid[:half]), (x_valid[half:], y_valid[half:])]
+    if not all(0 < float(np.sum(y)) < len(y) for _, y in origins):
+        origins = [(x_valid, y_valid)]  # too few of one class in a half: one origin only
+
     def attempt(c: float, extrapolated: list[str]) -> tuple[float, LinearStart]:
         held = [n for n in drifted if n not in extrapolated]
         linear = _fit_linear(builder, x_train, y_train, weight, c=c, exclude=held)
-        p = 1.0 / (1.0 + np.exp(-linear.margin(x_valid)))
-        loss = float(log_loss(y_valid, np.clip(p, 1e-6, 1 - 1e-6), labels=[0, 1]))
+        fits = [linear]
+        if len(origins) == 2:
+            fits.append(_fit_linear(builder, x_later, y_later, w_later, c=c, exclude=held))
+        loss = 0.0
+        for fit, (x, y) in zip(fits, origins, strict=True):
+            p = 1.0 / (1.0 + np.exp(-fit.margin(x)))
+            loss += float(log_loss(y, np.clip(p, 1e-6, 1 - 1e-6), labels=[0, 1])) / len(fits)
         losses[f"C={c:g}, trend={'+'.join(extrapolated) or '-'}"] = loss
         return loss, linear
 
