@@ -283,3 +283,23 @@ def test_tuning_scores_a_trial_as_training_would_score_it() -> None:
     assert model.linear is not None
     result = tune(table, make_spec(), 2, FAST)
     assert result["default_value"] == pytest.approx(model.extras["valid_roc_auc"], abs=1e-9)
+
+
+def test_the_model_card_names_what_the_linear_start_extrapolates() -> None:
+    # the trees leave extrapolated fields alone, so the gain table cannot show them: the card
+    # must, or a data team reads the strongest field as unused
+    from leadscore.report import build_report
+
+    table = make_regime_table()
+    spec = make_spec(numeric=["index", "rate", "visits"], monotone={"index": -1})
+    model = fit_model(table, spec, FAST)
+    y = table[LABEL].to_numpy()
+    valid, test = table.iloc[model.split.valid], table.iloc[model.split.test]
+    card = build_report(
+        dataset="quality", trained=model, y_valid=y[model.split.valid],
+        p_valid=model.predict_proba(valid), y_test=y[model.split.test],
+        p_test=model.predict_proba(test),
+    )
+    note = next(n for n in card["notes"] if n.startswith("The logistic start"))
+    assert "extrapolates index beyond" in note and note.endswith("held at the edge of their "
+                                                                  "training range: rate.")
