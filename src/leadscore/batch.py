@@ -468,24 +468,19 @@ def output_schema(
 
 def scores_table(
     bundle: ModelBundle,
-    chunk: pa.Table,
+    checked: Checked,
+    raw: pa.Table,
     reasons: int,
     keep: Sequence[str],
     scored_at: str,
-    first_row: int = 1,
-    *,
-    rows: np.ndarray | None = None,
-    raw: pa.Table | None = None,
 ) -> pa.Table:
-    """The output rows for one chunk: id, kept columns, then the scores.
+    """The output rows for a checked chunk's scorable rows: id, kept columns, then the scores.
 
-    `rows` are the chunk's 1-based row numbers in the input (the id when the model's spec has
-    no id column); `raw` the chunk as read, whose `keep` columns are copied as they were.
+    The rows' 1-based numbers in the input are the id when the model's spec has no id column;
+    `raw` is the chunk as read, whose `keep` columns are copied as they were.
     """
+    chunk, rows, raw = checked.table, checked.rows, checked.raw_rows(raw)
     n = chunk.num_rows
-    if rows is None:
-        rows = np.arange(first_row, first_row + n, dtype=np.int64)
-    raw = raw if raw is not None else chunk
     result = score_arrays(bundle, chunk, reasons)
     columns: dict[str, pa.Array | pa.ChunkedArray] = {}
     id_col = bundle.id_column
@@ -1046,15 +1041,7 @@ def rescore(
         for chunk in _prefetch(_checked(iter_chunks(source, chunk_rows), bundle, skip), 2, stop):
             checked, raw = chunk
             if checked.table.num_rows:
-                table = scores_table(
-                    bundle,
-                    checked.table,
-                    reasons,
-                    keep,
-                    scored_at,
-                    rows=checked.rows,
-                    raw=checked.raw_rows(raw.table),
-                )
+                table = scores_table(bundle, checked, raw.table, reasons, keep, scored_at)
                 counts = drift.counts_for(
                     bundle, checked.table, checked.rows, table.column("probability").to_numpy()
                 )
@@ -1281,15 +1268,7 @@ def _score_rows(
     raw = chunk.table
     schema = output_schema(bundle, raw.schema, keep, reasons)
     if checked.table.num_rows:
-        scored = scores_table(
-            bundle,
-            checked.table,
-            reasons,
-            keep,
-            scored_at,
-            rows=checked.rows,
-            raw=checked.raw_rows(raw),
-        )
+        scored = scores_table(bundle, checked, raw, reasons, keep, scored_at)
     else:
         scored = schema.empty_table()
     scored = scored.append_column(ROW, pa.array(checked.rows, pa.int64()))

@@ -87,12 +87,11 @@ def build_report(
     plan = trained.extras.get("linear_plan") or {}
     if trained.linear is not None and plan:
         notes.append(
-            "The logistic start (C="
-            f"{plan.get('c', float('nan')):g}, chosen on validation) extrapolates "
-            f"{', '.join(plan.get('trend') or []) or 'no field'} beyond the training range "
-            "(the trees leave these to it, so they are missing from the gain table below but "
-            "not from the reasons); held at the edge of their training range: "
-            f"{', '.join(plan.get('held') or []) or 'none'}."
+            f"The logistic start (C={plan['c']:g}, chosen on validation) extrapolates "
+            f"{', '.join(plan['trend']) or 'no field'} beyond the training range (the trees "
+            "leave these to it, so they are missing from the gain table below but not from "
+            "the reasons); held at the edge of their training range: "
+            f"{', '.join(plan['held']) or 'none'}."
         )
     if trained.extras.get("refit"):
         notes.append(

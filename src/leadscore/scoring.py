@@ -161,7 +161,6 @@ class ModelBundle:
         grid = self.meta.get("percentiles") or [0.0, 1.0]
         self.percentile_grid_ = np.asarray(grid, dtype=float)
         self.percentile_list_: list[float] = self.percentile_grid_.tolist()
-        self.base_margin_: float | None = None
         # the logistic regression the trees start from, when training chose one (plain JSON)
         linear = self.meta.get("linear")
         self.linear_: LinearStart | None = LinearStart.from_dict(linear) if linear else None

@@ -776,10 +776,11 @@ def fit_model(
         x_all = builder.transform(leads.iloc[rows])
         weight_all = recency_weights(_times(leads, rows), half_life) if half_life else None
         if linear is not None:
+            # `merged` already keeps the trees off plan["trend"]: the refitted encoder has the
+            # same features in the same order, only more category levels
             linear = _fit_linear(
                 builder, x_all, y[rows], weight_all, c=plan["c"], exclude=plan["held"]
             )
-            _tree_penalty(builder, merged, plan["trend"])
         booster, _ = boost(
             merged,
             builder,
