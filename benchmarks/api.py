@@ -65,16 +65,18 @@ def bench_app() -> Any:
     return app
 
 
-def serve(port: int, http: str, loop: str) -> None:
-    """Run the benchmark app as `leadscore serve` runs the real one (one worker)."""
+def serve(port: int, http: str, loop: str, workers: int) -> None:
+    """Run the benchmark app as `leadscore serve --workers N` runs the real one."""
     import uvicorn
 
     from leadscore.cli import server_log_config
     from leadscore.config import get_settings
 
-    uvicorn.run(bench_app(), host=HOST, port=port, log_config=server_log_config(
-        get_settings().log_level), access_log=False, timeout_graceful_shutdown=10,
-        http=http, loop=loop)  # type: ignore[arg-type]
+    # several workers import the app by name in each process (this folder is on sys.path)
+    app: Any = bench_app() if workers == 1 else "api:bench_app"
+    uvicorn.run(app, host=HOST, port=port, workers=workers, factory=workers > 1,
+                log_config=server_log_config(get_settings().log_level), access_log=False,
+                timeout_graceful_shutdown=10, http=http, loop=loop)  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- model and leads
@@ -230,7 +232,7 @@ async def check(port: int, request: bytes) -> dict[str, Any]:
 # --------------------------------------------------------------------------- orchestration
 
 
-def describe(bundle_dir: Path, http: str, loop: str) -> None:
+def describe(bundle_dir: Path, http: str, loop: str, workers: int) -> None:
     """What is being measured, and whether the machine is quiet enough to trust it."""
     import importlib.util
 
@@ -242,7 +244,8 @@ def describe(bundle_dir: Path, http: str, loop: str) -> None:
     if loop == "auto":
         loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     print(f"model: {bundle.booster.num_trees()} trees, {len(bundle.input_types())} fields; "
-          f"server: uvicorn, {http}, {loop}, 1 worker", flush=True)
+          f"server: uvicorn, {http}, {loop}, {workers} worker(s) on {os.cpu_count()} cores",
+          flush=True)
     load = os.getloadavg()[0]
     if load > 1.0:
         print(f"warning: load average {load:.1f} on {os.cpu_count()} cores: other work competes "
@@ -273,11 +276,19 @@ def wait_ready(port: int, process: subprocess.Popen[bytes], timeout: float = 120
 
 
 def cpu_seconds(pid: int) -> float:
-    """CPU time the server process has used (all its threads): robust to a busy machine."""
+    """CPU time the server has used (all its threads and worker processes): robust to a busy
+    machine."""
     import psutil
 
-    times = psutil.Process(pid).cpu_times()
-    return float(times.user + times.system)
+    server = psutil.Process(pid)
+    total = 0.0
+    for process in [server, *server.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
 
 
 async def run_all(port: int, pid: int, leads: list[dict[str, Any]],
@@ -344,10 +355,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="uvicorn HTTP parser (auto: httptools when installed, as in serve).")
     parser.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"],
                         help="uvicorn event loop (auto: uvloop when installed, as in serve).")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="Server worker processes, as `leadscore serve --workers N`.")
     parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
-        serve(args.serve, args.http, args.loop)
+        serve(args.serve, args.http, args.loop, args.workers)
         return 0
 
     with tempfile.TemporaryDirectory(prefix="leadscore-bench-") as tmp:
@@ -358,16 +371,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             bundle_dir = args.bundle.resolve()
         leads = sample_leads(bundle_dir, 1000)
-        describe(bundle_dir, args.http, args.loop)
+        describe(bundle_dir, args.http, args.loop, args.workers)
         port = free_port()
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("LEADSCORE_", "PROMETHEUS_"))}
         env.update(LEADSCORE_MODEL_URI=str(bundle_dir), LEADSCORE_API_KEYS=API_KEY,
                    LEADSCORE_LOG_LEVEL="INFO")
+        if args.workers > 1:  # as `leadscore serve` sets it: /metrics adds the workers up
+            metrics_dir = folder / "metrics"
+            metrics_dir.mkdir()
+            env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         log_path = folder / "server.log"
         with log_path.open("wb") as server_log:
             command = [sys.executable, __file__, "--serve", str(port), "--http", args.http,
-                       "--loop", args.loop]
+                       "--loop", args.loop, "--workers", str(args.workers)]
             process = subprocess.Popen(command,
                                        env=env, stdout=server_log, stderr=server_log, cwd=ROOT)
             try:
