@@ -236,6 +236,25 @@ def test_drift_is_reported_and_warned(tiny_bundle: ModelBundle, tmp_path: Path,
     assert any("drift: PSI" in r.message and "channel" in r.getMessage() for r in caplog.records)
 
 
+def test_an_absent_field_is_named_and_scored_as_blank(tiny_bundle: ModelBundle, tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    leads = make_leads(300, seed=12)
+    renamed = leads.rename(columns={"budget": "Budget (EUR)"})
+    with caplog.at_level("WARNING", logger="leadscore.batch"):
+        summary = run(tiny_bundle, write_csv(renamed, tmp_path / "renamed.csv"),
+                      tmp_path / "renamed.parquet")
+    assert summary["absent_fields"] == ["budget"]
+    assert summary["scored"] == 300, "no row is lost for a missing column"
+    assert "budget" not in summary["drift"]["drifted"], "absent is not reported as drift"
+    warned = [r.getMessage() for r in caplog.records if "no column for" in r.getMessage()]
+    assert len(warned) == 1 and "(budget)" in warned[0] and "1 of the model's" in warned[0]
+    out = pq.read_table(tmp_path / "renamed.parquet").to_pandas()
+    expected = score(tiny_bundle, leads.assign(budget=None))
+    np.testing.assert_allclose(out["probability"], expected["probability"], rtol=0, atol=1e-12)
+    complete = run(tiny_bundle, write_csv(leads, tmp_path / "all.csv"), tmp_path / "all.parquet")
+    assert complete["absent_fields"] == []
+
+
 def test_a_bundle_without_profile_reports_no_drift(tiny: Path, tmp_path: Path) -> None:
     old = load_bundle(tiny)
     old.meta.pop("profile")

@@ -183,7 +183,25 @@ def _input_columns(
             f"the input has none of the model's input columns (expected some of "
             f"{bundle.inputs[:8]}{' ...' if len(bundle.inputs) > 8 else ''})"
         )
+    absent = absent_fields(bundle, available)
+    if absent:
+        # a CRM export often leaves a field out, so this scores (every lead as if the field
+        # were blank), but a renamed column must not pass unnoticed as mere "drift"
+        log.warning(
+            "the input has no column for %d of the model's %d fields (%s): every lead is "
+            "scored as if they were blank; rename the column(s) if they are there under "
+            "another name",
+            len(absent),
+            len(bundle.inputs),
+            ", ".join(absent[:10]) + (" ..." if len(absent) > 10 else ""),
+        )
     return columns
+
+
+def absent_fields(bundle: ModelBundle, available: Sequence[str]) -> list[str]:
+    """The model's input fields the input has no column for."""
+    present = set(available)
+    return [name for name in bundle.inputs if name != bundle.id_column and name not in present]
 
 
 @dataclass
@@ -1084,6 +1102,9 @@ def rescore(
     assert summary.rows == summary.scored + summary.rejected
     rows_now = summary.rows - rows_before
     report = drift.report()
+    absent = absent_fields(bundle, source.columns)
+    if report.get("drifted"):  # an absent field was already named as such, not as drift
+        report["drifted"] = [name for name in report["drifted"] if name not in absent]
     summary.extra = {
         "rows_per_s": round(rows_now / seconds, 1) if seconds > 0 else 0.0,
         "rows_this_run": rows_now,
@@ -1092,6 +1113,7 @@ def rescore(
         "scored_at": scored_at,
         "chunk_rows": chunk_rows,
         "reasons": reasons,
+        "absent_fields": absent,
         "drift": report,
     }
     for name in report.get("drifted", []):
@@ -1450,6 +1472,7 @@ def rescore_spark(
         "rejects_file": str(rejects_path) if rejects_path else None,
         "scored_at": scored_at,
         "reasons": reasons,
+        "absent_fields": absent,
         "drift": report,
     }
     summary_path = output_path.with_name(output_path.name + ".summary.json")
