@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -66,6 +67,9 @@ def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     setup_logging("DEBUG" if verbose else get_settings().log_level)
+    # MLflow draws a tqdm bar for every artifact it fetches (a model card, a 2-file bundle):
+    # noise between our own lines. An explicit setting wins.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 @app.command()
@@ -379,7 +383,6 @@ def serve(
     ] = 30,
 ) -> None:
     """Serve scores over HTTP (FastAPI under uvicorn); SIGTERM drains in-flight requests."""
-    import os
     import tempfile
     from contextlib import ExitStack
 
