@@ -83,6 +83,7 @@ def test_engine_spark_writes_the_same_file(spark, tiny: Path,  # noqa: F811
     summary = rescore_spark(str(tiny), src, remote, keep=["note"], spark=spark,
                             scored_at=SCORED_AT).as_dict()
     assert (summary["rows"], summary["scored"], summary["rejected"]) == (3000, 2999, 1)
+    assert summary["absent_fields"] == []
     want = pd.read_csv(local, keep_default_na=False)
     got = pd.read_csv(remote, keep_default_na=False)
     assert got["lead_id"].tolist() == want["lead_id"].tolist()

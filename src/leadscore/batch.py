@@ -1472,7 +1472,7 @@ def rescore_spark(
         "rejects_file": str(rejects_path) if rejects_path else None,
         "scored_at": scored_at,
         "reasons": reasons,
-        "absent_fields": absent,
+        "absent_fields": absent_fields(bundle, source.columns),
         "drift": report,
     }
     summary_path = output_path.with_name(output_path.name + ".summary.json")
