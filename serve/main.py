@@ -99,7 +99,9 @@ def create_app(settings: Settings | None = None, *, load_model: bool = True) -> 
                              routes=app.routes)
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         if loaded is not None:
-            body = request_model(loaded.lead, current.max_batch).model_json_schema(
+            body = request_model(
+                loaded.lead, current.max_batch, forbid_extra=not current.ignore_unknown_fields
+            ).model_json_schema(
                 ref_template="#/components/schemas/{model}"
             )
             components.update(body.pop("$defs", {}))

@@ -109,9 +109,14 @@ def lead_model(bundle: ModelBundle, *, forbid_extra: bool = True) -> type[Any]:
     return lead  # type: ignore[no-any-return]
 
 
-def request_model(lead: type[Any], max_batch: int) -> type[BaseModel]:
-    """The documented request body; validation itself runs per lead for index-aware errors."""
+def request_model(
+    lead: type[Any], max_batch: int, *, forbid_extra: bool = True
+) -> type[BaseModel]:
+    """The documented request body; validation itself runs per lead for index-aware errors.
+    Like the lead, it declares `additionalProperties: false` when unknown fields are refused,
+    so clients and schema-driven tools know what the server accepts."""
     return create_model(  # type: ignore[call-overload,no-any-return]
         "ScoreRequest",
+        __config__=ConfigDict(extra="forbid" if forbid_extra else "ignore"),
         leads=(list[lead], Field(min_length=1, max_length=max_batch)),  # type: ignore[valid-type]
     )

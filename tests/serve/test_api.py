@@ -114,6 +114,7 @@ def test_openapi_shows_the_model_fields(mixed_client: TestClient) -> None:
     assert {"type": "number"} in numeric
     request = schema["components"]["schemas"]["ScoreRequest"]
     assert request["properties"]["leads"]["maxItems"] == 1000
+    assert request["additionalProperties"] is False, "unknown top-level fields are refused"
     operation = schema["paths"]["/v1/score"]["post"]
     assert [p["name"] for p in operation["parameters"]] == ["reasons"]
     body = operation["requestBody"]

@@ -76,6 +76,9 @@ def test_unknown_fields_can_be_ignored(make_client: Callable[..., TestClient],
     assert response.json()["results"][0]["id"] == "a"
     assert CANARY not in response.text
     assert_no_canary(all_logs)
+    schemas = lenient.get("/openapi.json").json()["components"]["schemas"]
+    assert schemas["Lead"].get("additionalProperties") is not False
+    assert schemas["ScoreRequest"].get("additionalProperties") is not False
 
 
 def test_missing_fields_are_scored_as_missing_in_order(client: TestClient) -> None:
