@@ -5,7 +5,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StringConstraints,
+    create_model,
+)
 from typing_extensions import TypedDict
 
 from leadscore.scoring import ModelBundle
@@ -74,6 +83,16 @@ class ErrorResponse(BaseModel):
 
 
 Category = str | int | float | bool
+# A numeric field takes a number, or a number written as text (CRM webhooks and spreadsheets send
+# both), never a boolean (pydantic's lax mode would read `true` as 1.0). The text form is spelled
+# out as a pattern, so the schema says exactly what is accepted; its digit and exponent limits
+# keep every match finite.
+NUMBER_TEXT = r"^ *[+-]?([0-9]{1,30}(\.[0-9]{0,30})?|\.[0-9]{1,30})([eE][+-]?[0-9]{1,2})? *$"
+Number = (
+    Annotated[StrictFloat, Field(allow_inf_nan=False)]
+    | Annotated[str, StringConstraints(pattern=NUMBER_TEXT), AfterValidator(float)]
+    | None
+)
 
 
 def lead_model(bundle: ModelBundle, *, forbid_extra: bool = True) -> type[Any]:
@@ -85,7 +104,7 @@ def lead_model(bundle: ModelBundle, *, forbid_extra: bool = True) -> type[Any]:
     id_field = bundle.id_column
     fields: dict[str, Any] = {
         id_field: Annotated[
-            str | int | None,
+            str | StrictInt | None,  # strict: `true` or 1.5 is no id (lax mode echoed "1")
             Field(title=id_field, description="Lead id, echoed back in the result."),
         ]
     }
@@ -94,7 +113,7 @@ def lead_model(bundle: ModelBundle, *, forbid_extra: bool = True) -> type[Any]:
             continue
         if kind == "numeric":
             fields[name] = Annotated[
-                float | None, Field(allow_inf_nan=False, title=name, description="Number.")
+                Number, Field(title=name, description="Number (or a number written as text).")
             ]
         else:
             fields[name] = Annotated[

@@ -33,6 +33,30 @@ def test_wrong_type_for_a_number_field_with_a_dotted_name(mixed_client: TestClie
     assert_no_canary(all_logs)
 
 
+def test_booleans_are_neither_numbers_nor_ids(mixed_client: TestClient) -> None:
+    """Lax parsing would read `true` as 1.0 (a number) or echo it as id "1"."""
+    for lead, field in (({"visits": True}, "visits"), ({"lead_id": True}, "lead_id"),
+                        ({"lead_id": 1.5}, "lead_id")):
+        error = assert_error(mixed_client.post("/v1/score", json={"leads": [lead]}), 422,
+                             "invalid_lead")
+        assert error["details"][0]["field"] == field and f"'{field}'" in error["message"]
+
+
+def test_numbers_written_as_text_score_like_numbers(mixed_client: TestClient) -> None:
+    """As the schema's pattern says: digits with an optional sign, point and short exponent."""
+    def probability(visits: object) -> float:
+        response = mixed_client.post("/v1/score?reasons=0",
+                                     json={"leads": [{"plan": "team", "visits": visits}]})
+        assert response.status_code == 200, response.text
+        return float(response.json()["results"][0]["probability"])
+
+    assert probability("12") == probability(12) == probability(" 1.2e1 ")
+    assert probability(".5") == probability(0.5)
+    for text in ("", "1_000", "0x10", "inf", "1e999", "12 visits"):
+        response = mixed_client.post("/v1/score", json={"leads": [{"visits": text}]})
+        assert_error(response, 422, "invalid_lead")
+
+
 def test_infinite_and_nan_numbers_are_refused(mixed_client: TestClient) -> None:
     for raw in (b'{"leads": [{"visits": NaN}]}', b'{"leads": [{"visits": Infinity}]}',
                 b'{"leads": [{"visits": 1e999}]}'):
