@@ -129,7 +129,7 @@ NOTES = {
         "advance and the plain model's within-step ranking; shifting each step to the previous "
         "step's rate gives 0.761.",
         "The static split and the backtest pull apart: the static test slice is 18 months ahead "
-        "(extrapolating a trend pays), a backtest step two to six weeks (the latest level "
+        "(extrapolating a trend pays), a backtest step about a month (the latest level "
         "pays, which trees give by holding the newest leads' edge bin). Linear start off with a "
         "fixed 100 trees: backtest 0.765 but static 0.662; on with 100 trees: 0.759 / 0.747; "
         "every indicator held at the edge: backtest 0.743; a linear start of the trend field "
