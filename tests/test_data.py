@@ -153,6 +153,33 @@ def test_non_numeric_value_names_column_and_line_but_not_the_value(tmp_path: Pat
     assert "canary" not in message
 
 
+@pytest.mark.parametrize(
+    ("cells", "shape"),
+    [
+        (['"$2,400.00"', "$35", '"€ 1.250,50"'], "currency amounts"),
+        (["12%", "7.5 %", "100%"], "percentages"),
+        (['"2,500"', '"12,000,000"', '"3,400.25"'], "thousands separators"),
+        (['"0,25"', '"12,75"', '"3,0"'], "decimal comma"),
+        (["lots", "a few", "many"], "list it under features.categorical"),
+    ],
+)
+def test_non_numeric_values_get_a_hint_from_their_shape(tmp_path: Path, cells: list[str],
+                                                         shape: str) -> None:
+    def with_visits(row: str, cell: str) -> str:
+        parts = row.split(",")
+        parts[4] = cell
+        return ",".join(parts)
+
+    lines = [ROWS[0], *(with_visits(r, c) for r, c in zip(ROWS[1:4], cells, strict=True)),
+             *ROWS[4:]]
+    spec, _ = make(tmp_path, lines)
+    message = data_error(spec)
+    assert "column 'visits' should be numeric but 3 value(s)" in message
+    assert shape in message
+    for cell in cells:
+        assert cell.strip('"') not in message, "the message describes, never quotes"
+
+
 def test_unparseable_timestamp(tmp_path: Path) -> None:
     lines = [*ROWS[:4], "L5,sometime in may,web,,2,Open,e@x.com", ROWS[5]]
     spec, _ = make(tmp_path, lines)

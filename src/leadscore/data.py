@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import difflib
 import logging
+import re
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -184,9 +185,32 @@ def to_numeric(path: Path, column: str, values: pd.Series) -> pd.Series:
     if bad.any():
         raise DataError(
             f"{path}: column {column!r} should be numeric but {int(bad.sum())} value(s) are not "
-            f"numbers ({_rows(bad)})"
+            f"numbers ({_rows(bad)}){_number_hint(text[bad].head(200))}"
         )
     return numbers
+
+
+# What a spreadsheet or a formatted report does to numbers, and what to do about it. The message
+# describes the shape only: a cell's own text may be personal data in a mis-declared column.
+_NUMBER_SHAPES = (
+    (re.compile(r"^[-+(]?\s*[$€£¥]\s*[-+]?[\d.,' ]+\)?$|^[-+]?[\d.,' ]+\s*(€|EUR|USD|GBP)$"),
+     "currency amounts (like $1,200.00): export them without the symbol and separators"),
+    (re.compile(r"^[-+]?[\d.,]+\s*%$"),
+     "percentages (like 15%): export them as plain numbers"),
+    (re.compile(r"^[-+]?\d{1,3}([,' ]\d{3})+(\.\d+)?$"),
+     "numbers with thousands separators (like 1,200): export them without separators"),
+    (re.compile(r"^[-+]?\d+,\d+$"),
+     "numbers with a decimal comma (like 0,5): export them with a decimal point"),
+)
+
+
+def _number_hint(bad: pd.Series) -> str:
+    """`: they look like ...` when most bad cells share one known shape, else a generic hint."""
+    values = [str(v) for v in bad]
+    for pattern, hint in _NUMBER_SHAPES:
+        if sum(bool(pattern.match(v)) for v in values) >= 0.8 * len(values):
+            return f"; they look like {hint}"
+    return "; if the column holds categories or text, list it under features.categorical"
 
 
 def _missing_to_nan(values: pd.Series, missing: set[str]) -> pd.Series:
