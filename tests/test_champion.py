@@ -56,6 +56,12 @@ def test_a_worse_challenger_does_not_take_champion(
     assert tags["promotion"] == "rejected" and "below" in tags["promotion_reason"]
     assert float(tags["champion_on_this_test.roc_auc"]) > second.metrics["test_roc_auc"]
 
+    # the same weak model, with a team's looser rule (LEADSCORE_PROMOTE_AUC_TOLERANCE), gets in
+    lenient = settings.model_copy(update={"promote_auc_tolerance": 0.5})
+    third = run_training(weak, lenient, params=FAST, with_report=False, baselines=False)
+    assert third.promoted and third.version == "3", third.promotion_reason
+    assert str(client.get_model_version_by_alias("cc-leads", "champion").version) == "3"
+
     tracking.promote("2", settings)
     assert str(client.get_model_version_by_alias("cc-leads", "champion").version) == "2"
     rows = {r["version"]: r for r in tracking.list_versions(settings)}

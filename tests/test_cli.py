@@ -57,6 +57,35 @@ def test_train_with_a_bad_spec(run, tmp_path: Path) -> None:  # type: ignore[no-
     assert str(spec) in line
 
 
+def test_train_with_params(run, synth_spec, tmp_path: Path,  # type: ignore[no-untyped-def]
+                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from leadscore.scoring import load_bundle
+
+    monkeypatch.setenv("LEADSCORE_MODELS_DIR", str(tmp_path / "models"))
+    get_settings.cache_clear()
+    result = run("train", "--config", str(synth_spec.source), "--no-track",
+                 "--param", "num_leaves=4", "-p", "learning_rate=0.2", "-p", "refit=false")
+    assert result.exit_code == 0, result.output
+    bundle = load_bundle(next((tmp_path / "models").iterdir()))
+    params = bundle.meta["params"]
+    assert params["num_leaves"] == 4 and params["learning_rate"] == 0.2
+    assert bundle.meta["training"]["refit"] is False
+
+
+@pytest.mark.parametrize(("param", "expected"), [
+    ("num_leafs=4", "error: unknown training parameter(s): 'num_leafs' (did you mean "
+                    "'num_leaves'?)"),
+    ("num_leaves=abc", "error: LightGBM refused the training parameters: Parameter num_leaves "
+                       'should be of type int, got "abc"'),
+    ("num_leaves", "error: --param 'num_leaves': expected KEY=VALUE, e.g. num_leaves=15"),
+])
+def test_train_with_a_bad_param(run, synth_spec, param: str,  # type: ignore[no-untyped-def]
+                                expected: str) -> None:
+    line = one_line_error(run("train", "--config", str(synth_spec.source), "--no-track",
+                              "--param", param))
+    assert line.startswith(expected)
+
+
 def test_train_with_a_missing_spec(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     line = one_line_error(run("train", "--config", str(tmp_path / "nope.yaml")))
     assert line == f"error: {tmp_path / 'nope.yaml'}: spec file not found"

@@ -72,6 +72,38 @@ def main(
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
+ParamOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--param",
+        "-p",
+        help="KEY=VALUE training parameter, repeatable (LightGBM's, e.g. num_leaves=15, or "
+        "leadscore's: linear_start, recency_half_life, refit); wins over the spec's train.params.",
+    ),
+]
+
+
+def parse_params(pairs: list[str] | None) -> dict[str, Any] | None:
+    """`--param KEY=VALUE` pairs, each value read as a YAML scalar (15, 0.05, true, gbdt)."""
+    import yaml
+
+    if not pairs:
+        return None
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise LeadscoreError(f"--param {pair!r}: expected KEY=VALUE, e.g. num_leaves=15")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        if isinstance(value, dict | list):
+            raise LeadscoreError(f"--param {key.strip()}: expected one value, not a list or map")
+        params[key.strip()] = value
+    return params
+
+
 @app.command()
 @friendly
 def synth(
@@ -107,14 +139,22 @@ def train(
     keep_tiers: Annotated[
         bool, typer.Option("--keep-tiers", help="Keep the current champion's tier cutoffs.")
     ] = False,
+    param: ParamOption = None,
 ) -> None:
     """Train on a lead table, evaluate on its most recent slice, log and register the model."""
     from leadscore.pipeline import run_training
 
+    params = parse_params(param)
     spec = load_spec(config)
     settings = get_settings()
     result = run_training(
-        spec, settings, data_path=data, track=not no_track, tune=tune, keep_tiers=keep_tiers
+        spec,
+        settings,
+        data_path=data,
+        track=not no_track,
+        params=params,
+        tune=tune,
+        keep_tiers=keep_tiers,
     )
     m = result.metrics
     table = Table(title=f"{spec.name}: test slice ({result.trained.split.kind} split)")
@@ -167,12 +207,14 @@ def backtest(
     output: Annotated[
         Path | None, typer.Option(help="Write the per-step results here as JSON.")
     ] = None,
+    param: ParamOption = None,
 ) -> None:
     """Replay history: retrain on everything before each step, score the step (ROC AUC)."""
     from leadscore.backtest import run_backtest
 
+    params = parse_params(param)
     spec = load_spec(config)
-    result = run_backtest(spec, get_settings(), steps, data_path=data)
+    result = run_backtest(spec, get_settings(), steps, data_path=data, params=params)
     table = Table(title=f"{spec.name}: {len(result.steps)}-step backtest")
     for column in ("step", "trained on", "scored", "conversion", "roc_auc"):
         table.add_column(column)

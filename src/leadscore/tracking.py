@@ -118,7 +118,8 @@ class LoggedModel:
 
 # a challenger takes @champion when, on the challenger's own test slice, its ROC AUC is at least
 # the champion's minus AUC_TOLERANCE and its calibration error at most the champion's plus
-# ECE_TOLERANCE (retrains wobble by a few thousandths; a real regression is larger)
+# ECE_TOLERANCE (retrains wobble by a few thousandths; a real regression is larger). The
+# defaults of `LEADSCORE_PROMOTE_AUC_TOLERANCE` and `LEADSCORE_PROMOTE_ECE_TOLERANCE`.
 AUC_TOLERANCE = 0.005
 ECE_TOLERANCE = 0.02
 
@@ -243,7 +244,9 @@ def log_training(
         "roc_auc": float(metrics.get("test_roc_auc", float("nan"))),
         "ece": float(metrics.get("test_ece", float("nan"))),
     }
-    promoted, reason = decide(mine, champion)
+    promoted, reason = decide(
+        mine, champion, settings.promote_auc_tolerance, settings.promote_ece_tolerance
+    )
     reason += note
     client.set_registered_model_alias(name, CHALLENGER, version)
     client.set_model_version_tag(

@@ -7,8 +7,9 @@ and log it.
 
 from __future__ import annotations
 
+import difflib
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -23,6 +24,7 @@ from threadpoolctl import threadpool_limits
 
 from leadscore.config import DatasetSpec
 from leadscore.data import LABEL, TIME
+from leadscore.errors import SpecError
 from leadscore.features import FeatureBuilder, builder_for
 
 log = logging.getLogger(__name__)
@@ -416,7 +418,28 @@ def training_options(
         **(params or {}),
     }
     options = {k: merged.pop(k, default) for k, default in LEADSCORE_OPTIONS.items()}
+    check_param_names(merged)
     return merged, options
+
+
+def check_param_names(params: Mapping[str, Any]) -> None:
+    """LightGBM ignores a parameter name it does not know (`num_leafs=15` trains the default
+    without a word): refuse it here, with the nearest real name."""
+    try:  # the names LightGBM's own C API lists (LGBM_DumpParamAliases), aliases included
+        aliases = lgb.basic._ConfigAliases._get_all_param_aliases()
+    except AttributeError:  # pragma: no cover - another LightGBM version: LightGBM decides
+        return
+    known = set(aliases) | {a for names in aliases.values() for a in names}
+    known |= set(LEADSCORE_OPTIONS)
+    unknown = [name for name in params if name not in known]
+    if unknown:
+        parts = []
+        for name in unknown:
+            # a parameter's main name first (num_leaves, not its alias num_leaf)
+            near = difflib.get_close_matches(name, sorted(aliases), n=1, cutoff=0.7)
+            near = near or difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.7)
+            parts.append(f"{name!r}" + (f" (did you mean {near[0]!r}?)" if near else ""))
+        raise SpecError(f"unknown training parameter(s): {', '.join(parts)}")
 
 
 @dataclass
@@ -482,18 +505,27 @@ def boost(
         free_raw_data=True,
         params={"verbosity": -1},
     )
-    if x_valid is None:
-        booster = lgb.train(params, train_set, num_boost_round=rounds)
-        return booster, rounds
-    valid_set = lgb.Dataset(x_valid, label=y_valid, init_score=init_valid, reference=train_set)
-    booster = lgb.train(
-        {**params, "metric": ["binary_logloss", "auc"]},
-        train_set,
-        num_boost_round=rounds,
-        valid_sets=[valid_set],
-        valid_names=["valid"],
-        callbacks=[lgb.early_stopping(EARLY_STOPPING, first_metric_only=True, verbose=False)],
-    )
+    try:
+        if x_valid is None:
+            booster = lgb.train(params, train_set, num_boost_round=rounds)
+            return booster, rounds
+        valid_set = lgb.Dataset(
+            x_valid, label=y_valid, init_score=init_valid, reference=train_set
+        )
+        booster = lgb.train(
+            {**params, "metric": ["binary_logloss", "auc"]},
+            train_set,
+            num_boost_round=rounds,
+            valid_sets=[valid_set],
+            valid_names=["valid"],
+            callbacks=[lgb.early_stopping(EARLY_STOPPING, first_metric_only=True, verbose=False)],
+        )
+    except lgb.basic.LightGBMError as exc:  # a bad value (num_leaves=abc, learning_rate=-1)
+        detail = str(exc).split(" at /")[0].strip()  # without the C++ source path
+        raise SpecError(
+            f"LightGBM refused the training parameters: {detail} (see --param and the spec's "
+            "train.params)"
+        ) from None
     best = booster.best_iteration or booster.current_iteration()
     return _trimmed(booster, best), best
 
