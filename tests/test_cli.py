@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -84,6 +85,21 @@ def test_train_with_a_bad_param(run, synth_spec, param: str,  # type: ignore[no-
     line = one_line_error(run("train", "--config", str(synth_spec.source), "--no-track",
                               "--param", param))
     assert line.startswith(expected)
+
+
+def test_backtest_prints_steps_and_writes_json(run, synth_spec,  # type: ignore[no-untyped-def]
+                                              tmp_path: Path) -> None:
+    out = tmp_path / "backtest.json"
+    result = run("backtest", "--config", str(synth_spec.source), "--steps", "2",
+                 "-p", "learning_rate=0.3", "--output", str(out))
+    assert result.exit_code == 0, result.output
+    assert "mean probability" in result.output and "over all steps: ROC AUC" in result.output
+    steps = json.loads(out.read_text())["steps"]
+    assert [s["step"] for s in steps] == [1, 2]
+    assert steps[0]["train_leads"] < steps[1]["train_leads"]
+    for s in steps:
+        assert f"{s['mean_probability']:.3f}" in result.output
+        assert 0.5 < s["roc_auc"] <= 1.0
 
 
 def test_train_with_a_missing_spec(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -216,7 +216,7 @@ def backtest(
     spec = load_spec(config)
     result = run_backtest(spec, get_settings(), steps, data_path=data, params=params)
     table = Table(title=f"{spec.name}: {len(result.steps)}-step backtest")
-    for column in ("step", "trained on", "scored", "conversion", "roc_auc"):
+    for column in ("step", "trained on", "scored", "conversion", "mean probability", "roc_auc"):
         table.add_column(column)
     for s in result.steps:
         table.add_row(
@@ -224,6 +224,7 @@ def backtest(
             f"{s['train_leads']:,}",
             f"{s['scored_leads']:,}",
             f"{s['conversion_rate']:.3f}",
+            f"{s['mean_probability']:.3f}",
             f"{s['roc_auc']:.4f}",
         )
     console.print(table)
