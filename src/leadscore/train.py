@@ -151,7 +151,10 @@ class Calibrator:
             chosen = candidates[0]
         self.state_ = _fit_calibration(chosen, margin, y)
         self.losses_ = losses
-        log.info("calibration: %s (out-of-fold log loss %s)", chosen, losses or "n/a")
+        if losses:
+            log.info("calibration: %s (out-of-fold log loss %s)", chosen, losses)
+        else:  # fixed by the caller (a refit keeps a smooth map, or none under drift)
+            log.info("calibration: %s", chosen)
         return self
 
     def transform(self, margin: np.ndarray) -> np.ndarray:
