@@ -58,8 +58,11 @@ def test_a_worse_challenger_does_not_take_champion(
 
     # the same weak model, with a team's looser rule (LEADSCORE_PROMOTE_AUC_TOLERANCE), gets in
     lenient = settings.model_copy(update={"promote_auc_tolerance": 0.5})
-    third = run_training(weak, lenient, params=FAST, with_report=False, baselines=False)
+    renamed = weak.model_copy(update={"name": "synthetic-renamed"})
+    third = run_training(renamed, lenient, params=FAST, with_report=False, baselines=False)
     assert third.promoted and third.version == "3", third.promotion_reason
+    assert f"the champion was trained on dataset {synth_spec.name!r}, this version on " \
+           "'synthetic-renamed'" in third.promotion_reason
     assert str(client.get_model_version_by_alias("cc-leads", "champion").version) == "3"
 
     tracking.promote("2", settings)

@@ -154,9 +154,13 @@ def decide(
 
 
 def _champion_metrics(
-    name: str, settings: Settings, evaluate: Callable[[ModelBundle], Mapping[str, float]] | None
+    name: str,
+    settings: Settings,
+    evaluate: Callable[[ModelBundle], Mapping[str, float]] | None,
+    dataset: str | None = None,
 ) -> tuple[str | None, Mapping[str, float] | None, str]:
-    """The current champion's version and its metrics on the new run's test slice."""
+    """The current champion's version and its metrics on the new run's test slice (`dataset`:
+    the new version's, to say so when the champion was trained on another one)."""
     client = MlflowClient()
     try:
         current = client.get_model_version_by_alias(name, CHAMPION)
@@ -169,7 +173,14 @@ def _champion_metrics(
         return version, stored, " (champion's own test slice: no evaluator given)"
     try:
         bundle = load_model(f"models:/{name}/{version}", settings)
-        return version, evaluate(bundle), ""
+        note = ""
+        theirs = bundle.meta.get("dataset")
+        if dataset and theirs and theirs != dataset:
+            # legitimate (a spec renamed, a new export), but rarely meant: say it
+            other = f"the champion was trained on dataset {theirs!r}, this version on {dataset!r}"
+            note = f" ({other})"
+            log.warning("model %s: %s", name, other)
+        return version, evaluate(bundle), note
     except (LeadscoreError, MlflowException, KeyError, ValueError) as exc:
         log.warning(
             "champion version %s cannot score the new test slice (%s)", version, type(exc).__name__
@@ -239,7 +250,9 @@ def log_training(
     for key, value in metrics.items():
         if value == value:
             client.set_model_version_tag(name, version, f"metric.{key}", f"{float(value):.6f}")
-    champion_version, champion, note = _champion_metrics(name, settings, evaluate)
+    champion_version, champion, note = _champion_metrics(
+        name, settings, evaluate, bundle.meta.get("dataset")
+    )
     mine = challenger_metrics or {
         "roc_auc": float(metrics.get("test_roc_auc", float("nan"))),
         "ece": float(metrics.get("test_ece", float("nan"))),
