@@ -67,9 +67,6 @@ def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     setup_logging("DEBUG" if verbose else get_settings().log_level)
-    # MLflow draws a tqdm bar for every artifact it fetches (a model card, a 2-file bundle):
-    # noise between our own lines. An explicit setting wins.
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 ParamOption = Annotated[

@@ -33,6 +33,9 @@ from leadscore.errors import LeadscoreError, ModelError
 from leadscore.scoring import META_FILE, ModelBundle, load_bundle, score
 
 log = logging.getLogger(__name__)
+# MLflow draws a tqdm bar for every artifact it fetches (a two-file bundle, a model card): noise
+# between leadscore's own log lines in the CLI and the demo. An explicit setting wins.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 BUNDLE_ARTIFACT = "bundle"
 CHAMPION = "champion"
