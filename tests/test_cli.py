@@ -79,6 +79,7 @@ def test_train_with_params(run, synth_spec, tmp_path: Path,  # type: ignore[no-u
     ("num_leaves=abc", "error: LightGBM refused the training parameters: Parameter num_leaves "
                        'should be of type int, got "abc"'),
     ("num_leaves", "error: --param 'num_leaves': expected KEY=VALUE, e.g. num_leaves=15"),
+    ("num_leaves=", "error: --param 'num_leaves=': expected KEY=VALUE, e.g. num_leaves=15"),
 ])
 def test_train_with_a_bad_param(run, synth_spec, param: str,  # type: ignore[no-untyped-def]
                                 expected: str) -> None:

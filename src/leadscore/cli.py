@@ -89,10 +89,10 @@ def parse_params(pairs: list[str] | None) -> dict[str, Any] | None:
     params: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
-        if not sep or not key.strip():
+        if not sep or not key.strip() or not raw.strip():
             raise LeadscoreError(f"--param {pair!r}: expected KEY=VALUE, e.g. num_leaves=15")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
+            value = yaml.safe_load(raw)
         except yaml.YAMLError:
             value = raw
         if isinstance(value, dict | list):

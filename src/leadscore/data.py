@@ -205,7 +205,7 @@ _NUMBER_SHAPES = (
 
 
 def _number_hint(bad: pd.Series) -> str:
-    """`: they look like ...` when most bad cells share one known shape, else a generic hint."""
+    """`; they look like ...` when most bad cells share one known shape, else a generic hint."""
     values = [str(v) for v in bad]
     for pattern, hint in _NUMBER_SHAPES:
         if sum(bool(pattern.match(v)) for v in values) >= 0.8 * len(values):
