@@ -54,7 +54,8 @@ class Settings(BaseSettings):
     # where built training tables are cached between retrains on unchanged files ("off": never)
     feature_cache: str = "auto"
     # a new version takes @champion when its test ROC AUC >= the champion's - this, and its
-    # ECE <= the champion's + the next (both scored on the new version's test slice)
+    # ECE <= the champion's + the next (both scored on the new version's test slice; the one
+    # place these defaults are written, tracking.decide reads them)
     promote_auc_tolerance: float = Field(0.005, ge=0.0, le=1.0)
     promote_ece_tolerance: float = Field(0.02, ge=0.0, le=1.0)
 

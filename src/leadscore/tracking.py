@@ -121,10 +121,10 @@ class LoggedModel:
 
 # a challenger takes @champion when, on the challenger's own test slice, its ROC AUC is at least
 # the champion's minus AUC_TOLERANCE and its calibration error at most the champion's plus
-# ECE_TOLERANCE (retrains wobble by a few thousandths; a real regression is larger). The
-# defaults of `LEADSCORE_PROMOTE_AUC_TOLERANCE` and `LEADSCORE_PROMOTE_ECE_TOLERANCE`.
-AUC_TOLERANCE = 0.005
-ECE_TOLERANCE = 0.02
+# ECE_TOLERANCE (retrains wobble by a few thousandths; a real regression is larger): the
+# defaults of `LEADSCORE_PROMOTE_AUC_TOLERANCE` and `LEADSCORE_PROMOTE_ECE_TOLERANCE`
+AUC_TOLERANCE: float = Settings.model_fields["promote_auc_tolerance"].default
+ECE_TOLERANCE: float = Settings.model_fields["promote_ece_tolerance"].default
 
 
 def decide(

@@ -433,7 +433,6 @@ def check_param_names(params: Mapping[str, Any]) -> None:
     except AttributeError:  # pragma: no cover - another LightGBM version: LightGBM decides
         return
     known = set(aliases) | {a for names in aliases.values() for a in names}
-    known |= set(LEADSCORE_OPTIONS)
     unknown = [name for name in params if name not in known]
     if unknown:
         parts = []
@@ -592,7 +591,8 @@ def _fit_linear(
 ) -> LinearStart:
     kinds: list[str] = [str(f.kind) for f in builder.features_]
     levels = [len(f.levels) for f in builder.features_]
-    skip = [j for j, name in enumerate(builder.feature_names_) if name in set(exclude)]
+    excluded = set(exclude)
+    skip = [j for j, name in enumerate(builder.feature_names_) if name in excluded]
     return LinearStart(c=c).fit(
         x, y, kinds, levels, builder.monotone_constraints_, weight, exclude=skip
     )
@@ -692,10 +692,10 @@ def _tree_penalty(builder: FeatureBuilder, params: dict[str, Any], trend: Sequen
     0: their split gain is zero, so no tree ever splits on them)."""
     if not trend:
         return
-    names = builder.feature_names_
+    names, kept_off = builder.feature_names_, set(trend)
     given = params.get("feature_penalty") or [1.0] * len(names)
     params["feature_penalty"] = [
-        0.0 if name in set(trend) else float(given[j]) for j, name in enumerate(names)
+        0.0 if name in kept_off else float(given[j]) for j, name in enumerate(names)
     ]
 
 
