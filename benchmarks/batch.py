@@ -73,7 +73,7 @@ def build(workdir: Path, base: int, seed: int) -> tuple[Path, Path]:
     # the model is all this needs: no evaluation report or baselines where training offers them
     skip = {k: False for k in ("with_report", "baselines")
             if k in inspect.signature(run_training).parameters}
-    run_training(loaded, settings, track=False, **skip)
+    run_training(loaded, settings, track=False, bundle_out=bundle_dir, **skip)
     # scoring rows: the leads as exported (about 30 columns) with their activity aggregates
     table, _ = build_table(loaded)
     raw = pd.read_parquet(data_dir / "leads.parquet").set_index("lead_id")

@@ -51,14 +51,49 @@ def prepare(bundle: ModelBundle, settings: Settings, fingerprint: str = "") -> L
 SwapHook = Callable[[Loaded | None, Loaded], None]
 
 
+def schema_hold(
+    current: Loaded | None, bundle: ModelBundle, uri: str, settings: Settings
+) -> str | None:
+    """Why `bundle` must not replace the served model yet, or None. Callers send the served
+    version's fields: a version that takes other fields (added, removed or retyped) is served
+    only once it was promoted with `--allow-schema-change` (a registry tag, or the flag in a
+    bundle folder's metadata)."""
+    from leadscore.promotion import schema_change
+
+    if current is None:
+        return None
+    served = current.bundle
+    change = schema_change(served.input_types(), bundle.input_types())
+    if not change:
+        return None
+    if bundle.meta.get("schema_change_allowed") or _allowed_in_registry(uri, bundle, settings):
+        return None
+    return (
+        f"version {bundle.version} takes other input fields than the served version "
+        f"{served.version} ({change.describe()}): held back until promoted with "
+        f"leadscore promote {bundle.name} {bundle.version} --allow-schema-change"
+    )
+
+
+def _allowed_in_registry(uri: str, bundle: ModelBundle, settings: Settings) -> bool:
+    if not uri.startswith("models:/"):
+        return False
+    from leadscore import tracking
+
+    return tracking.schema_change_allowed(bundle.name, bundle.version, settings)
+
+
 class ModelHolder:
     """Holds the serving model. A request takes one snapshot and finishes on it, so a reload
     (an atomic reference swap) never changes the model under an in-flight request."""
 
     def __init__(self, on_swap: SwapHook | None = None,
-                 on_refused: Callable[[], None] | None = None) -> None:
+                 on_refused: Callable[[], None] | None = None, name: str = "") -> None:
+        self.name = name  # the registered model this holder serves (its key in the app)
         self.loaded: Loaded | None = None
         self.last_error: str | None = None
+        # a version the source points at that is held back, and why (e.g. a schema change)
+        self.pending: dict[str, str] | None = None
         self._lock = threading.Lock()  # one reload at a time; readers never wait
         self._on_swap = on_swap
         self._on_refused = on_refused
@@ -82,7 +117,12 @@ class ModelHolder:
             try:
                 try:
                     fingerprint = source_fingerprint(uri, settings)
-                    loaded = prepare(load_model(uri, settings), settings, fingerprint)
+                    bundle = load_model(uri, settings)
+                    held = schema_hold(self.loaded, bundle, uri, settings)
+                    if held is not None:
+                        self.pending = {"version": bundle.version, "reason": held}
+                        raise ModelError(held)
+                    loaded = prepare(bundle, settings, fingerprint)
                 except ModelError:
                     raise
                 except Exception as exc:  # whatever breaks, the old model keeps serving
@@ -95,6 +135,7 @@ class ModelHolder:
                 raise
             previous, self.loaded = self.loaded, loaded
             self.last_error = None
+            self.pending = None
             if self._on_swap is not None:
                 self._on_swap(previous, loaded)
         log.info("serving %s version %s", loaded.bundle.name, loaded.bundle.version)
@@ -105,9 +146,8 @@ class ModelHolder:
 # `def` dependency in the thread pool, a thread hop per dependency per request.
 
 
-async def get_holder(request: Request) -> ModelHolder:
-    holder: ModelHolder = request.app.state.holder
-    return holder
+async def get_models(request: Request) -> Any:
+    return request.app.state.models  # serve.models.ModelSet (that module imports this one)
 
 
 async def settings_dep(request: Request) -> Settings:
@@ -116,7 +156,7 @@ async def settings_dep(request: Request) -> Settings:
 
 
 SettingsDep = Annotated[Settings, Depends(settings_dep)]
-HolderDep = Annotated[ModelHolder, Depends(get_holder)]
+ModelsDep = Annotated[Any, Depends(get_models)]
 
 
 def key_digests(settings: Settings) -> list[bytes]:
@@ -160,7 +200,7 @@ Authorized = Annotated[None, Depends(require_key)]
 class Scoring:
     """What the scoring route needs from the app."""
 
-    holder: ModelHolder
+    models: Any  # serve.models.ModelSet
     settings: Settings
     metrics: Any
     limiter: Any  # anyio.CapacityLimiter: how many worker threads score at once
@@ -174,4 +214,4 @@ def scoring_context(request: Request) -> Scoring:
     """
     check_key(request)
     state = request.app.state
-    return Scoring(state.holder, state.settings, state.metrics, state.score_limiter)
+    return Scoring(state.models, state.settings, state.metrics, state.score_limiter)

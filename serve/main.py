@@ -21,6 +21,7 @@ from leadscore.config import Settings, get_settings
 from leadscore.errors import LeadscoreError
 from serve import errors
 from serve.deps import ModelHolder, key_digests
+from serve.models import ModelSet, Plan, plan_models
 from serve.observe import Metrics, ObserveMiddleware
 from serve.reload import poll
 from serve.routes import admin, health, metrics, model, score
@@ -36,36 +37,55 @@ SCORING_THREADS = os.cpu_count() or 2
 
 
 def create_app(settings: Settings | None = None, *, load_model: bool = True) -> FastAPI:
-    """An app bound to `settings` (default: the environment's); the model loads in `lifespan`.
+    """An app bound to `settings` (default: the environment's); the models load in `lifespan`.
 
-    With `LEADSCORE_RELOAD_SECONDS` > 0 a background task reloads the model whenever its
-    source (registry version, or bundle checksum) changes; it stops when the server does.
+    Which models: see `serve.models.plan_models`. With `LEADSCORE_RELOAD_SECONDS` > 0 a
+    background task per model reloads it whenever its source (registry version, or bundle
+    checksum) changes, independently of the others; they stop when the server does.
     """
     current = settings or get_settings()
 
+    def make_holder(name: str) -> ModelHolder:
+        metrics: Metrics = app.state.metrics
+        return ModelHolder(on_swap=metrics.model_swapped,
+                           on_refused=lambda: metrics.model_refused(name), name=name)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        holder: ModelHolder = app.state.holder
         app.state.score_limiter = anyio.CapacityLimiter(SCORING_THREADS)
-        uri = current.resolved_model_uri()
-        if load_model and holder.loaded is None:
+        plan = Plan([], None, "model loading is off")
+        if load_model:
+            plan = await run_in_threadpool(plan_models, current)
+        models = ModelSet(plan, make_holder)
+        app.state.models = models
+        for served in models.models.values():
             try:
-                await run_in_threadpool(holder.load, uri, current)
+                await run_in_threadpool(served.holder.load, served.uri, current)
             except LeadscoreError as exc:
-                log.error("no model loaded from %s: %s", uri, exc)
+                log.error("model %s not loaded from %s: %s", served.name, served.uri, exc)
+        if not models.models:
+            log.error("no model to serve: %s", plan.note)
+        elif len(models.models) > 1:
+            log.info("serving %s; POST /v1/score uses %s", ", ".join(models.models),
+                     models.default or "none (set LEADSCORE_DEFAULT_MODEL)")
         # Everything imported and loaded so far lives as long as the server: moved out of the
         # collector's reach, a full collection no longer walks pandas', MLflow's and the
         # model's objects (tens of ms a pass, which showed as the p99 of every route)
         gc.collect()
         gc.freeze()
-        poller = None
+        pollers = []
         if load_model and current.reload_seconds > 0:
-            poller = asyncio.create_task(poll(holder, uri, current, current.reload_seconds))
+            pollers = [
+                asyncio.create_task(poll(served.holder, served.uri, current,
+                                         current.reload_seconds))
+                for served in models.models.values()
+            ]
         try:
             yield
         finally:
-            if poller is not None:
+            for poller in pollers:
                 poller.cancel()
+            for poller in pollers:
                 with contextlib.suppress(asyncio.CancelledError):
                     await poller
             log.info("shut down")
@@ -78,8 +98,7 @@ def create_app(settings: Settings | None = None, *, load_model: bool = True) -> 
     )
     app.state.settings = current
     app.state.metrics = Metrics()
-    app.state.holder = ModelHolder(on_swap=app.state.metrics.model_swapped,
-                                   on_refused=app.state.metrics.model_refused)
+    app.state.models = ModelSet(Plan([], None, "starting"), make_holder)
     app.state.key_digests = key_digests(current)
     app.state.openapi_model = None
     errors.install(app)
@@ -90,7 +109,9 @@ def create_app(settings: Settings | None = None, *, load_model: bool = True) -> 
     def openapi() -> dict[str, Any]:
         """The default schema plus the lead fields of the model being served (rebuilt after a
         reload, since a new model may bring new fields)."""
-        loaded = app.state.holder.loaded
+        models: ModelSet = app.state.models
+        default = models.models.get(models.default) if models.default else None
+        loaded = default.holder.loaded if default is not None else None
         if app.openapi_schema and app.state.openapi_model is loaded:
             return app.openapi_schema
         from fastapi.openapi.utils import get_openapi
@@ -106,9 +127,13 @@ def create_app(settings: Settings | None = None, *, load_model: bool = True) -> 
             )
             components.update(body.pop("$defs", {}))
             components["ScoreRequest"] = body
-        else:
-            components["ScoreRequest"] = {"type": "object", "properties": {"leads": {
-                "type": "array", "items": {"type": "object"}}}, "required": ["leads"]}
+        any_request = {"type": "object", "properties": {"leads": {
+            "type": "array", "items": {"type": "object"}, "minItems": 1,
+            "maxItems": current.max_batch}}, "required": ["leads"],
+            "description": "Leads with the named model's fields (GET /v1/models/{name})."}
+        components["AnyScoreRequest"] = any_request
+        if loaded is None:
+            components["ScoreRequest"] = any_request
         if current.api_key_list():
             schema["components"]["securitySchemes"] = {
                 "bearer": {"type": "http", "scheme": "bearer"},

@@ -59,21 +59,22 @@ class Metrics:
             ["method", "route", "status"], buckets=LATENCY_BUCKETS, registry=registry,
         )
         self.leads = Counter(
-            "leadscore_scored_leads", "Leads scored, by tier.", ["tier"], registry=registry,
+            "leadscore_scored_leads", "Leads scored, by model and tier.", ["model", "tier"],
+            registry=registry,
         )
         self.model = Gauge(
             "leadscore_model_info", "1 for the model version being served (0 once replaced).",
             ["name", "version"], registry=registry, multiprocess_mode="liveall",
         )
         self.model_loaded = Gauge(
-            "leadscore_model_loaded_timestamp_seconds", "When the served model was loaded.",
-            registry=registry, multiprocess_mode="livemax",
+            "leadscore_model_loaded_timestamp_seconds", "When each served model was loaded.",
+            ["name"], registry=registry, multiprocess_mode="livemax",
         )
         self.reloads = Counter(
-            "leadscore_model_reloads", "Model loads by result (loaded or refused).",
-            ["result"], registry=registry,
+            "leadscore_model_reloads", "Model loads by model and result (loaded or refused).",
+            ["model", "result"], registry=registry,
         )
-        self._tiers = {tier: self.leads.labels(tier) for tier in TIERS}
+        self._tiers: dict[str, dict[str, Any]] = {}
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
@@ -86,19 +87,23 @@ class Metrics:
         children[0].inc()
         children[1].observe(seconds)
 
-    def scored(self, tiers: Iterable[str]) -> None:
+    def scored(self, model: str, tiers: Iterable[str]) -> None:
+        counters = self._tiers.get(model)
+        if counters is None:  # bounded: the served models are fixed at start-up
+            counters = {tier: self.leads.labels(model, tier) for tier in TIERS}
+            self._tiers[model] = counters
         for tier in tiers:
-            self._tiers[tier].inc()
+            counters[tier].inc()
 
     def model_swapped(self, previous: Loaded | None, current: Loaded) -> None:
         if previous is not None:
             self.model.labels(previous.bundle.name, previous.bundle.version).set(0)
         self.model.labels(current.bundle.name, current.bundle.version).set(1)
-        self.model_loaded.set(current.loaded_at)
-        self.reloads.labels("loaded").inc()
+        self.model_loaded.labels(current.bundle.name).set(current.loaded_at)
+        self.reloads.labels(current.bundle.name, "loaded").inc()
 
-    def model_refused(self) -> None:
-        self.reloads.labels("refused").inc()
+    def model_refused(self, model: str) -> None:
+        self.reloads.labels(model, "refused").inc()
 
     def render(self) -> bytes:
         path = multiprocess_dir()

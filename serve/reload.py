@@ -35,7 +35,9 @@ def source_fingerprint(uri: str, settings: Settings) -> str:
 
         tracking.configure(settings)
         info = tracking._registry_info(uri)  # the registry lookup `load_model` itself uses
-        return f"registry:{info['name']}:{info['version']}"
+        # the flag too: a version held back for its new fields is retried once it is allowed
+        allowed = info.get("schema_change_allowed", "")
+        return f"registry:{info['name']}:{info['version']}:{allowed}"
     return f"static:{uri}"
 
 

@@ -54,15 +54,27 @@ class ScoreResponse(BaseModel):
 
 class ModelInfo(BaseModel):
     name: str
-    version: str
-    uri: str | None
-    trained_at: str | None
-    dataset: str | None
-    split: str | None
-    metrics: dict[str, float]
-    tiers: dict[str, float]
-    id_field: str
-    features: dict[str, str] = Field(description="Input field → categorical | numeric.")
+    version: str | None = Field(description="The served version (null until one is loaded).")
+    loaded: bool = True
+    default: bool = Field(False, description="`POST /v1/score` uses this model.")
+    uri: str | None = None
+    trained_at: str | None = None
+    dataset: str | None = None
+    split: str | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    tiers: dict[str, float] = Field(default_factory=dict)
+    id_field: str | None = None
+    features: dict[str, str] = Field(default_factory=dict,
+                                     description="Input field → categorical | numeric.")
+    pending: dict[str, str] | None = Field(
+        None, description="A version the model's source points at that is not served yet, "
+        "and why (`version`, `reason`).")
+    error: str | None = Field(None, description="Why no version is loaded, when none is.")
+
+
+class ModelList(BaseModel):
+    default: str | None = Field(description="The model `POST /v1/score` uses, if any.")
+    models: list[ModelInfo]
 
 
 class ReloadResult(BaseModel):

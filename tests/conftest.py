@@ -29,14 +29,18 @@ SYNTH_CATEGORICAL = [
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _isolated_environment() -> Iterator[None]:
+def _isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """No test may touch a developer's tracking server or the project's own mlflow.db."""
     saved = {
         k: os.environ.pop(k) for k in list(os.environ) if k.startswith(("MLFLOW_", "LEADSCORE_"))
     }
     os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
+    # outputs a test does not place itself (reports, caches, models) land here, not in the
+    # working directory (the checkout, when the suite runs from it)
+    os.environ["LEADSCORE_HOME"] = str(tmp_path_factory.mktemp("home"))
     yield
     os.environ.pop("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", None)
+    os.environ.pop("LEADSCORE_HOME", None)
     os.environ.update(saved)
 
 

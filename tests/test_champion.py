@@ -3,11 +3,13 @@ version holds up on the same test slice; `promote` forces it."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from leadscore.config import DatasetSpec, Settings
+from leadscore.errors import ModelError
 from leadscore.pipeline import run_training
 
 FAST = {"learning_rate": 0.1}
@@ -25,6 +27,9 @@ def test_decide_rules() -> None:
     assert not ok and "ECE 0.0500 is above" in why
 
 
+WEAK = {"num_leaves": 2, "num_iterations": 2}  # same fields, far fewer trees: ~0.71 vs ~0.87
+
+
 @pytest.mark.slow
 def test_a_worse_challenger_does_not_take_champion(
     synth_spec: DatasetSpec, tmp_path: Path
@@ -39,16 +44,15 @@ def test_a_worse_challenger_does_not_take_champion(
     )
     first = run_training(synth_spec, settings, params=FAST, with_report=False, baselines=False)
     assert first.promoted and first.version == "1"
-    # a model that may only look at the country: clearly worse on the same leads
-    weak = synth_spec.model_copy(update={"drop": [
-        *synth_spec.drop, "source_channel", "stage_at_creation", "budget", "authority", "need",
-        "timeline", "industry", "company_size", "seniority",
-    ]})
-    second = run_training(weak, settings, params=FAST, with_report=False, baselines=False)
+    assert first.bundle_dir == tmp_path / "models" / "cc-leads"
+    second = run_training(synth_spec, settings, params=WEAK, with_report=False, baselines=False)
     assert second.version == "2"
     assert not second.promoted
     assert "below the champion's" in second.promotion_reason
     assert second.champion_version == "1"
+    assert second.bundle_dir is None, "a challenger's bundle lives only in the registry"
+    folder = json.loads((tmp_path / "models" / "cc-leads" / "bundle.json").read_text())
+    assert folder["version"] == "1", "models/<name>/ is still the champion"
     client = MlflowClient(tracking_uri=settings.resolved_tracking_uri())
     assert str(client.get_model_version_by_alias("cc-leads", "champion").version) == "1"
     assert str(client.get_model_version_by_alias("cc-leads", "challenger").version) == "2"
@@ -58,15 +62,41 @@ def test_a_worse_challenger_does_not_take_champion(
 
     # the same weak model, with a team's looser rule (LEADSCORE_PROMOTE_AUC_TOLERANCE), gets in
     lenient = settings.model_copy(update={"promote_auc_tolerance": 0.5})
-    renamed = weak.model_copy(update={"name": "synthetic-renamed"})
-    third = run_training(renamed, lenient, params=FAST, with_report=False, baselines=False)
+    third = run_training(synth_spec, lenient, params=WEAK, with_report=False, baselines=False)
     assert third.promoted and third.version == "3", third.promotion_reason
-    assert f"the champion was trained on dataset {synth_spec.name!r}, this version on " \
-           "'synthetic-renamed'" in third.promotion_reason
+    assert str(client.get_model_version_by_alias("cc-leads", "champion").version) == "3"
+    folder = json.loads((tmp_path / "models" / "cc-leads" / "bundle.json").read_text())
+    assert folder["version"] == "3"
+
+    # another dataset forced under the same name (LEADSCORE_MODEL_NAME) is never compared
+    renamed = synth_spec.model_copy(update={"name": "synthetic-renamed"})
+    fourth = run_training(renamed, lenient, params=FAST, with_report=False, baselines=False)
+    assert not fourth.promoted and fourth.version == "4"
+    assert f"@champion version 3 of cc-leads was trained on dataset {synth_spec.name!r}, this " \
+           "version on 'synthetic-renamed': not compared, not promoted" in fourth.promotion_reason
+    assert "`model: {name: ...}` in the spec" in fourth.promotion_reason
     assert str(client.get_model_version_by_alias("cc-leads", "champion").version) == "3"
 
-    tracking.promote("2", settings)
+    # fewer input fields: better or not, it waits for an explicit promotion
+    fewer = synth_spec.model_copy(update={"drop": [*synth_spec.drop, "country"]})
+    fifth = run_training(fewer, lenient, params=FAST, with_report=False, baselines=False)
+    assert not fifth.promoted and fifth.version == "5"
+    assert "input fields differ from @champion version 3: removed 'country'" in \
+        fifth.promotion_reason
+    assert "leadscore promote cc-leads 5 --allow-schema-change" in fifth.promotion_reason
+    with pytest.raises(ModelError, match="pass --allow-schema-change"):
+        tracking.promote("cc-leads", "5", settings)
+    assert str(client.get_model_version_by_alias("cc-leads", "champion").version) == "3"
+    tracking.promote("cc-leads", "5", settings, allow_schema_change=True)
+    assert str(client.get_model_version_by_alias("cc-leads", "champion").version) == "5"
+    assert client.get_model_version("cc-leads", "5").tags["schema_change_allowed"] == "true"
+
+    tracking.promote("cc-leads", "1", settings, allow_schema_change=True)
+    tracking.promote("cc-leads", "2", settings)
     assert str(client.get_model_version_by_alias("cc-leads", "champion").version) == "2"
-    rows = {r["version"]: r for r in tracking.list_versions(settings)}
+    rows = {r["version"]: r for r in tracking.list_versions("cc-leads", settings)}
     assert "champion" in rows["2"]["aliases"] and rows["2"]["promotion"] == "forced"
     assert rows["1"]["metrics"]["test_roc_auc"] > rows["2"]["metrics"]["test_roc_auc"]
+    assert rows["4"]["dataset"] == "synthetic-renamed" and rows["1"]["dataset"] == synth_spec.name
+    folder = json.loads((tmp_path / "models" / "cc-leads" / "bundle.json").read_text())
+    assert folder["version"] == "2", "promote rewrites the champion's folder"

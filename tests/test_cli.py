@@ -65,9 +65,11 @@ def test_train_with_params(run, synth_spec, tmp_path: Path,  # type: ignore[no-u
     monkeypatch.setenv("LEADSCORE_MODELS_DIR", str(tmp_path / "models"))
     get_settings.cache_clear()
     result = run("train", "--config", str(synth_spec.source), "--no-track",
-                 "--param", "num_leaves=4", "-p", "learning_rate=0.2", "-p", "refit=false")
+                 "--param", "num_leaves=4", "-p", "learning_rate=0.2", "-p", "refit=false",
+                 "--bundle-out", str(tmp_path / "out"))
     assert result.exit_code == 0, result.output
-    bundle = load_bundle(next((tmp_path / "models").iterdir()))
+    assert not (tmp_path / "models").exists(), "--no-track writes only where --bundle-out says"
+    bundle = load_bundle(tmp_path / "out")
     params = bundle.meta["params"]
     assert params["num_leaves"] == 4 and params["learning_rate"] == 0.2
     assert bundle.meta["training"]["refit"] is False
@@ -153,15 +155,85 @@ def test_models_lists_the_champion(run, trained) -> None:  # type: ignore[no-unt
     assert f"{trained.metrics['test_roc_auc']:.4f}" in row
 
 
+def test_models_table_fits_80_columns(run, trained, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(cli.console, "_width", 80)
+    result = run("models")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert "test-leads" in [line.strip() for line in lines], "the full name on its title line"
+    row = next(line for line in lines if "│ champion " in line)
+    assert "synthetic_test" in row and f"{trained.metrics['test_roc_auc']:.4f}" in row
+
+
+def test_models_json_and_one_model(run, trained) -> None:  # type: ignore[no-untyped-def]
+    result = run("models", "--json")
+    assert result.exit_code == 0, result.output
+    entries = {e["name"]: e for e in json.loads(result.stdout)}
+    champion = entries["test-leads"]["champion"]
+    assert champion["version"] == trained.version and champion["dataset"] == "synthetic_test"
+    assert champion["metrics"]["test_roc_auc"] == pytest.approx(
+        trained.metrics["test_roc_auc"], abs=1e-6)
+    assert champion["trained_at"]
+    result = run("models", "test-leads", "--json")
+    assert [r["version"] for r in json.loads(result.stdout)][-1] == "1"
+    line = one_line_error(run("models", "nope"))
+    assert line.startswith("error: no model named 'nope' at ")
+    assert "test-leads" in line
+
+
 def test_promote_a_missing_version(run) -> None:  # type: ignore[no-untyped-def]
-    line = one_line_error(run("promote", "999"))
-    assert line == "error: test-leads has no version 999"
+    line = one_line_error(run("promote", "test-leads", "999"))
+    assert line.startswith("error: test-leads has no version 999 (versions: ")
 
 
 def test_promote_an_existing_version(run, trained) -> None:  # type: ignore[no-untyped-def]
-    result = run("promote", trained.version)
+    result = run("promote", "test-leads", trained.version)
     assert result.exit_code == 0, result.output
     assert f"test-leads version {trained.version} is now @champion" in result.stdout
+
+
+def test_export_writes_a_bundle(run, trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from leadscore.scoring import load_bundle
+
+    result = run("export", f"test-leads/{trained.version}", str(tmp_path / "deploy"))
+    assert result.exit_code == 0, result.output
+    assert load_bundle(tmp_path / "deploy").meta["version"] == trained.version
+    result = run("export", "test-leads@champion", str(tmp_path / "deploy"))  # replaces it
+    assert result.exit_code == 0, result.output
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    line = one_line_error(run("export", "test-leads", str(tmp_path / "busy")))
+    assert "exists and is not a model bundle folder" in line
+    assert (tmp_path / "busy" / "notes.txt").read_text() == "mine"
+
+
+def test_score_by_model_name(run, trained, synth_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "scored.parquet"
+    result = run("score", "--model", "test-leads", "--input", str(synth_dir / "leads.csv"),
+                 "--output", str(out))
+    assert result.exit_code == 0, result.output
+    assert pd.read_parquet(out)["model_version"].unique().tolist() == [trained.version]
+
+
+def test_score_a_file_of_another_dataset(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    other = tmp_path / "bank.csv"
+    pd.DataFrame({"age": [30, 40], "job": ["admin.", "services"]}).to_csv(other, index=False)
+    line = one_line_error(run("score", "--input", str(other), "--output",
+                              str(tmp_path / "o.parquet")))
+    assert "none of the input columns of model test-leads version" in line
+    assert "--model NAME" in line and "leadscore features" in line
+
+
+def test_cache_clear(run, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "a.parquet").write_bytes(b"x")
+    monkeypatch.setenv("LEADSCORE_FEATURE_CACHE", str(cache))
+    get_settings.cache_clear()
+    result = run("cache", "clear")
+    assert result.exit_code == 0, result.output
+    assert "removed 1 file(s)" in result.stdout and not cache.exists()
 
 
 def test_no_arguments_shows_help(run) -> None:  # type: ignore[no-untyped-def]

@@ -157,14 +157,49 @@ def test_shipped_bank_marketing_spec_is_valid() -> None:
 
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    for key in ("MLFLOW_TRACKING_URI", "LEADSCORE_TRACKING_URI", "LEADSCORE_MODEL_NAME"):
+    for key in ("MLFLOW_TRACKING_URI", "LEADSCORE_TRACKING_URI", "LEADSCORE_MODEL_NAME",
+                "LEADSCORE_HOME"):
         monkeypatch.delenv(key, raising=False)
     return monkeypatch
 
 
-def test_tracking_defaults_to_the_embedded_store(clean_env: pytest.MonkeyPatch) -> None:
-    expected = f"sqlite:///{project_root() / 'mlflow.db'}"
-    assert Settings().resolved_tracking_uri() == expected
+def test_outputs_default_to_the_working_directory(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Never the installed package's folder: a user running leadscore from their project gets
+    the store, models, reports and cache there."""
+    clean_env.chdir(tmp_path)
+    settings = Settings()
+    assert settings.resolved_tracking_uri() == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert settings.resolved_models_dir() == tmp_path / "models"
+    assert settings.resolved_reports_dir() == tmp_path / "reports"
+    assert settings.resolved_feature_cache() == tmp_path / "cache" / "features"
+
+
+def test_leadscore_home_moves_every_output(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    clean_env.setenv("LEADSCORE_HOME", str(tmp_path / "home"))
+    settings = Settings()
+    home = tmp_path / "home"
+    assert settings.resolved_tracking_uri() == f"sqlite:///{home / 'mlflow.db'}"
+    assert settings.resolved_models_dir() == home / "models"
+    assert settings.resolved_feature_cache() == home / "cache" / "features"
+
+
+def test_spec_names_its_model(tmp_path: Path) -> None:
+    from leadscore.config import model_name_for
+
+    spec = load_spec(project_root() / "configs" / "bank_marketing.yaml")
+    assert spec.model_name == "lead-bank-marketing"
+    assert model_name_for(spec, Settings(model_name=None)) == "lead-bank-marketing"
+    assert model_name_for(spec, Settings(model_name="bank-q3")) == "bank-q3"
+    with pytest.raises(SpecError, match="LEADSCORE_MODEL_NAME: 'a b' is not a usable model name"):
+        model_name_for(spec, Settings(model_name="a b"))
+    raw = yaml.safe_load((project_root() / "configs" / "bank_marketing.yaml").read_text())
+    raw["model"] = {"name": "bank/evil"}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(SpecError, match=r"model\.name: String should match pattern"):
+        load_spec(path)
 
 
 def test_leadscore_tracking_uri_beats_the_default(clean_env: pytest.MonkeyPatch) -> None:
@@ -188,4 +223,3 @@ def test_model_uri_defaults_to_the_champion_of_the_model_name(
     clean_env.setenv("LEADSCORE_MODEL_NAME", "my-leads")
     settings = Settings()
     assert settings.resolved_model_uri() == "models:/my-leads@champion"
-    assert settings.resolved_models_dir() == project_root() / "models"

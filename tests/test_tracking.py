@@ -76,7 +76,9 @@ def numeric(  # type: ignore[no-untyped-def]
     # the test store's database is already created (its migrations cost seconds): share it
     settings = store.model_copy(update={"models_dir": root / "models",
                                         "model_name": "numeric-leads"})
-    return settings, spec, run_training(spec, settings)
+    # no baselines: what matters here is the pyfunc's inputs (a model that loses to the
+    # logistic baseline is not promoted, and this one does on these few leads)
+    return settings, spec, run_training(spec, settings, baselines=False)
 
 
 @pytest.fixture
@@ -115,15 +117,16 @@ def test_registered_version_is_champion(trained) -> None:
 
 
 def test_list_versions_and_promote(trained) -> None:
-    rows = tracking.list_versions(trained.settings)
+    rows = tracking.list_versions("test-leads", trained.settings)
     assert [int(r["version"]) for r in rows] == sorted((int(r["version"]) for r in rows),
                                                        reverse=True), "newest first"
     row = next(r for r in rows if r["version"] == trained.version)
     assert "champion" in row["aliases"]
     assert row["metrics"]["test_roc_auc"] == pytest.approx(trained.metrics["test_roc_auc"])
-    tracking.promote(trained.version, trained.settings)  # idempotent on the same version
+    folder = tracking.promote("test-leads", trained.version, trained.settings)  # idempotent
+    assert json.loads((folder / "bundle.json").read_text())["version"] == trained.version
     with pytest.raises(ModelError, match="test-leads has no version 999"):
-        tracking.promote("999", trained.settings)
+        tracking.promote("test-leads", "999", trained.settings)
 
 
 def test_unknown_alias_is_a_model_error(trained) -> None:
@@ -289,7 +292,7 @@ def test_train_against_a_real_tracking_server(
     )
     subset = tmp_path / "leads.csv"
     synth_leads.iloc[:SUBSET].to_csv(subset, index=False)
-    result = run_training(spec, settings, data_path=subset)
+    result = run_training(spec, settings, data_path=subset, baselines=False)
     assert result.model_uri == "models:/server-leads@champion"
     assert not (tmp_path / "ignored.db").exists()
     assert any(p.name == "model.txt" for p in artifacts.rglob("*")), "artifacts went via server"

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 
 from leadscore.errors import ModelError
-from serve.deps import Authorized, HolderDep, SettingsDep
+from serve.deps import Authorized, ModelsDep, SettingsDep
 from serve.errors import ApiError
 from serve.schemas import ErrorResponse, ReloadResult
 
@@ -18,20 +18,29 @@ router = APIRouter(tags=["admin"])
     response_model=ReloadResult,
     responses={
         401: {"model": ErrorResponse, "description": "Missing or invalid API key"},
+        404: {"model": ErrorResponse, "description": "No such model served"},
         409: {"model": ErrorResponse, "description": "New model refused; the old one serves on"},
     },
 )
-async def reload(holder: HolderDep, settings: SettingsDep, _: Authorized) -> ReloadResult:
-    """Load the model URI again (checksum, smoke prediction, then an atomic swap). A model that
-    fails verification is refused with 409 and the one already loaded keeps serving. With
-    several workers this reaches one of them: use `LEADSCORE_RELOAD_SECONDS` there."""
-    uri = settings.resolved_model_uri()
+async def reload(
+    models: ModelsDep,
+    settings: SettingsDep,
+    _: Authorized,
+    model: str | None = Query(None, description="The model to reload (default: the default "
+                              "model, or the only one served)."),
+) -> ReloadResult:
+    """Load a model's source again (checksum, format and input-field checks, smoke prediction,
+    then an atomic swap). A model that fails is refused with 409 and the one already loaded
+    keeps serving. With several workers this reaches one of them: use
+    `LEADSCORE_RELOAD_SECONDS` there."""
+    served = models.default_served() if model is None else models.get(model)
+    holder = served.holder
     previous = holder.loaded
     serving = previous.bundle.version if previous else None
     try:
-        loaded = await run_in_threadpool(holder.load, uri, settings)
+        loaded = await run_in_threadpool(holder.load, served.uri, settings)
     except ModelError as exc:
         raise ApiError(409, "model_refused", f"new model refused: {exc}",
-                       [{"still_serving": serving}]) from None
+                       [{"model": served.name, "still_serving": serving}]) from None
     return ReloadResult(status="reloaded", model=loaded.bundle.name,
                         version=loaded.bundle.version, previous_version=serving)

@@ -173,6 +173,14 @@ def score_payload(loaded: Loaded, leads: list[dict[str, Any]], reasons: int) -> 
     return {"results": results}
 
 
+NAME_PARAMETER = {
+    "name": "name",
+    "in": "path",
+    "required": True,
+    "description": "A served model's name (`GET /v1/models` lists them).",
+    "schema": {"type": "string"},
+}
+
 REASONS_PARAMETER = {
     "name": "reasons",
     "in": "query",
@@ -220,19 +228,41 @@ def _reasons_value(raw: str) -> int:
     },
 )
 async def score(request: Request) -> Response:
-    """Score 1 to `max_batch` leads. Missing fields are scored as missing; results keep the
-    request's order and echo each lead's id."""
+    """Score 1 to `max_batch` leads with the default model (`LEADSCORE_DEFAULT_MODEL`, or the
+    only one served). Missing fields are scored as missing; results keep the request's order
+    and echo each lead's id."""
+    return await score_with(request, None)
+
+
+@router.post(
+    "/v1/models/{name}/score",
+    response_model=ScoreResponse,
+    responses={**ERRORS, 404: {"model": ErrorResponse, "description": "No such model served"}},
+    openapi_extra={
+        "parameters": [NAME_PARAMETER, REASONS_PARAMETER],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "$ref": "#/components/schemas/AnyScoreRequest"}}}},
+    },
+)
+async def score_model(request: Request) -> Response:
+    """Score 1 to `max_batch` leads with the named model (its fields: `GET /v1/models/{name}`).
+    """
+    return await score_with(request, request.path_params["name"])
+
+
+async def score_with(request: Request, name: str | None) -> Response:
     context = scoring_context(request)  # auth first: 401 before anything is read
     settings = context.settings
     k = reasons_param(request, settings.default_reasons)
+    served = context.models.default_served() if name is None else context.models.get(name)
     body = await read_body(request, settings.max_body_bytes)
     leads = parse_leads(body, settings.max_batch, settings.ignore_unknown_fields)
-    loaded = context.holder.snapshot()  # this request finishes on this model, whatever reloads
+    loaded = served.holder.snapshot()  # this request finishes on this model, whatever reloads
     records = validate_leads(loaded, leads)
     if len(records) <= (INLINE_LEADS if k == 0 else INLINE_REASON_LEADS):
         payload = score_payload(loaded, records, k)
     else:
         payload = await to_thread.run_sync(score_payload, loaded, records, k,
                                            limiter=context.limiter)
-    context.metrics.scored(r["tier"] for r in payload["results"])
+    context.metrics.scored(served.name, (r["tier"] for r in payload["results"]))
     return Response(orjson.dumps(payload), media_type="application/json")

@@ -180,8 +180,11 @@ def _input_columns(
     columns = [c for c in dict.fromkeys(wanted) if c in available]
     if not any(c in available for c in bundle.inputs):
         raise DataError(
-            f"the input has none of the model's input columns (expected some of "
-            f"{bundle.inputs[:8]}{' ...' if len(bundle.inputs) > 8 else ''})"
+            f"the input has none of the input columns of model {bundle.name} version "
+            f"{bundle.version} (expected some of {bundle.inputs[:8]}"
+            f"{' ...' if len(bundle.inputs) > 8 else ''}): is it another dataset's model "
+            "(choose one with --model NAME), or raw exports that need `leadscore features` "
+            "first?"
         )
     absent = absent_fields(bundle, available)
     if absent:
@@ -1163,9 +1166,11 @@ def _bundle_payload(model_uri: str, settings: Any = None) -> dict[str, Any]:
     """The bundle's files (a few MB of text and JSON) and registry name/version, shipped to the
     executors with the task: they need no access to the tracking server or the driver's disk."""
     from leadscore.config import get_settings
-    from leadscore.tracking import resolve_model
+    from leadscore.tracking import resolve_model, resolve_model_uri
 
-    bundle_dir, info = resolve_model(model_uri, settings or get_settings())
+    settings = settings or get_settings()
+    model_uri = resolve_model_uri(model_uri, settings)  # a bare name: its @champion
+    bundle_dir, info = resolve_model(model_uri, settings)
     files = {p.name: p.read_bytes() for p in bundle_dir.iterdir() if p.is_file()}
     meta = json.loads(files["bundle.json"])
     return {"files": files, "sha256": meta.get("model_sha256"), "info": info, "uri": model_uri}
@@ -1399,9 +1404,10 @@ def rescore_spark(
     rejects file and summary as the local engine. On a cluster, call `score_spark` and write
     with Spark instead (see the README)."""
     from leadscore.config import get_settings
-    from leadscore.tracking import load_model
+    from leadscore.tracking import load_model, resolve_model_uri
 
     settings = settings or get_settings()
+    model_uri = resolve_model_uri(model_uri, settings)
     bundle = load_model(model_uri, settings)
     keep = list(dict.fromkeys(keep))
     source = open_source(input_path, bundle, keep)

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-from leadscore.config import get_settings, load_spec
+from leadscore.config import get_settings, load_spec, model_name_for
 from leadscore.errors import LeadscoreError
 
 app = typer.Typer(
@@ -137,13 +137,20 @@ def train(
         bool, typer.Option("--keep-tiers", help="Keep the current champion's tier cutoffs.")
     ] = False,
     param: ParamOption = None,
+    bundle_out: Annotated[
+        Path | None,
+        typer.Option(help="Also write this run's bundle here (the only place --no-track writes "
+                     "one; models/<name>/ holds the @champion alone)."),
+    ] = None,
 ) -> None:
-    """Train on a lead table, evaluate on its most recent slice, log and register the model."""
+    """Train on a lead table, evaluate on its most recent slice, log and register the model
+    (the spec's `model.name`, e.g. lead-bank-marketing; LEADSCORE_MODEL_NAME overrides)."""
     from leadscore.pipeline import run_training
 
     params = parse_params(param)
     spec = load_spec(config)
     settings = get_settings()
+    name = model_name_for(spec, settings)
     result = run_training(
         spec,
         settings,
@@ -152,6 +159,7 @@ def train(
         params=params,
         tune=tune,
         keep_tiers=keep_tiers,
+        bundle_out=bundle_out,
     )
     m = result.metrics
     table = Table(title=f"{spec.name}: test slice ({result.trained.split.kind} split)")
@@ -176,21 +184,26 @@ def train(
             f"baseline {name:10s} ROC AUC {b['roc_auc']:.4f}  ECE {b['ece']:.4f}  "
             f"(LightGBM {m['test_roc_auc'] - b['roc_auc']:+.4f} ROC AUC)"
         )
-    console.print(f"bundle:  {result.bundle_dir}")
+    if result.quality_problem:
+        console.print(f"[bold yellow]not fit to serve[/]: {result.quality_problem}",
+                      highlight=False)
     if result.report_dir:
         console.print(f"report:  {result.report_dir / 'model_card.html'}")
     if result.version:
-        console.print(
-            f"model:   {settings.model_name} version {result.version} -> {result.model_uri}"
-        )
+        console.print(f"model:   {name} version {result.version} -> {result.model_uri}")
         if result.promoted:
-            console.print(f"[green]promoted to @champion[/]: {result.promotion_reason}")
+            console.print(f"[green]promoted to @champion[/]: {result.promotion_reason}",
+                          highlight=False)
         else:
-            console.print(
-                f"[yellow]not promoted[/] (@champion stays version "
-                f"{result.champion_version}): {result.promotion_reason}"
-            )
+            stays = (f"@champion stays version {result.champion_version}"
+                     if result.champion_version else "no @champion yet")
+            console.print(f"[yellow]not promoted[/] ({stays}): {result.promotion_reason}",
+                          highlight=False)
         console.print(f"tracking: {settings.resolved_tracking_uri()} (run {result.run_id})")
+    if result.bundle_dir:
+        console.print(f"bundle:  {result.bundle_dir}")
+    elif no_track:
+        console.print("bundle:  not written (--no-track: give --bundle-out DIR to keep it)")
 
 
 @app.command()
@@ -243,7 +256,9 @@ def score(
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output .parquet or .csv.")],
     model: Annotated[
-        str | None, typer.Option(help="Model URI (models:/name@alias) or bundle folder.")
+        str | None,
+        typer.Option(help="A model name (its @champion), a models:/ URI or a bundle folder "
+                     "(default: the only model with a @champion)."),
     ] = None,
     reasons: Annotated[
         int,
@@ -269,12 +284,12 @@ def score(
     rows/s, drift against the training data) is written to <output>.summary.json.
     """
     from leadscore.batch import rescore, rescore_spark
-    from leadscore.tracking import load_model
+    from leadscore.tracking import load_model, resolve_model_uri
 
     if engine not in {"local", "spark"}:
         raise LeadscoreError("--engine must be local or spark")
     settings = get_settings()
-    uri = model or settings.resolved_model_uri()
+    uri = resolve_model_uri(model, settings)
     keep_cols = [c.strip() for c in keep.split(",") if c.strip()]
     if engine == "spark":
         summary = rescore_spark(
@@ -297,56 +312,122 @@ def score(
 
 @app.command()
 @friendly
-def models() -> None:
-    """List registered model versions with their aliases and test metrics."""
-    from leadscore.tracking import list_versions
+def models(
+    name: Annotated[
+        str | None, typer.Argument(help="A registered model: list its versions.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List registered models with their @champion and @challenger, or one model's versions."""
+    from leadscore.tracking import list_models, list_versions
 
     settings = get_settings()
-    rows = list_versions(settings)
-    if not rows:
-        console.print(
-            f"no versions of {settings.model_name} at {settings.resolved_tracking_uri()}"
-        )
+    where = settings.resolved_tracking_uri()
+    if name is None:
+        entries = list_models(settings)
+        if as_json:
+            typer.echo(json.dumps(entries, indent=2))
+            return
+        if not entries:
+            console.print(f"no registered models at {where}", highlight=False)
+            return
+        for entry in entries:
+            console.print(_models_table(entry))
         return
-    table = Table(title=settings.model_name)
-    for column in (
-        "version",
-        "aliases",
-        "dataset",
-        "created",
-        "test_roc_auc",
-        "test_ece",
-        "promotion",
-        "run",
-    ):
-        table.add_column(column)
+    rows = list_versions(name, settings)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        known = ", ".join(m["name"] for m in list_models(settings)) or "none"
+        raise LeadscoreError(f"no model named {name!r} at {where} (registered: {known})")
+    table = Table(title=name, title_justify="left")
+    for column in ("version", "aliases", "dataset", "ROC AUC", "ECE", "trained (UTC)",
+                   "promotion"):
+        table.add_column(column, overflow="fold")
     for row in rows:
-        metrics = row["metrics"]
-        table.add_row(
-            row["version"],
-            ", ".join(row["aliases"]),
-            row.get("dataset", ""),
-            row["created"][:19],
-            f"{metrics.get('test_roc_auc', float('nan')):.4f}",
-            f"{metrics.get('test_ece', float('nan')):.4f}",
-            row.get("promotion", ""),
-            row["run_id"] or "",
-        )
+        table.add_row(row["version"], ", ".join(row["aliases"]), row["dataset"],
+                      *_metric_cells(row), _when(row["trained_at"]), row["promotion"])
     console.print(table)
     for row in rows:
-        if row.get("reason"):
-            console.print(f"version {row['version']}: {row['reason']}", highlight=False)
+        if row["reason"]:
+            console.print(f"version {row['version']}: {row['reason']}", highlight=False,
+                          markup=False)
+
+
+def _metric_cells(row: dict[str, Any]) -> tuple[str, str]:
+    metrics = row["metrics"]
+    return (f"{metrics.get('test_roc_auc', float('nan')):.4f}",
+            f"{metrics.get('test_ece', float('nan')):.4f}")
+
+
+def _when(stamp: str) -> str:
+    return stamp.replace("T", " ")[:16]
+
+
+def _models_table(entry: dict[str, Any]) -> Table:
+    """One small table per model, titled with its full name: readable at 80 columns."""
+    table = Table(title=entry["name"], title_justify="left", title_style="bold")
+    for column in ("alias", "version", "dataset", "ROC AUC", "ECE", "trained (UTC)"):
+        table.add_column(column, overflow="fold")
+    for alias in ("champion", "challenger"):
+        row = entry[alias]
+        if row is None:
+            table.add_row(alias, "-", "", "", "", "")
+            continue
+        table.add_row(alias, row["version"], row["dataset"], *_metric_cells(row),
+                      _when(row["trained_at"]))
+    return table
 
 
 @app.command()
 @friendly
-def promote(version: Annotated[str, typer.Argument(help="Registered version number.")]) -> None:
-    """Point @champion at a version, whatever its metrics."""
+def promote(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    version: Annotated[str, typer.Argument(help="Version number.")],
+    allow_schema_change: Annotated[
+        bool,
+        typer.Option("--allow-schema-change",
+                     help="Promote a version whose input fields differ from the champion's."),
+    ] = False,
+) -> None:
+    """Point NAME@champion at VERSION, whatever its metrics, and write models/NAME/."""
     from leadscore.tracking import promote as set_champion
 
     settings = get_settings()
-    set_champion(version, settings)
-    console.print(f"{settings.model_name} version {version} is now @champion")
+    folder = set_champion(name, version, settings, allow_schema_change=allow_schema_change)
+    console.print(f"{name} version {version} is now @champion (bundle: {folder})",
+                  highlight=False)
+
+
+@app.command()
+@friendly
+def export(
+    ref: Annotated[str, typer.Argument(help="NAME (its @champion), NAME@alias or NAME/VERSION.")],
+    directory: Annotated[Path, typer.Argument(help="Folder to write the bundle to.")],
+) -> None:
+    """Write any registered version's bundle (model.txt + bundle.json) to a folder."""
+    from leadscore.tracking import export as write_bundle
+
+    bundle = write_bundle(ref, directory, get_settings())
+    console.print(f"{bundle.name} version {bundle.version} -> {directory}", highlight=False)
+
+
+cache_app = typer.Typer(help="The training-table cache (LEADSCORE_HOME/cache/features).",
+                        no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("clear")
+@friendly
+def cache_clear() -> None:
+    """Remove every cached training table."""
+    from leadscore.pipeline import clear_cache
+
+    settings = get_settings()
+    removed = clear_cache(settings)
+    console.print(f"removed {removed} file(s) from {settings.resolved_feature_cache()}",
+                  highlight=False)
 
 
 def server_log_config(level: str) -> dict[str, Any]:
@@ -393,9 +474,12 @@ def features(
     spec = load_spec(config)
     types = None
     if model:
-        from leadscore.tracking import load_model
+        from leadscore.tracking import load_model, resolve_model_uri
 
-        types = load_model(model, get_settings()).meta.get("activity_types")
+        settings = get_settings()
+        types = load_model(resolve_model_uri(model, settings), settings).meta.get(
+            "activity_types"
+        )
     if training:
         table, report = build_table(spec, activity_types=types)
     else:

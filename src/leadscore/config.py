@@ -7,6 +7,7 @@ mistake in it must come back as one plain sentence naming the file and the key.
 from __future__ import annotations
 
 import difflib
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -28,11 +29,22 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def project_root() -> Path:
-    """Where the embedded MLflow store and `models/` live: the checkout, or the working directory
-    when leadscore is installed as a package outside one."""
+    """The checkout (its `configs/`, `data/raw/`, notebooks), or the working directory when
+    leadscore is installed as a package outside one. Never where outputs go: see `Settings.home`.
+    """
     if (PROJECT_ROOT / "pyproject.toml").exists():
         return PROJECT_ROOT
     return Path.cwd()
+
+
+# a registered model's name: it appears in URLs (/v1/models/{name}) and in `models:/` URIs
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+
+
+def model_name_from(dataset: str) -> str:
+    """The default registered model name for a spec: `bank_marketing` -> `lead-bank-marketing`."""
+    slug = re.sub(r"[^a-z0-9]+", "-", dataset.lower()).strip("-") or "leads"
+    return f"lead-{slug}"[:100]
 
 
 class Settings(BaseSettings):
@@ -40,8 +52,16 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="LEADSCORE_", extra="ignore")
 
-    model_name: str = "lead-conversion"
+    # where outputs go (embedded MLflow store and artifacts, models/, reports/, cache/):
+    # `LEADSCORE_HOME`, else the working directory, never the installed package's folder
+    home: Path | None = None
+    # overrides the spec's model name for one run (train) or names the model to use (score, API)
+    model_name: str | None = None
     model_uri: str | None = None
+    # the API: the models to serve (comma-separated names; default every registered model with
+    # a @champion) and the one `POST /v1/score` uses (default: the only one served)
+    models: str = ""
+    default_model: str | None = None
     tracking_uri: str | None = None
     models_dir: Path | None = None
     api_keys: str = ""
@@ -69,20 +89,33 @@ class Settings(BaseSettings):
             return env
         if self.tracking_uri:
             return self.tracking_uri
-        return f"sqlite:///{project_root() / 'mlflow.db'}"
+        return f"sqlite:///{self.resolved_home() / 'mlflow.db'}"
+
+    def resolved_home(self) -> Path:
+        return (self.home or Path.cwd()).resolve()
 
     def resolved_models_dir(self) -> Path:
-        return self.models_dir or project_root() / "models"
+        return self.models_dir or self.resolved_home() / "models"
+
+    def resolved_reports_dir(self) -> Path:
+        return self.resolved_home() / "reports"
 
     def resolved_feature_cache(self) -> Path | None:
         if self.feature_cache == "off":
             return None
         if self.feature_cache == "auto":
-            return project_root() / "data" / "interim" / "feature-cache"
+            return self.resolved_home() / "cache" / "features"
         return Path(self.feature_cache)
 
-    def resolved_model_uri(self) -> str:
-        return self.model_uri or f"models:/{self.model_name}@champion"
+    def resolved_model_uri(self) -> str | None:
+        """`LEADSCORE_MODEL_URI`, else the champion of `LEADSCORE_MODEL_NAME`; None when neither
+        is set (the caller then looks in the registry: see `tracking.resolve_model_uri`)."""
+        if self.model_uri:
+            return self.model_uri
+        return f"models:/{self.model_name}@champion" if self.model_name else None
+
+    def served_model_names(self) -> list[str]:
+        return [name.strip() for name in self.models.split(",") if name.strip()]
 
     def api_key_list(self) -> list[str]:
         return [key.strip() for key in self.api_keys.split(",") if key.strip()]
@@ -91,6 +124,24 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def check_model_name(name: str, where: str = "LEADSCORE_MODEL_NAME") -> str:
+    """A model name as it may appear in a URL and a `models:/` URI, or one plain error."""
+    if not re.match(MODEL_NAME_PATTERN, name):
+        raise SpecError(
+            f"{where}: {name!r} is not a usable model name (letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit, at most 100 characters)"
+        )
+    return name
+
+
+def model_name_for(spec: DatasetSpec, settings: Settings) -> str:
+    """The registered model a training of `spec` goes to: `LEADSCORE_MODEL_NAME` for one run,
+    else the spec's own."""
+    if settings.model_name:
+        return check_model_name(settings.model_name)
+    return spec.model_name
 
 
 # --------------------------------------------------------------------------- dataset spec
@@ -278,6 +329,13 @@ class ScorecardSpec(_Strict):
     rules: list[ScorecardRule] = Field(default_factory=list)
 
 
+class ModelSpec(_Strict):
+    """The registered model this spec trains: one per dataset or line of business, so a second
+    dataset never takes the first one's @champion."""
+
+    name: str | None = Field(None, pattern=MODEL_NAME_PATTERN)
+
+
 class DatasetSpec(_Strict):
     """A CRM export described in YAML: the lead table, how each lead ended, optional activity log
     and dimension tables, and the moment each lead would have been scored (its as-of time)."""
@@ -299,6 +357,7 @@ class DatasetSpec(_Strict):
     pii: list[str] = Field(default_factory=list)
     train: TrainSpec = Field(default_factory=TrainSpec)
     scorecard: ScorecardSpec = Field(default_factory=lambda: ScorecardSpec())
+    model: ModelSpec = Field(default_factory=lambda: ModelSpec())
 
     # set by load_spec, not by the YAML
     source: Path | None = Field(default=None, exclude=True)
@@ -345,6 +404,11 @@ class DatasetSpec(_Strict):
         """Raw lead columns read only to derive features (job title, email, phone)."""
         d = self.derive
         return [c for c in (d.job_title, d.email, d.phone) if c]
+
+    @property
+    def model_name(self) -> str:
+        """The registered model: `model.name`, else derived from `name`."""
+        return self.model.name or model_name_from(self.name)
 
     @property
     def feature_columns(self) -> list[str]:

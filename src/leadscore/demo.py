@@ -14,7 +14,7 @@ from rich.console import Console
 
 from leadscore.batch import rescore
 from leadscore.cli import setup_logging
-from leadscore.config import get_settings, load_spec, project_root
+from leadscore.config import get_settings, load_spec, model_name_for, project_root
 from leadscore.errors import LeadscoreError
 from leadscore.pipeline import run_training
 from leadscore.tracking import load_model, local_tracking_hint
@@ -33,9 +33,10 @@ def main() -> int:
     settings = get_settings()
     spec = load_spec(root / "configs" / "bank_marketing.yaml")
     output = root / "data" / "scored" / "bank_marketing.parquet"
+    name = model_name_for(spec, settings)
     try:
         result = run_training(spec, settings)
-        bundle = load_model(settings.resolved_model_uri(), settings)  # the champion scores
+        bundle = load_model(f"models:/{name}@champion", settings)  # the champion scores
         summary = rescore(bundle, spec.resolve(spec.leads.path), output, reasons=3)
     except LeadscoreError as exc:
         console.print(f"[bold red]error:[/] {exc}")
@@ -46,18 +47,19 @@ def main() -> int:
         f"{result.trained.split.kind} split)",
         f"test ROC AUC   {m['test_roc_auc']:.4f}   PR AUC {m['test_pr_auc']:.4f}   "
         f"Brier {m['test_brier']:.4f}   ECE {m['test_ece']:.4f}",
-        f"model          {settings.model_name} version {result.version}  ({result.model_uri})",
+        f"model          {name} version {result.version}  ({result.model_uri})",
         (f"registry       promoted to @champion: {result.promotion_reason}" if result.promoted
          else f"registry       NOT promoted, @champion stays version {result.champion_version}: "
          f"{result.promotion_reason}"),
         f"model card     {result.report_dir / 'model_card.html' if result.report_dir else '-'}",
         f"tracking       {settings.resolved_tracking_uri()}  run {result.run_id}",
-        f"bundle         {_short(result.bundle_dir, root)}",
+        f"champion       {_short(settings.resolved_models_dir() / name, root)}  "
+        f"(version {bundle.version})",
         f"scored file    {_short(Path(summary.output), root)}  ({summary.rows:,} rows, "
         f"{summary.rows_per_s:,.0f} rows/s with 3 reasons)",
         "",
         f"MLflow UI      {local_tracking_hint(settings)}   (or: make mlflow-ui)",
-        "API            make serve   then:  curl -s localhost:8000/v1/model",
+        "API            make serve   then:  curl -s localhost:8000/v1/models",
     ]
     console.rule("leadscore demo")
     for line in lines:

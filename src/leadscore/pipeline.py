@@ -9,22 +9,25 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
 import pandas as pd
 
 from leadscore import __version__
 from leadscore.audit import LeakReport, audit_leaks
-from leadscore.config import DatasetSpec, Settings
+from leadscore.config import DatasetSpec, Settings, model_name_for
 from leadscore.data import ID, LABEL, check_ready
 from leadscore.evaluate import classification_metrics, profile_training
 from leadscore.features import TableReport, build_table
-from leadscore.scoring import ModelBundle
+from leadscore.promotion import quality_problem
+from leadscore.scoring import ModelBundle, publish_bundle
 from leadscore.train import TrainedModel, fit_model, split_leads
 
 log = logging.getLogger(__name__)
@@ -33,7 +36,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class TrainingResult:
     bundle: ModelBundle
-    bundle_dir: Path
+    bundle_dir: Path | None  # models/<name>/ when promoted, or --bundle-out; else None
     trained: TrainedModel
     metrics: dict[str, float]
     report: TableReport
@@ -46,6 +49,8 @@ class TrainingResult:
     promoted: bool | None = None
     promotion_reason: str = ""
     champion_version: str | None = None
+    quality_problem: str | None = None  # why it is not fit to serve on its own, if it is not
+    schema_change: dict[str, Any] | None = None
 
 
 def fingerprint(leads: pd.DataFrame, columns: list[str]) -> dict[str, Any]:
@@ -116,40 +121,134 @@ def _stat(path: Path) -> tuple[str, int, int]:
     return (str(path.resolve()), info.st_size, info.st_mtime_ns)
 
 
-def _build_for_cache(
-    spec_json: str, data_path: str | None, stats: list[tuple[str, int, int]]
-) -> tuple[pd.DataFrame, TableReport]:
-    """What the cache stores; `stats` is only part of the key (size and mtime of every file)."""
-    spec = DatasetSpec.model_validate_json(spec_json)
-    return build_table(spec, data_path=Path(data_path) if data_path else None)
+CACHE_FORMAT = 1  # bump when what a cache entry holds changes
+
+
+def scrub_table(leads: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
+    """The training table without personal data: `pii` columns dropped (never features), and a
+    PII column that a feature is derived from (an email's domain type, a phone's presence)
+    replaced by a stand-in that derives the same value. Training, the cache and anything kept
+    from a run see only this table, so whether the cache answered makes no difference."""
+    derived = {spec.derive.email: "email", spec.derive.phone: "phone"}
+    drop = [c for c in spec.pii if c in leads and c not in derived]
+    out = leads.drop(columns=drop)
+    blank = {"", *spec.leads.missing_values}
+    for column, kind in derived.items():
+        if column and column in out:
+            out[column] = _stand_in(out[column], kind, blank)
+    return out
+
+
+def _stand_in(values: pd.Series, kind: str, blank: set[str]) -> pd.Series:
+    """`x@<domain>` for an address (free / business / invalid is decided by the domain alone),
+    `present` for a phone; a missing value stays as it was."""
+    text = values.astype("string").str.strip()
+    missing = (text.isna() | text.isin(blank)).to_numpy(dtype=bool)
+    if kind == "phone":
+        masked = pd.Series("present", index=values.index, dtype=object)
+    else:
+        domain = text.str.extract(r"^.+@([^@]*)$", expand=False)
+        masked = ("x@" + domain).fillna("x").astype(object)
+    return masked.where(~missing, values)
 
 
 def cached_build(
     spec: DatasetSpec, settings: Settings, data_path: Path | None = None
 ) -> tuple[pd.DataFrame, TableReport]:
-    """`build_table`, cached with joblib between retrains on unchanged files: a 20M-row activity
-    log takes tens of seconds to aggregate, and tuning or a backtest retrains many times.
+    """`build_table`, scrubbed of personal data (`scrub_table`), cached between retrains on
+    unchanged files: a 20M-row activity log takes tens of seconds to aggregate, and tuning or a
+    backtest retrains many times.
 
-    The key is the spec and each input file's path, size and modification time; the cache
-    holds data tables only, never a model.
+    An entry is a Parquet file and a JSON report under `LEADSCORE_HOME/cache/features/`, keyed
+    by the spec, each input file's path, size and modification time, and the table-building
+    code's hash. Never a pickle: a file planted in the folder is at worst an unreadable entry,
+    which is rebuilt.
     """
     location = settings.resolved_feature_cache()
     files = _input_files(spec, data_path)
     if location is None or not all(f.is_file() for f in files):
-        return build_table(spec, data_path=data_path)
-    memory = joblib.Memory(location=str(location), verbose=0)
-    # paths in the spec resolve against its own folder; pin them so the cached call agrees
+        leads, report = build_table(spec, data_path=data_path)
+        return scrub_table(leads, spec), report
+    # paths in the spec resolve against its own folder; pin them so the key agrees
     pinned = spec.model_dump(mode="json")
     pinned["source"] = str(spec.source) if spec.source else None
-    spec_json = json.dumps(pinned, sort_keys=True, default=str)
-    build = memory.cache(_build_for_cache)
-    stats = [_stat(f) for f in files] + [_code_fingerprint()]
-    return build(spec_json, str(data_path) if data_path else None, stats)
+    key = hashlib.sha256(json.dumps(
+        [CACHE_FORMAT, pinned, str(data_path) if data_path else None,
+         [_stat(f) for f in files], _code_fingerprint()],
+        sort_keys=True, default=str,
+    ).encode()).hexdigest()[:32]
+    table_path, report_path = location / f"{key}.parquet", location / f"{key}.report.json"
+    hit = _read_cached(table_path, report_path)
+    if hit is not None:
+        log.debug("training table from the cache (%s)", table_path.name)
+        return hit
+    leads, report = build_table(spec, data_path=data_path)
+    leads = scrub_table(leads, spec)
+    _write_cached(leads, report, table_path, report_path)
+    return leads, report
+
+
+def _read_cached(
+    table_path: Path, report_path: Path
+) -> tuple[pd.DataFrame, TableReport] | None:
+    if not (table_path.is_file() and report_path.is_file()):
+        return None
+    try:
+        raw = json.loads(report_path.read_text(encoding="utf-8"))
+        report = TableReport(
+            leads=int(raw["leads"]), rows=int(raw["rows"]), labelled=int(raw["labelled"]),
+            positives=int(raw["positives"]), excluded=dict(raw["excluded"]),
+            notes=dict(raw["notes"]),
+        )
+        return pd.read_parquet(table_path), report
+    except Exception as exc:  # a damaged or planted entry: rebuild, never trust it
+        log.warning("feature cache entry %s unreadable (%s): rebuilding", table_path.name,
+                    type(exc).__name__)
+        return None
+
+
+def _write_cached(
+    leads: pd.DataFrame, report: TableReport, table_path: Path, report_path: Path
+) -> None:
+    payload = {"leads": report.leads, "rows": report.rows, "labelled": report.labelled,
+               "positives": report.positives, "excluded": report.excluded,
+               "notes": report.notes}
+    try:
+        table_path.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(payload, default=_json_number)
+        tmp = table_path.with_suffix(f".tmp-{os.getpid()}")
+        leads.to_parquet(tmp, index=True)
+        if not pd.read_parquet(tmp).equals(leads):  # a type Parquet cannot hold exactly
+            tmp.unlink()
+            log.debug("training table not cached: it does not round-trip through Parquet")
+            return
+        tmp.replace(table_path)
+        report_path.write_text(text, encoding="utf-8")
+    except (OSError, TypeError, ValueError, ImportError) as exc:
+        log.debug("training table not cached (%s)", type(exc).__name__)
+
+
+def _json_number(value: Any) -> Any:
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    raise TypeError(type(value).__name__)
+
+
+def clear_cache(settings: Settings) -> int:
+    """Remove every cached training table; returns how many files went."""
+    location = settings.resolved_feature_cache()
+    if location is None or not location.is_dir():
+        return 0
+    count = sum(1 for p in location.rglob("*") if p.is_file())
+    shutil.rmtree(location)
+    return count
 
 
 def _code_fingerprint() -> tuple[str, int, int]:
-    """The table-building code's own hash: joblib only watches the cached function's body, and
-    a fix in data.py or features.py must not be answered from a table built before it."""
+    """The table-building code's own hash: a fix in data.py or features.py must not be answered
+    from a table built before it."""
     import leadscore.config
     import leadscore.data
     import leadscore.features
@@ -171,10 +270,16 @@ def run_training(
     keep_tiers: bool = False,
     with_report: bool = True,
     baselines: bool = True,
+    bundle_out: Path | None = None,
 ) -> TrainingResult:
     """Build the point-in-time table, audit it for leaks, (optionally tune,) train, evaluate on
-    the held-out most recent slice against the baselines, write the report, save the bundle,
-    log and register (the champion moves only if the new version holds up)."""
+    the held-out most recent slice against the baselines, write the report, log and register
+    (the champion moves only if the new version holds up).
+
+    The bundle goes to `models/<name>/` only when this version becomes @champion, and to
+    `bundle_out` when given (the only place a `track=False` run writes one).
+    """
+    name = model_name_for(spec, settings)
     leads, report = cached_build(spec, settings, data_path)
     source = str(data_path or spec.resolve(spec.leads.path))
     check_ready(leads, spec, source)
@@ -192,7 +297,7 @@ def run_training(
         params = {**(params or {}), **tuning["params"]}
     trained = fit_model(leads, spec, params)
     if keep_tiers:
-        previous = _champion_tiers(settings, track)
+        previous = _champion_tiers(settings, name, track)
         if previous:
             trained.tiers = previous
         else:
@@ -207,78 +312,96 @@ def run_training(
         metrics["test_brier"],
         trained.split.kind,
     )
-    bundle = build_bundle(trained, spec, leads, metrics, settings.model_name)
+    bundle = build_bundle(trained, spec, leads, metrics, name)
     bundle.meta["activity_types"] = report.notes.get("activity_types")
     bundle.meta["leak_audit"] = {"dropped": leak.dropped, "flagged": leak.flagged}
-    bundle_dir = settings.resolved_models_dir() / settings.model_name
-    bundle.save(bundle_dir)
-    result = TrainingResult(bundle, bundle_dir, trained, metrics, report, leak)
+    result = TrainingResult(bundle, None, trained, metrics, report, leak)
     card: dict[str, Any] | None = None
     if with_report or baselines:
         card = _evaluation(trained, leads, spec, leak, tuning, keep_tiers, baselines)
         result.baselines = card["baselines"]
-        for name, values in card["baselines"].items():
+        for baseline, values in card["baselines"].items():
             for key in ("roc_auc", "pr_auc", "brier", "ece", "lift_top10"):
-                metrics[f"baseline_{name}_{key}"] = values[key]
+                metrics[f"baseline_{baseline}_{key}"] = values[key]
+    result.quality_problem = quality_problem(
+        metrics, result.baselines, settings.promote_auc_tolerance
+    )
+    if result.quality_problem:
+        log.warning("%s: not fit to serve: %s", name, result.quality_problem)
     if with_report and card is not None:
+        card["report"]["verdict"] = result.quality_problem
         result.report_dir = _write_report(card, settings, spec.name)
+    if bundle_out is not None:
+        result.bundle_dir = publish_bundle(bundle, bundle_out)
     if not track:
         return result
 
     from leadscore import tracking  # imported late: MLflow costs seconds to import
 
     split = trained.split
-    logged = tracking.log_training(
-        bundle_dir=bundle_dir,
-        bundle=bundle,
-        settings=settings,
-        experiment=spec.name,
-        params={
-            "dataset": spec.name,
-            "split": split.kind,
-            "rows_train": len(split.train),
-            "rows_valid": len(split.valid),
-            "rows_test": len(split.test),
-            "features": trained.builder.feature_names_,
-            "dropped_columns": spec.drop,
-            "leak_audit_dropped": leak.dropped,
-            "as_of_days": spec.as_of_days,
-            "best_iteration": trained.best_iteration,
-            "calibration": trained.calibrator.state_["method"],
-            "linear_start": trained.linear is not None,
-            "refit": bool(trained.extras.get("refit")),
-            "drift": bool((trained.extras.get("drift") or {}).get("drift")),
-            **({"tuning_trials": tuning["trials"], "tuning_best_valid_auc": tuning["best_value"],
-                **{f"tuned_{k}": v for k, v in tuning["params"].items()}} if tuning else {}),
-            **{f"lgb_{k}": v for k, v in bundle.meta["params"].items()},
-        },
-        metrics=metrics,
-        artifacts={
-            "table_report.json": report.as_dict(),
-            "leak_report.json": leak.as_dict(),
-            "fingerprint.json": bundle.meta["fingerprint"],
-            "tiers.json": bundle.meta["tiers"],
-        },
-        tags={
-            "leadscore.dataset": spec.name,
-            "leadscore.split": split.kind,
-            "leadscore.data_sha256": bundle.meta["fingerprint"]["sha256"],
-        },
-        evaluate=lambda other: _score_on(other, leads.iloc[split.test]),
-        challenger_metrics=_score_on(bundle, leads.iloc[split.test]),
-        report_dir=result.report_dir,
-    )
+    with tempfile.TemporaryDirectory(prefix="leadscore-bundle-") as staging:
+        # the artifact MLflow copies; models/<name>/ is written only for a new champion
+        staged = bundle.save(Path(staging) / "bundle")
+        logged = tracking.log_training(
+            name=name,
+            bundle_dir=staged,
+            bundle=bundle,
+            settings=settings,
+            experiment=spec.name,
+            params={
+                "dataset": spec.name,
+                "model_name": name,
+                "split": split.kind,
+                "rows_train": len(split.train),
+                "rows_valid": len(split.valid),
+                "rows_test": len(split.test),
+                "features": trained.builder.feature_names_,
+                "dropped_columns": spec.drop,
+                "leak_audit_dropped": leak.dropped,
+                "as_of_days": spec.as_of_days,
+                "best_iteration": trained.best_iteration,
+                "calibration": trained.calibrator.state_["method"],
+                "linear_start": trained.linear is not None,
+                "refit": bool(trained.extras.get("refit")),
+                "drift": bool((trained.extras.get("drift") or {}).get("drift")),
+                **({"tuning_trials": tuning["trials"],
+                    "tuning_best_valid_auc": tuning["best_value"],
+                    **{f"tuned_{k}": v for k, v in tuning["params"].items()}} if tuning else {}),
+                **{f"lgb_{k}": v for k, v in bundle.meta["params"].items()},
+            },
+            metrics=metrics,
+            artifacts={
+                "table_report.json": report.as_dict(),
+                "leak_report.json": leak.as_dict(),
+                "fingerprint.json": bundle.meta["fingerprint"],
+                "tiers.json": bundle.meta["tiers"],
+            },
+            tags={
+                "leadscore.dataset": spec.name,
+                "leadscore.model_name": name,
+                "leadscore.split": split.kind,
+                "leadscore.data_sha256": bundle.meta["fingerprint"]["sha256"],
+            },
+            evaluate=lambda other: _score_on(other, leads.iloc[split.test]),
+            challenger_metrics=_score_on(bundle, leads.iloc[split.test]),
+            report_dir=result.report_dir,
+            quality=result.quality_problem,
+        )
     bundle.meta["version"] = logged.version
     bundle.meta["run_id"] = logged.run_id
-    bundle.save(bundle_dir)  # the local copy now names its registered version
     result.run_id, result.version, result.model_uri = logged.run_id, logged.version, logged.uri
     result.promoted, result.promotion_reason = logged.promoted, logged.reason
     result.champion_version = logged.champion_version
+    result.schema_change = logged.schema_change
+    if logged.promoted:
+        result.bundle_dir = tracking.publish_champion(bundle, name, settings)
+    if bundle_out is not None:
+        result.bundle_dir = publish_bundle(bundle, bundle_out)  # now naming its version
     if result.report_dir is not None and card is not None:
         from leadscore.report import write_card
 
         registry = {"version": logged.version, "promoted": logged.promoted,
-                    "reason": logged.reason, "run_id": logged.run_id}
+                    "reason": logged.reason, "run_id": logged.run_id, "name": name}
         write_card(result.report_dir, card["report"], registry)
         tracking.log_report(logged.run_id, result.report_dir, settings)
     return result
@@ -292,8 +415,8 @@ def _score_on(bundle: ModelBundle, test: pd.DataFrame) -> dict[str, float]:
     return classification_metrics(test[LABEL].to_numpy(), probability)
 
 
-def _champion_tiers(settings: Settings, track: bool) -> dict[str, float] | None:
-    """The tier cutoffs of the current champion (registry), or of the last local bundle."""
+def _champion_tiers(settings: Settings, name: str, track: bool) -> dict[str, float] | None:
+    """The tier cutoffs of the current champion (registry), or of its local bundle folder."""
     from leadscore.errors import LeadscoreError
     from leadscore.scoring import load_bundle
 
@@ -301,9 +424,9 @@ def _champion_tiers(settings: Settings, track: bool) -> dict[str, float] | None:
         if track:
             from leadscore import tracking
 
-            bundle = tracking.load_model(settings.resolved_model_uri(), settings)
+            bundle = tracking.load_model(f"models:/{name}@champion", settings)
         else:
-            bundle = load_bundle(settings.resolved_models_dir() / settings.model_name)
+            bundle = load_bundle(settings.resolved_models_dir() / name)
     except LeadscoreError:
         return None
     tiers = bundle.meta.get("tiers")
@@ -341,8 +464,8 @@ def _evaluation(
 
 
 def _write_report(card: dict[str, Any], settings: Settings, dataset: str) -> Path:
-    """reports/<run>/ beside the models folder (the project root by default)."""
+    """`reports/<run>/` under LEADSCORE_HOME (the working directory by default)."""
     from leadscore.report import run_label, write_report
 
-    folder = settings.resolved_models_dir().parent / "reports" / run_label(dataset)
+    folder = settings.resolved_reports_dir() / run_label(dataset)
     return write_report(folder, card["report"], card["y_test"], card["p_test"], card["others"])

@@ -252,7 +252,11 @@ def model_card(report: Mapping[str, Any], registry: Mapping[str, Any] | None = N
     t = report["test"]
     s = report["split"]
     m = report["model"]
-    lines = [
+    verdict = report.get("verdict")
+    lines = []
+    if verdict:  # the first line: a reader must not take this model for a servable one
+        lines += [f"**Not fit to serve, never promoted automatically: {verdict}.**", ""]
+    lines += [
         f"# Model card: {report['dataset']}",
         "",
         f"Trained {report['created']}. Split: **{s['kind']}** "
@@ -264,7 +268,7 @@ def model_card(report: Mapping[str, Any], registry: Mapping[str, Any] | None = N
     ]
     if registry:
         lines += [
-            f"Registry: version **{registry.get('version')}**, "
+            f"Registry: {registry.get('name', 'model')} version **{registry.get('version')}**, "
             f"{'promoted to @champion' if registry.get('promoted') else 'stays @challenger'}"
             f" ({registry.get('reason', '')}).",
             "",

@@ -12,6 +12,8 @@ import hashlib
 import json
 import logging
 import math
+import os
+import shutil
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -224,6 +226,23 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def publish_bundle(bundle: ModelBundle, folder: Path) -> Path:
+    """Write `bundle` to `folder`, replacing what was there only once the new copy is complete:
+    a deployment reading the folder sees the old bundle or the new one, never half of each."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = folder.with_name(f".{folder.name}.staging-{os.getpid()}")
+    retired = folder.with_name(f".{folder.name}.old-{os.getpid()}")
+    for leftover in (staging, retired):
+        shutil.rmtree(leftover, ignore_errors=True)
+    bundle.save(staging)
+    if folder.exists():
+        folder.replace(retired)
+    staging.replace(folder)
+    shutil.rmtree(retired, ignore_errors=True)
+    return folder
 
 
 def load_bundle(directory: str | Path) -> ModelBundle:

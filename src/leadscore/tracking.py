@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import tempfile
 import warnings
 from collections.abc import Callable, Mapping
@@ -28,9 +29,16 @@ from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, Schema
 from mlflow.types.schema import AnyType
 
-from leadscore.config import Settings, project_root
+from leadscore.config import MODEL_NAME_PATTERN, Settings
 from leadscore.errors import LeadscoreError, ModelError
-from leadscore.scoring import META_FILE, ModelBundle, load_bundle, score
+from leadscore.promotion import (  # noqa: F401  (AUC_/ECE_TOLERANCE: re-exported)
+    AUC_TOLERANCE,
+    ECE_TOLERANCE,
+    SchemaChange,
+    decide,
+    schema_change,
+)
+from leadscore.scoring import META_FILE, ModelBundle, load_bundle, publish_bundle, score
 
 log = logging.getLogger(__name__)
 # MLflow draws a tqdm bar for every artifact it fetches (a two-file bundle, a model card): noise
@@ -117,82 +125,123 @@ class LoggedModel:
     promoted: bool = True
     reason: str = ""
     champion_version: str | None = None
+    schema_change: dict[str, Any] | None = None
 
 
-# a challenger takes @champion when, on the challenger's own test slice, its ROC AUC is at least
-# the champion's minus AUC_TOLERANCE and its calibration error at most the champion's plus
-# ECE_TOLERANCE (retrains wobble by a few thousandths; a real regression is larger): the
-# defaults of `LEADSCORE_PROMOTE_AUC_TOLERANCE` and `LEADSCORE_PROMOTE_ECE_TOLERANCE`
-AUC_TOLERANCE: float = Settings.model_fields["promote_auc_tolerance"].default
-ECE_TOLERANCE: float = Settings.model_fields["promote_ece_tolerance"].default
+@dataclass
+class Champion:
+    """The current @champion of a registered model, as a challenger is judged against it."""
+
+    version: str
+    bundle: ModelBundle | None  # None: it cannot be loaded (a damaged artifact)
+    dataset: str | None
 
 
-def decide(
-    challenger: Mapping[str, float],
-    champion: Mapping[str, float] | None,
-    auc_tolerance: float = AUC_TOLERANCE,
-    ece_tolerance: float = ECE_TOLERANCE,
-) -> tuple[bool, str]:
-    """Should the challenger replace the champion? Both scored on the same test slice."""
-    if champion is None:
-        return True, "no champion yet"
-    auc_new, auc_old = challenger["roc_auc"], champion["roc_auc"]
-    ece_new, ece_old = challenger["ece"], champion["ece"]
-    if auc_new != auc_new:
-        return False, "challenger ROC AUC is undefined on its test slice"
-    if auc_old == auc_old and auc_new < auc_old - auc_tolerance:
-        return False, (
-            f"ROC AUC {auc_new:.4f} is below the champion's {auc_old:.4f} "
-            f"- {auc_tolerance} on the same test slice"
-        )
-    if ece_old == ece_old and ece_new > ece_old + ece_tolerance:
-        return False, (
-            f"ECE {ece_new:.4f} is above the champion's {ece_old:.4f} "
-            f"+ {ece_tolerance} on the same test slice"
-        )
-    return True, (
-        f"ROC AUC {auc_new:.4f} vs champion {auc_old:.4f}, "
-        f"ECE {ece_new:.4f} vs {ece_old:.4f} on the same test slice"
-    )
-
-
-def _champion_metrics(
-    name: str,
-    settings: Settings,
-    evaluate: Callable[[ModelBundle], Mapping[str, float]] | None,
-    dataset: str | None = None,
-) -> tuple[str | None, Mapping[str, float] | None, str]:
-    """The current champion's version and its metrics on the new run's test slice (`dataset`:
-    the new version's, to say so when the champion was trained on another one)."""
+def _current_champion(name: str, settings: Settings) -> Champion | None:
     client = MlflowClient()
     try:
         current = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
-        return None, None, ""
+        return None
     version = str(current.version)
-    if evaluate is None:
-        tags = current.tags or {}
-        stored = {k: float(tags.get(f"metric.test_{k}", "nan")) for k in ("roc_auc", "ece")}
-        return version, stored, " (champion's own test slice: no evaluator given)"
+    tags = current.tags or {}
     try:
-        bundle = load_model(f"models:/{name}/{version}", settings)
-        note = ""
-        theirs = bundle.meta.get("dataset")
-        if dataset and theirs and theirs != dataset:
-            # legitimate (a spec renamed, a new export), but rarely meant: say it
-            other = f"the champion was trained on dataset {theirs!r}, this version on {dataset!r}"
-            note = f" ({other})"
-            log.warning("model %s: %s", name, other)
-        return version, evaluate(bundle), note
-    except (LeadscoreError, MlflowException, KeyError, ValueError) as exc:
-        log.warning(
-            "champion version %s cannot score the new test slice (%s)", version, type(exc).__name__
+        bundle: ModelBundle | None = load_model(f"models:/{name}/{version}", settings)
+    except (LeadscoreError, MlflowException, OSError, ValueError) as exc:
+        log.warning("model %s: champion version %s cannot be loaded (%s)", name, version,
+                    type(exc).__name__)
+        bundle = None
+    dataset = (bundle.meta.get("dataset") if bundle else None) or _dataset_tag(tags) or None
+    return Champion(version, bundle, dataset)
+
+
+def _dataset_tag(tags: Mapping[str, str]) -> str:
+    return tags.get("dataset") or tags.get("spec", "")
+
+
+@dataclass
+class Verdict:
+    promoted: bool
+    reason: str
+    champion: Champion | None = None
+    change: SchemaChange | None = None
+    champion_metrics: Mapping[str, float] | None = None  # on the challenger's test slice
+
+
+def judge(
+    name: str,
+    bundle: ModelBundle,
+    settings: Settings,
+    *,
+    mine: Mapping[str, float],
+    quality: str | None,
+    evaluate: Callable[[ModelBundle], Mapping[str, float]] | None,
+) -> Verdict:
+    """Apply the promotion gates (see promotion.py) to a new version of `name`."""
+    champion = _current_champion(name, settings)
+    if quality is not None:
+        return Verdict(False, f"not promoted automatically: {quality}", champion)
+    if champion is None:
+        return Verdict(True, "no champion yet")
+    ours = bundle.meta.get("dataset")
+    if champion.dataset and ours and champion.dataset != ours:
+        hint = (
+            f"@champion version {champion.version} of {name} was trained on dataset "
+            f"{champion.dataset!r}, this version on {ours!r}: not compared, not promoted. Give "
+            f"each dataset its own model (`model: {{name: ...}}` in the spec) or promote it by "
+            f"hand: leadscore promote {name} VERSION --allow-schema-change"
         )
-        return version, None, " (the champion cannot score this test slice)"
+        log.warning("%s", hint)
+        return Verdict(False, hint, champion)
+    if champion.bundle is None:
+        return Verdict(True, "the champion cannot be loaded", champion)
+    change = schema_change(champion.bundle.input_types(), bundle.input_types())
+    if change:
+        return Verdict(False, (
+            f"input fields differ from @champion version {champion.version}: "
+            f"{change.describe()}; callers send the champion's fields, so this waits for "
+            f"leadscore promote {name} VERSION --allow-schema-change"
+        ), champion, change)
+    if evaluate is None:
+        tags = _version_tags(name, champion.version)
+        stored = {k: float(tags.get(f"metric.test_{k}", "nan")) for k in ("roc_auc", "ece")}
+        ok, reason = decide(
+            mine, stored, settings.promote_auc_tolerance, settings.promote_ece_tolerance
+        )
+        return Verdict(ok, reason + " (champion's own test slice: no evaluator given)", champion)
+    try:
+        theirs: Mapping[str, float] | None = evaluate(champion.bundle)
+        note = ""
+    except (LeadscoreError, KeyError, ValueError) as exc:
+        log.warning("champion version %s cannot score the new test slice (%s)",
+                    champion.version, type(exc).__name__)
+        theirs, note = None, " (the champion cannot score this test slice)"
+    ok, reason = decide(
+        mine, theirs, settings.promote_auc_tolerance, settings.promote_ece_tolerance
+    )
+    return Verdict(ok, reason + note, champion, None, theirs)
+
+
+def _tag_champion_metrics(name: str, version: str, metrics: Mapping[str, float]) -> None:
+    client = MlflowClient()
+    for key in ("roc_auc", "ece"):
+        value = metrics.get(key)
+        if value is not None and value == value:
+            client.set_model_version_tag(
+                name, version, f"champion_on_this_test.{key}", f"{float(value):.6f}"
+            )
+
+
+def _version_tags(name: str, version: str) -> dict[str, str]:
+    try:
+        return dict(MlflowClient().get_model_version(name, version).tags or {})
+    except MlflowException:
+        return {}
 
 
 def log_training(
     *,
+    name: str,
     bundle_dir: Path,
     bundle: ModelBundle,
     settings: Settings,
@@ -204,18 +253,19 @@ def log_training(
     evaluate: Callable[[ModelBundle], Mapping[str, float]] | None = None,
     challenger_metrics: Mapping[str, float] | None = None,
     report_dir: Path | None = None,
+    quality: str | None = None,
 ) -> LoggedModel:
-    """Log a run (params, metrics, reports, model), register a version as `@challenger`, and
-    point `@champion` at it only if it holds up against the current champion (`decide`).
+    """Log a run (params, metrics, reports, model), register a version of `name` as
+    `@challenger`, and point `@champion` at it only if it passes the promotion gates (`judge`).
 
     `evaluate` scores a bundle on this run's test slice, so the champion is judged on the same
-    leads as the challenger; `challenger_metrics` are the new model's (`roc_auc`, `ece`).
+    leads as the challenger; `challenger_metrics` are the new model's (`roc_auc`, `ece`);
+    `quality` is why the model is not worth serving on its own (None: it is).
     Params and artifacts come from the caller, which keeps PII out: only column names, counts
     and metrics are logged, never a lead's values.
     """
     tracking_uri = configure(settings)
     experiment_id = _experiment(experiment, tracking_uri)
-    name = settings.model_name
     with mlflow.start_run(experiment_id=experiment_id) as run:
         mlflow.set_tags(dict(tags))
         mlflow.log_params({k: _param(v) for k, v in params.items()})
@@ -241,70 +291,46 @@ def log_training(
     client = MlflowClient()
     with contextlib.suppress(MlflowException):  # already registered
         client.create_registered_model(name)
+    dataset = str(bundle.meta.get("dataset") or experiment)
     # model_id: a tracking server refuses a `models:/m-...` source without it
     created = client.create_model_version(
         name=name,
         source=info.model_uri,
         run_id=run_id,
-        tags={"spec": experiment},
+        tags={"spec": experiment, "dataset": dataset,
+              "trained_at": str(bundle.meta.get("trained_at", ""))},
         model_id=info.model_id,
     )
     version = str(created.version)
     for key, value in metrics.items():
         if value == value:
             client.set_model_version_tag(name, version, f"metric.{key}", f"{float(value):.6f}")
-    champion_version, champion, note = _champion_metrics(
-        name, settings, evaluate, bundle.meta.get("dataset")
-    )
     mine = challenger_metrics or {
         "roc_auc": float(metrics.get("test_roc_auc", float("nan"))),
         "ece": float(metrics.get("test_ece", float("nan"))),
     }
-    promoted, reason = decide(
-        mine, champion, settings.promote_auc_tolerance, settings.promote_ece_tolerance
-    )
-    reason += note
+    verdict = judge(name, bundle, settings, mine=mine, quality=quality, evaluate=evaluate)
+    promoted, champion, change = verdict.promoted, verdict.champion, verdict.change
+    reason = verdict.reason.replace("VERSION", version)
+    if verdict.champion_metrics is not None:
+        _tag_champion_metrics(name, version, verdict.champion_metrics)
     client.set_registered_model_alias(name, CHALLENGER, version)
     client.set_model_version_tag(
         name, version, "promotion", "champion" if promoted else "rejected"
     )
     client.set_model_version_tag(name, version, "promotion_reason", reason[:5000])
-    if champion is not None:
-        for key, value in champion.items():
-            if key in ("roc_auc", "ece") and value == value:
-                client.set_model_version_tag(
-                    name, version, f"champion_on_this_test.{key}", f"{float(value):.6f}"
-                )
+    if change:
+        client.set_model_version_tag(name, version, "schema_change", change.describe()[:5000])
+    champion_version = champion.version if champion else None
     if promoted:
         client.set_registered_model_alias(name, CHAMPION, version)
         log.info("registered %s version %s as @%s: %s", name, version, CHAMPION, reason)
-        return LoggedModel(
-            run_id,
-            version,
-            f"models:/{name}@{CHAMPION}",
-            (CHALLENGER, CHAMPION),
-            True,
-            reason,
-            version,
-        )
-    log.warning(
-        "registered %s version %s as @%s; @%s stays version %s: %s",
-        name,
-        version,
-        CHALLENGER,
-        CHAMPION,
-        champion_version,
-        reason,
-    )
-    return LoggedModel(
-        run_id,
-        version,
-        f"models:/{name}/{version}",
-        (CHALLENGER,),
-        False,
-        reason,
-        champion_version,
-    )
+        return LoggedModel(run_id, version, f"models:/{name}@{CHAMPION}",
+                           (CHALLENGER, CHAMPION), True, reason, version)
+    log.warning("registered %s version %s as @%s; @%s stays version %s: %s",
+                name, version, CHALLENGER, CHAMPION, champion_version, reason)
+    return LoggedModel(run_id, version, f"models:/{name}/{version}", (CHALLENGER,), False,
+                       reason, champion_version, change.as_dict() if change else None)
 
 
 def log_report(run_id: str, report_dir: Path, settings: Settings) -> None:
@@ -384,7 +410,8 @@ def _registry_info(uri: str) -> dict[str, str]:
             f"{uri}: not found in the registry at {mlflow.get_tracking_uri()} "
             "(train a model first: leadscore train --config configs/<dataset>.yaml)"
         ) from None
-    return {"name": mv.name, "version": str(mv.version), "run_id": mv.run_id or ""}
+    return {"name": mv.name, "version": str(mv.version), "run_id": mv.run_id or "",
+            "schema_change_allowed": (mv.tags or {}).get("schema_change_allowed", "")}
 
 
 def load_model(uri: str, settings: Settings) -> ModelBundle:
@@ -398,13 +425,12 @@ def load_model(uri: str, settings: Settings) -> ModelBundle:
     return bundle
 
 
-def list_versions(settings: Settings) -> list[dict[str, Any]]:
-    """Every registered version with its aliases and logged metrics, newest first."""
+def list_versions(name: str, settings: Settings) -> list[dict[str, Any]]:
+    """Every registered version of `name` with its aliases and logged metrics, newest first."""
     configure(settings)
     client = MlflowClient()
-    name = settings.model_name
     try:
-        versions = client.search_model_versions(f"name='{name}'")
+        versions = client.search_model_versions(f"name='{_quoted(name)}'")
         # search results carry no aliases in MLflow's SQL store: the registered model does
         registered = client.get_registered_model(name).aliases or {}
     except MlflowException:
@@ -412,45 +438,170 @@ def list_versions(settings: Settings) -> list[dict[str, Any]]:
     aliases: dict[str, list[str]] = {}
     for alias, number in sorted(registered.items()):
         aliases.setdefault(str(number), []).append(alias)
-    rows = []
-    for mv in sorted(versions, key=lambda v: int(v.version), reverse=True):
-        rows.append(
-            {
-                "version": str(mv.version),
-                "aliases": aliases.get(str(mv.version), []),
-                "run_id": mv.run_id,
-                "created": pd.Timestamp(mv.creation_timestamp, unit="ms").isoformat(),
-                "metrics": {
-                    k.removeprefix("metric."): float(v)
-                    for k, v in (mv.tags or {}).items()
-                    if k.startswith("metric.")
-                },
-                "dataset": (mv.tags or {}).get("spec", ""),
-                "promotion": (mv.tags or {}).get("promotion", ""),
-                "reason": (mv.tags or {}).get("promotion_reason", ""),
-            }
-        )
-    return rows
+    return [
+        _version_row(mv, aliases.get(str(mv.version), []))
+        for mv in sorted(versions, key=lambda v: int(v.version), reverse=True)
+    ]
 
 
-def promote(version: str, settings: Settings) -> None:
+def _version_row(mv: Any, aliases: list[str]) -> dict[str, Any]:
+    tags = mv.tags or {}
+    created = pd.Timestamp(mv.creation_timestamp, unit="ms", tz="UTC").isoformat()
+    return {
+        "name": mv.name,
+        "version": str(mv.version),
+        "aliases": aliases,
+        "run_id": mv.run_id,
+        "created": created,
+        "trained_at": tags.get("trained_at") or created,
+        "metrics": {
+            k.removeprefix("metric."): float(v) for k, v in tags.items()
+            if k.startswith("metric.")
+        },
+        "dataset": _dataset_tag(tags),
+        "promotion": tags.get("promotion", ""),
+        "reason": tags.get("promotion_reason", ""),
+        "schema_change": tags.get("schema_change", ""),
+        "schema_change_allowed": tags.get("schema_change_allowed") == "true",
+    }
+
+
+def _quoted(name: str) -> str:
+    return name.replace("'", "\\'")
+
+
+def list_models(settings: Settings) -> list[dict[str, Any]]:
+    """Every registered model with its @champion and @challenger (version, dataset, test ROC
+    AUC, ECE, trained at), by name."""
     configure(settings)
     client = MlflowClient()
     try:
-        client.get_model_version(settings.model_name, version)
+        registered = client.search_registered_models(max_results=1000)
     except MlflowException:
-        raise ModelError(f"{settings.model_name} has no version {version}") from None
-    client.set_registered_model_alias(settings.model_name, CHAMPION, version)
-    client.set_model_version_tag(settings.model_name, version, "promotion", "forced")
-    client.set_model_version_tag(
-        settings.model_name, version, "promotion_reason", "promoted by hand (leadscore promote)"
+        return []
+    out = []
+    for model in sorted(registered, key=lambda m: m.name):
+        entry: dict[str, Any] = {"name": model.name, "champion": None, "challenger": None}
+        for alias in (CHAMPION, CHALLENGER):
+            number = (model.aliases or {}).get(alias)
+            if number is None:
+                continue
+            try:
+                mv = client.get_model_version(model.name, str(number))
+            except MlflowException:
+                continue
+            aliases = sorted(a for a, n in (model.aliases or {}).items() if str(n) == str(number))
+            entry[alias] = _version_row(mv, aliases)
+        out.append(entry)
+    return out
+
+
+def schema_change_allowed(name: str, version: str, settings: Settings) -> bool:
+    """Was this version promoted with `--allow-schema-change`?"""
+    configure(settings)
+    return _version_tags(name, version).get("schema_change_allowed") == "true"
+
+
+def champion_names(settings: Settings) -> list[str]:
+    """Registered models that have a @champion: what the API serves when not told otherwise."""
+    return [m["name"] for m in list_models(settings) if m["champion"] is not None]
+
+
+def resolve_model_uri(model: str | None, settings: Settings) -> str:
+    """What `--model` (or its absence) means: a bundle folder or a full URI as given; a bare
+    model name is its @champion; nothing given is `LEADSCORE_MODEL_URI`/`LEADSCORE_MODEL_NAME`,
+    else the one registered model that has a champion."""
+    if model:
+        if "://" in model or model.startswith(("models:/", "runs:/")) or Path(model).exists():
+            return model
+        if re.match(MODEL_NAME_PATTERN, model):
+            return f"models:/{model}@{CHAMPION}"
+        raise ModelError(f"--model {model!r}: no such bundle folder, and not a model name")
+    configured = settings.resolved_model_uri()
+    if configured:
+        return configured
+    names = champion_names(settings)
+    if len(names) == 1:
+        return f"models:/{names[0]}@{CHAMPION}"
+    where = settings.resolved_tracking_uri()
+    if not names:
+        raise ModelError(
+            f"no registered model has a @champion at {where} (train one first: "
+            "leadscore train --config configs/<dataset>.yaml)"
+        )
+    raise ModelError(
+        f"{len(names)} models have a @champion at {where} ({', '.join(names)}): "
+        "choose one with --model NAME (or LEADSCORE_MODEL_NAME)"
     )
+
+
+def promote(
+    name: str, version: str, settings: Settings, *, allow_schema_change: bool = False
+) -> Path:
+    """Point `name`@champion at `version` whatever its metrics, and write its bundle to
+    `models/<name>/`. A version whose input fields differ from the champion's needs
+    `allow_schema_change`: the API serving the champion holds such a version back otherwise."""
+    configure(settings)
+    client = MlflowClient()
+    try:
+        client.get_model_version(name, version)
+    except MlflowException:
+        known = ", ".join(r["version"] for r in list_versions(name, settings)) or "none"
+        raise ModelError(f"{name} has no version {version} (versions: {known})") from None
+    bundle = load_model(f"models:/{name}/{version}", settings)
+    champion = _current_champion(name, settings)
+    change = None
+    if champion is not None and champion.bundle is not None and champion.version != version:
+        change = schema_change(champion.bundle.input_types(), bundle.input_types())
+        if change and not allow_schema_change:
+            raise ModelError(
+                f"{name} version {version} takes other input fields than @champion version "
+                f"{champion.version} ({change.describe()}): callers would have to change; "
+                "pass --allow-schema-change to promote it anyway"
+            )
+    reason = "promoted by hand (leadscore promote)"
+    if change:
+        reason += f" with a schema change: {change.describe()}"
+        client.set_model_version_tag(name, version, "schema_change", change.describe()[:5000])
+    if allow_schema_change:  # also for an alias moved by hand, which a server holds back
+        client.set_model_version_tag(name, version, "schema_change_allowed", "true")
+    client.set_model_version_tag(name, version, "promotion", "forced")
+    client.set_registered_model_alias(name, CHAMPION, version)
+    client.set_model_version_tag(name, version, "promotion_reason", reason[:5000])
+    if allow_schema_change:
+        bundle.meta["schema_change_allowed"] = True  # a server reading the folder sees it too
+    return publish_champion(bundle, name, settings)
+
+
+def publish_champion(bundle: ModelBundle, name: str, settings: Settings) -> Path:
+    """`models/<name>/` holds exactly the champion: written when a version becomes @champion,
+    never by a challenger."""
+    folder = settings.resolved_models_dir() / name
+    publish_bundle(bundle, folder)
+    log.info("bundle of %s version %s written to %s", name, bundle.version, folder)
+    return folder
+
+
+def export(ref: str, directory: Path, settings: Settings) -> ModelBundle:
+    """Write any version's bundle (`NAME`, `NAME@alias`, `NAME/3` or a `models:/` URI) to
+    `directory`, for a deployment that reads a folder."""
+    uri = ref if ref.startswith(("models:/", "runs:/")) else f"models:/{ref}"
+    if "@" not in uri and uri.count("/") < 2 and uri.startswith("models:/"):
+        uri += f"@{CHAMPION}"
+    target = Path(directory)
+    if target.is_file() or (
+        target.is_dir() and any(target.iterdir()) and not (target / META_FILE).is_file()
+    ):
+        raise ModelError(f"{target}: exists and is not a model bundle folder; choose another")
+    bundle = load_model(uri, settings)
+    publish_bundle(bundle, target)
+    return bundle
 
 
 def local_tracking_hint(settings: Settings) -> str:
     uri = settings.resolved_tracking_uri()
     if uri.startswith("sqlite:///"):
-        root = project_root()
+        root = settings.resolved_home()
         return (
             f"mlflow ui --backend-store-uri {uri} --default-artifact-root {root / 'mlartifacts'}"
         )

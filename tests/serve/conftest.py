@@ -61,7 +61,7 @@ def mixed_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "spec.yaml").write_text(yaml.safe_dump(spec), encoding="utf-8")
     settings = Settings(models_dir=root / "models", model_name="mixed")
     result = run_training(load_spec(root / "spec.yaml"), settings, track=False, with_report=False,
-                          baselines=False)
+                          baselines=False, bundle_out=root / "models" / "mixed")
     return result.bundle_dir
 
 

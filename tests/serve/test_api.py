@@ -161,7 +161,7 @@ def test_admin_reload_swaps_and_refuses_a_corrupt_model(
     shutil.copytree(bundles["bad"], live)
     error = assert_error(api.post("/v1/admin/reload", headers=auth), 409, "model_refused")
     assert "checksum" in error["message"]
-    assert error["details"] == [{"still_serving": "2"}]
+    assert error["details"] == [{"model": "test-leads", "still_serving": "2"}]
     assert version() == "2"
     assert api.get("/readyz").json()["version"] == "2"
 
@@ -171,7 +171,7 @@ def test_admin_reload_swaps_and_refuses_a_corrupt_model(
     assert "format" in assert_error(api.post("/v1/admin/reload", headers=auth), 409)["message"]
     assert version() == "2"
     metrics = api.get("/metrics").text
-    assert 'leadscore_model_reloads_total{result="refused"} 2.0' in metrics
+    assert 'leadscore_model_reloads_total{model="test-leads",result="refused"} 2.0' in metrics
     assert 'leadscore_model_info{name="test-leads",version="1"} 0.0' in metrics
     assert 'leadscore_model_info{name="test-leads",version="2"} 1.0' in metrics
 
@@ -191,7 +191,7 @@ def test_polling_reloads_only_when_the_source_changes(
 
     def loads() -> float:
         for line in api.get("/metrics").text.splitlines():
-            if line.startswith('leadscore_model_reloads_total{result="loaded"}'):
+            if line.startswith('leadscore_model_reloads_total{model="test-leads",result="loaded"}'):
                 return float(line.split()[-1])
         return 0.0
 
@@ -208,5 +208,5 @@ def test_polling_reloads_only_when_the_source_changes(
     assert api.get("/readyz").json()["version"] == "2"
     assert loads() == 2.0
     refused = [line for line in api.get("/metrics").text.splitlines()
-               if line.startswith('leadscore_model_reloads_total{result="refused"}')]
-    assert refused == ['leadscore_model_reloads_total{result="refused"} 1.0']  # tried once
+               if line.startswith('leadscore_model_reloads_total{model="test-leads",result="refused"}')]
+    assert refused == ['leadscore_model_reloads_total{model="test-leads",result="refused"} 1.0']  # tried once

@@ -152,12 +152,12 @@ def test_reloads_under_load_drop_nothing_and_refuse_a_corrupt_model(
     assert load.versions.index("2") > 0 and load.versions[-1] == "2"
     assert admin[0].status_code == 200 and admin[0].json()["version"] == "2"
     assert admin[1].status_code == 409
-    assert admin[1].json()["error"]["details"] == [{"still_serving": "2"}]
+    assert admin[1].json()["error"]["details"] == [{"model": "test-leads", "still_serving": "2"}]
 
     metrics = httpx.get(f"{server.url}/metrics").text
     assert 'leadscore_model_info{name="test-leads",version="2"} 1.0' in metrics
     refused = [line for line in metrics.splitlines()
-               if line.startswith('leadscore_model_reloads_total{result="refused"}')]
+               if line.startswith('leadscore_model_reloads_total{model="test-leads",result="refused"}')]
     assert refused and float(refused[0].split()[-1]) >= 2  # the admin call and the poller
 
     server.process.send_signal(signal.SIGTERM)
