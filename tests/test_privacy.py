@@ -196,6 +196,7 @@ def test_a_kept_column_stores_no_contact_level_and_shows_none_in_reasons(
     settings = Settings(models_dir=tmp_path / "models", feature_cache="off")
     result = run_training(spec, settings, track=False, with_report=False, baselines=False)
     assert result.leak.kept == ["notes"] and "notes" in result.bundle.builder.inputs_
+    assert "auc" in result.leak.checked["notes"]  # kept, so audited for leaks like any feature
     notes = next(f for f in result.bundle.builder.features_ if f.name == "notes")
     assert notes.levels == ("asked for pricing", "no answer")
     bundle = load_bundle(result.bundle_dir)
@@ -205,3 +206,14 @@ def test_a_kept_column_stores_no_contact_level_and_shows_none_in_reasons(
     shown = [r["value"] for r in reasons if r["feature"] == "notes"]
     assert shown and set(shown) == {None}
     assert _leaks(result.bundle_dir) == []
+
+
+def test_switching_the_leak_audit_off_does_not_switch_off_the_scan(
+    canary_leads: Path, tmp_path: Path
+) -> None:
+    from leadscore.audit import audit_leaks
+
+    spec = _spec(canary_leads, tmp_path, leak_audit={"enabled": False})
+    table, _ = build_table(spec)
+    report = audit_leaks(table, spec, np.arange(len(table)))
+    assert report.dropped == ["notes"] and report.checked == {}

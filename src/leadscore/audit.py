@@ -165,8 +165,9 @@ def audit_leaks(table: pd.DataFrame, spec: DatasetSpec, rows: np.ndarray) -> Lea
     personal = flag_personal_data(table, spec, report)
     if not settings.enabled:
         return report
-    if personal:  # already judged; the statistics below need not look at them
-        spec = spec.model_copy(update={"drop": [*spec.drop, *personal]})
+    refused = [c for c in personal if c not in report.kept]
+    if refused:  # already dropped; a kept one is still audited like any feature
+        spec = spec.model_copy(update={"drop": [*spec.drop, *refused]})
     part = table.iloc[rows]
     part = part[part[LABEL].notna()]
     y = part[LABEL].to_numpy()
@@ -182,6 +183,7 @@ def audit_leaks(table: pd.DataFrame, spec: DatasetSpec, rows: np.ndarray) -> Lea
     converted_at = (
         part["_converted_at"].to_numpy(dtype="datetime64[ns]") if "_converted_at" in part else None
     )
+    leaks: dict[str, list[str]] = {}
 
     for j, feature in enumerate(builder.features_):
         column = _audit_name(feature)
@@ -242,12 +244,12 @@ def audit_leaks(table: pd.DataFrame, spec: DatasetSpec, rows: np.ndarray) -> Lea
                     reasons.append(f"a timestamp after the conversion in {share:.0%}")
         report.checked[column] = stats
         if reasons:
-            report.flagged[column] = reasons
-            if column in settings.keep or feature.name in settings.keep:
+            leaks[column] = reasons
+            report.flagged.setdefault(column, []).extend(reasons)
+            kept = column in settings.keep or feature.name in settings.keep
+            if kept and column not in report.kept:
                 report.kept.append(column)
-    for column, reasons in report.flagged.items():
-        if column in report.personal_data:
-            continue  # warned about with its own advice
+    for column, reasons in leaks.items():  # personal data was warned about with its own advice
         verdict = "kept (named in leak_audit.keep)" if column in report.kept else "dropped"
         log.warning("leak audit: %r %s: %s", column, verdict, "; ".join(reasons))
     return report
