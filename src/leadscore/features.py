@@ -35,7 +35,7 @@ from leadscore.data import (
     validate,
 )
 from leadscore.errors import DataError
-from leadscore.privacy import personal_mask
+from leadscore.privacy import mark_contact_details
 
 log = logging.getLogger(__name__)
 
@@ -285,7 +285,7 @@ class FeatureBuilder:
                 )
             counts = values.dropna().astype(str).str.strip().value_counts()
             if not planned.derive:
-                personal = personal_mask(counts.index)
+                personal = mark_contact_details(counts.index)
                 if personal.any():
                     log.info(
                         "categorical %r: %d distinct value(s) look like an e-mail address or a "

@@ -68,7 +68,7 @@ def looks_like_phone(text: str) -> bool:
     return False
 
 
-def personal_kinds(values: Iterable[str]) -> tuple[np.ndarray, np.ndarray]:
+def detect_contact_details(values: Iterable[str]) -> tuple[np.ndarray, np.ndarray]:
     """Which values hold an e-mail address and which a phone number (two boolean arrays).
 
     Arrow's regex engine picks the few candidates (an `@`, a long run of digits) in one
@@ -88,9 +88,9 @@ def personal_kinds(values: Iterable[str]) -> tuple[np.ndarray, np.ndarray]:
     return email, phone
 
 
-def personal_mask(values: Iterable[str]) -> np.ndarray:
+def mark_contact_details(values: Iterable[str]) -> np.ndarray:
     """True where a value looks like an e-mail address or a phone number."""
-    email, phone = personal_kinds(values)
+    email, phone = detect_contact_details(values)
     return email | phone
 
 
@@ -145,5 +145,5 @@ def scan_column(
     if len(text) > SAMPLE_SIZE:
         rng = np.random.default_rng(seed)
         text = text.iloc[np.sort(rng.choice(len(text), SAMPLE_SIZE, replace=False))]
-    email, phone = personal_kinds(text.tolist())
+    email, phone = detect_contact_details(text.tolist())
     return PersonalDataFinding(column, len(text), int(email.sum()), int(phone.sum()))
