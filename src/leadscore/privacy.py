@@ -113,14 +113,11 @@ class PersonalDataFinding:
 
     def describe(self) -> str:
         """The leak report's reason: what was found and how often, never a value."""
-        kinds = []
-        if self.emails:
-            kinds.append(f"{self.emails} look like an e-mail address")
-        if self.phones:
-            kinds.append(f"{self.phones} like a phone number")
+        counted = ((self.emails, "an e-mail address"), (self.phones, "a phone number"))
+        kinds = [f"{count} {kind}" for count, kind in counted if count]
         return (
-            f"personal data: {' and '.join(kinds)} in a sample of {self.sampled} non-empty "
-            f"values ({self.share:.0%})"
+            f"personal data: {self.share:.0%} of {self.sampled} sampled non-empty values look "
+            f"like contact details ({', '.join(kinds)})"
         )
 
     def as_dict(self) -> dict[str, int]:
