@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -146,3 +147,60 @@ def test_single_feature_auc_does_not_reward_memorising_ids() -> None:
     unique_codes = np.arange(2000, dtype=float)  # a category per lead, like an id
     assert single_feature_auc(unique_codes, y, categorical=True) < 0.6
     assert single_feature_auc(y * 2 + rng.random(2000), y, categorical=False) > 0.99
+
+
+@pytest.fixture(scope="module")
+def late_sales(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Synthetic leads under a 30-day horizon, plus two columns typed in after a sale that came
+    too late to count: both labelled classes look alike, only eventual conversion tells."""
+    folder = tmp_path_factory.mktemp("late")
+    leads = pd.read_csv(synth_dir / "leads.csv", dtype=str, keep_default_na=False)
+    created = pd.to_datetime(leads["created_at"])
+    waited = pd.to_datetime(leads["converted_at"].replace("", None)) - created
+    late = (waited > pd.Timedelta(days=30)).to_numpy()  # converted, but labelled 0
+    # a contract reference for the 12 earliest of them (training rows), nobody else
+    first = np.flatnonzero(late)[np.argsort(created.to_numpy()[late], kind="stable")[:12]]
+    leads["contract_ref"] = ""
+    leads.loc[first, "contract_ref"] = "signed"
+    # an invoice flag for most of them
+    rng = np.random.default_rng(5)
+    leads["invoice_sent"] = np.where(late & (rng.random(len(leads)) < 0.7), "yes", "")
+    leads.to_csv(folder / "leads.csv", index=False)
+    spec = {
+        "name": "late_sales",
+        "leads": {"path": "leads.csv", "id": "lead_id", "created_at": "created_at"},
+        "outcome": {
+            "table": {
+                "path": str(synth_dir / "conversions.csv"),
+                "id": "lead_id",
+                "converted_at": "converted_at",
+            },
+            "horizon_days": 30,
+        },
+        "as_of_days": 14,
+        "features": {
+            "categorical": [
+                "source_channel", "stage_at_creation", "budget", "need", "contract_ref",
+                "invoice_sent",
+            ]
+        },
+        "drop": ["converted", "converted_at", "seniority"],
+        "pii": ["name", "email", "phone"],
+    }
+    return write_spec(folder / "spec.yaml", spec)
+
+
+def test_a_sparse_column_filled_only_for_eventual_customers_is_flagged(late_sales: Path) -> None:
+    report = _audit(late_sales)
+    assert set(report.dropped) == {"contract_ref", "invoice_sent"}
+    # the horizon label alone cannot see it: no labelled converter has it
+    assert report.checked["contract_ref"]["fill_converted"] == 0.0
+    [reason] = report.flagged["contract_ref"]
+    assert re.fullmatch(
+        r"filled for 12 of \d+ leads that eventually converted and 0 of \d+ others: "
+        r"post-outcome data",
+        reason,
+    ), reason
+    [reason] = report.flagged["invoice_sent"]
+    assert "of leads that eventually converted" in reason and "post-outcome" in reason
+    assert report.checked["invoice_sent"]["fill_never_converted"] == 0.0

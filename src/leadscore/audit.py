@@ -3,9 +3,13 @@
 A CRM export mixes what was known when a lead arrived with what the sales team wrote after
 talking to it (a "Tags: will revert after reading the email" column, a close date). Nobody tells
 the audit which is which: it flags a column that on its own separates the outcome too well,
-one filled in far more often for one outcome than for the other, and a timestamp that falls after
-the lead's scoring moment or its conversion. Flagged columns are dropped unless the spec keeps
-them; the report says why, and is logged with the run.
+one filled in far more often for one outcome than for the other (by the horizon label, and by
+whether the lead ever converted: a column filled almost only for eventual customers is written
+after the sale even when the sale came too late to count), and a timestamp that falls after the
+lead's scoring moment or its conversion. Candidate text columns holding e-mail addresses or
+phone numbers are flagged too (personal data, see `privacy`). Flagged columns are dropped unless
+the spec keeps them; the report says why, with counts and never a value, and is logged with the
+run.
 """
 
 from __future__ import annotations
@@ -21,8 +25,16 @@ from sklearn.metrics import roc_auc_score
 from leadscore.config import DatasetSpec
 from leadscore.data import LABEL
 from leadscore.features import Feature, builder_for
+from leadscore.privacy import scan_column
 
 log = logging.getLogger(__name__)
+
+# A sparse post-outcome column (an invoice number, a contract date typed in after the sale): filled
+# for at least this many leads that eventually converted, for at most this share of the leads that
+# never did, and at least this many times as often for the first as for the second.
+POST_OUTCOME_MIN_FILLED = 10
+POST_OUTCOME_MAX_NEVER_FILL = 0.01
+POST_OUTCOME_RATIO = 10.0
 
 
 @dataclass
@@ -30,6 +42,8 @@ class LeakReport:
     flagged: dict[str, list[str]] = field(default_factory=dict)  # column → reasons
     kept: list[str] = field(default_factory=list)  # flagged but kept by the spec
     checked: dict[str, dict[str, float]] = field(default_factory=dict)
+    # column → counts of sampled values that looked like contact details (never the values)
+    personal_data: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def dropped(self) -> list[str]:
@@ -41,6 +55,7 @@ class LeakReport:
             "flagged": self.flagged,
             "kept_by_spec": self.kept,
             "checked": self.checked,
+            "personal_data": self.personal_data,
         }
 
 
@@ -74,7 +89,9 @@ def single_feature_auc(
 
 
 def _fill_rates(filled: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    return float(filled[y == 1].mean()), float(filled[y == 0].mean())
+    """Fill rates of the positive (1 or True) and the negative rows."""
+    positive = y == 1
+    return float(filled[positive].mean()), float(filled[~positive].mean())
 
 
 def _timestamp_share_after(values: pd.Series, reference: np.ndarray) -> float | None:
@@ -93,15 +110,71 @@ def _timestamp_share_after(values: pd.Series, reference: np.ndarray) -> float | 
     return float(later.mean())
 
 
+def flag_personal_data(table: pd.DataFrame, spec: DatasetSpec, report: LeakReport) -> list[str]:
+    """Scan every candidate text (categorical) column for e-mail addresses and phone numbers.
+
+    A column is flagged when at least `privacy.FLAG_SHARE` of a seeded sample of up to
+    `privacy.SAMPLE_SIZE` non-empty values look like one: it is dropped from the features unless
+    `leak_audit.keep` names it. Runs whether or not the leak audit is enabled: switching off the
+    statistics must not switch off the privacy check. Returns the flagged columns.
+    """
+    keep = set(spec.leak_audit.keep)
+    where = str(spec.source) if spec.source is not None else "the spec"
+    flagged: list[str] = []
+    for column in builder_for(spec, table).categorical:
+        if column not in table:
+            continue
+        finding = scan_column(column, table[column], spec.leads.missing_values, spec.train.seed)
+        if not finding.flagged:
+            continue
+        flagged.append(column)
+        report.personal_data[column] = finding.as_dict()
+        report.flagged[column] = [finding.describe()]
+        if column in keep:
+            report.kept.append(column)
+            log.warning(
+                "personal data: column %r kept (named in leak_audit.keep): %s; values that look "
+                "like an e-mail address or a phone number are never stored as category levels",
+                column,
+                finding.describe().removeprefix("personal data: "),
+            )
+        else:
+            how = (
+                f"declare it under pii: (not features) in {where}"
+                if column in spec.features.categorical
+                else f"remove it from its dimension's columns in {where}"
+            )
+            log.warning(
+                "personal data: column %r dropped from the features: %s; %s, or list it in "
+                "leak_audit.keep to keep it",
+                column,
+                finding.describe().removeprefix("personal data: "),
+                how,
+            )
+    return flagged
+
+
 def audit_leaks(table: pd.DataFrame, spec: DatasetSpec, rows: np.ndarray) -> LeakReport:
-    """Audit every candidate feature on the given (training) rows of the table."""
+    """Audit every candidate feature on the given (training) rows of the table.
+
+    The personal-data scan (`flag_personal_data`) reads the whole table and always runs; the
+    leak statistics only when `leak_audit.enabled`.
+    """
     settings = spec.leak_audit
     report = LeakReport()
+    personal = flag_personal_data(table, spec, report)
+    if not settings.enabled:
+        return report
+    refused = [c for c in personal if c not in report.kept]
+    if refused:  # already dropped; a kept one is still audited like any feature
+        spec = spec.model_copy(update={"drop": [*spec.drop, *refused]})
     part = table.iloc[rows]
     part = part[part[LABEL].notna()]
     y = part[LABEL].to_numpy()
     if len(part) == 0 or len(np.unique(y)) < 2:
         return report
+    eventual = _eventually_converted(part, y)
+    late = bool((eventual & (y == 0)).any())  # some converted after the horizon
     builder = builder_for(spec, table).fit(part)
     matrix = builder.transform(part)
     reference = None
@@ -110,6 +183,7 @@ def audit_leaks(table: pd.DataFrame, spec: DatasetSpec, rows: np.ndarray) -> Lea
     converted_at = (
         part["_converted_at"].to_numpy(dtype="datetime64[ns]") if "_converted_at" in part else None
     )
+    leaks: dict[str, list[str]] = {}
 
     for j, feature in enumerate(builder.features_):
         column = _audit_name(feature)
@@ -131,9 +205,30 @@ def audit_leaks(table: pd.DataFrame, spec: DatasetSpec, rows: np.ndarray) -> Lea
                 f"separates the outcome on its own (AUC {auc:.3f} > {settings.auc_threshold})"
             )
         high, low = max(fill_pos, fill_neg), min(fill_pos, fill_neg)
-        if high - low >= settings.min_fill_gap and high >= settings.fill_ratio * max(low, 1e-9):
+        by_fill = high - low >= settings.min_fill_gap and high >= settings.fill_ratio * max(
+            low, 1e-9
+        )
+        if by_fill:
             who = "converted" if fill_pos > fill_neg else "not-converted"
             reasons.append(f"filled in for {high:.0%} of {who} leads but {low:.0%} of the others")
+        if late:
+            fill_ever, fill_never = _fill_rates(filled, eventual)
+            stats["fill_eventually_converted"] = round(fill_ever, 4)
+            stats["fill_never_converted"] = round(fill_never, 4)
+            gap = fill_ever - fill_never
+            if (
+                not by_fill
+                and gap >= settings.min_fill_gap
+                and fill_ever >= settings.fill_ratio * fill_never
+            ):
+                by_fill = True
+                reasons.append(
+                    f"filled in for {fill_ever:.0%} of leads that eventually converted (some "
+                    f"after the horizon) but {fill_never:.0%} of the others: post-outcome data"
+                )
+        sparse = None if by_fill else _sparse_post_outcome(filled, eventual)
+        if sparse:
+            reasons.append(sparse)
         if not feature.derive and feature.source in part and feature.kind == "categorical":
             if reference is not None:
                 share = _timestamp_share_after(part[feature.source], reference)
@@ -149,13 +244,42 @@ def audit_leaks(table: pd.DataFrame, spec: DatasetSpec, rows: np.ndarray) -> Lea
                     reasons.append(f"a timestamp after the conversion in {share:.0%}")
         report.checked[column] = stats
         if reasons:
-            report.flagged[column] = reasons
-            if column in settings.keep or feature.name in settings.keep:
+            leaks[column] = reasons
+            report.flagged.setdefault(column, []).extend(reasons)
+            kept = column in settings.keep or feature.name in settings.keep
+            if kept and column not in report.kept:
                 report.kept.append(column)
-    for column, reasons in report.flagged.items():
+    for column, reasons in leaks.items():  # personal data was warned about with its own advice
         verdict = "kept (named in leak_audit.keep)" if column in report.kept else "dropped"
         log.warning("leak audit: %r %s: %s", column, verdict, "; ".join(reasons))
     return report
+
+
+def _eventually_converted(part: pd.DataFrame, y: np.ndarray) -> np.ndarray:
+    """Leads that converted at any time: labelled 1, or converted after the outcome horizon
+    (labelled 0, but a column written after their sale still gives the sale away)."""
+    eventual = y == 1
+    if "_converted_at" in part:
+        eventual = eventual | ~np.isnat(part["_converted_at"].to_numpy(dtype="datetime64[ns]"))
+    return eventual
+
+
+def _sparse_post_outcome(filled: np.ndarray, eventual: np.ndarray) -> str | None:
+    """The reason when a column is filled almost only for leads that eventually converted (see
+    the POST_OUTCOME_* thresholds), else None. Too rare to move a fill rate by much, so the
+    rule counts leads instead."""
+    n_ever, n_never = int(eventual.sum()), int((~eventual).sum())
+    filled_ever = int(filled[eventual].sum())
+    filled_never = int(filled[~eventual].sum())
+    if n_ever == 0 or n_never == 0 or filled_ever < POST_OUTCOME_MIN_FILLED:
+        return None
+    fill_ever, fill_never = filled_ever / n_ever, filled_never / n_never
+    if fill_never > POST_OUTCOME_MAX_NEVER_FILL or fill_ever < POST_OUTCOME_RATIO * fill_never:
+        return None
+    return (
+        f"filled for {filled_ever} of {n_ever} leads that eventually converted and "
+        f"{filled_never} of {n_never} others: post-outcome data"
+    )
 
 
 def _audit_name(feature: Feature) -> str:

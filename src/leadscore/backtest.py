@@ -113,13 +113,12 @@ def run_backtest(
 
     leads, _ = cached_build(spec, settings, data_path)
     check_ready(leads, spec, str(data_path or spec.resolve(spec.leads.path)))
-    dropped: list[str] = []
-    if spec.leak_audit.enabled:
-        split = split_leads(leads, spec)
-        leak = audit_leaks(leads, spec, np.concatenate([split.train, split.valid]))
-        dropped = leak.dropped
-        if dropped:
-            spec = spec.model_copy(update={"drop": [*spec.drop, *dropped]})
+    # always: the personal-data scan runs even with the leak statistics switched off
+    split = split_leads(leads, spec)
+    leak = audit_leaks(leads, spec, np.concatenate([split.train, split.valid]))
+    dropped = leak.dropped
+    if dropped:
+        spec = spec.model_copy(update={"drop": [*spec.drop, *dropped]})
     result = backtest(leads, spec, steps, params=params)
     result.dropped = dropped
     return result

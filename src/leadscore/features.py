@@ -35,6 +35,7 @@ from leadscore.data import (
     validate,
 )
 from leadscore.errors import DataError
+from leadscore.privacy import mark_contact_details
 
 log = logging.getLogger(__name__)
 
@@ -260,9 +261,15 @@ class FeatureBuilder:
 
     def fit(self, leads: pd.DataFrame) -> FeatureBuilder:
         """Keep the levels seen at least `min_level_count` times (rarer ones act as missing:
-        a level seen twice teaches the trees noise, not signal)."""
+        a level seen twice teaches the trees noise, not signal).
+
+        A value that looks like an e-mail address or a phone number is never a level, whatever
+        the spec says (levels are written to `bundle.json` and MLflow); a column that held one
+        is remembered in `redacted_`, so reasons show its level, never the raw text.
+        """
         self.missing_ = set(self.missing_values)
         features: list[Feature] = []
+        redacted: list[str] = []
         for planned in self._planned():
             if planned.kind == "numeric":
                 features.append(planned)
@@ -277,6 +284,17 @@ class FeatureBuilder:
                     else pd.Series([], dtype=object)
                 )
             counts = values.dropna().astype(str).str.strip().value_counts()
+            if not planned.derive:
+                personal = mark_contact_details(counts.index)
+                if personal.any():
+                    log.info(
+                        "categorical %r: %d distinct value(s) look like an e-mail address or a "
+                        "phone number; never stored as levels, never shown in reasons",
+                        planned.name,
+                        int(personal.sum()),
+                    )
+                    redacted.append(planned.source)
+                    counts = counts[~personal]
             counts = counts[
                 (counts >= self.min_level_count) & ~counts.index.isin(self.missing_values)
             ]
@@ -301,6 +319,7 @@ class FeatureBuilder:
         if unknown:
             log.warning("monotone constraints name %s, which are not numeric features", unknown)
         self.features_ = features
+        self.redacted_ = redacted
         self._index()
         return self
 
@@ -320,8 +339,10 @@ class FeatureBuilder:
 
     @property
     def sensitive_inputs_(self) -> set[str]:
-        """Raw columns that are PII (email, phone): read to derive, never shown in a reason."""
-        return {self.derive[k] for k in ("email", "phone") if self.derive.get(k)}
+        """Raw columns that are PII (email, phone): read to derive, never shown in a reason;
+        and categorical columns whose training values held contact details (`redacted_`)."""
+        derived = {self.derive[k] for k in ("email", "phone") if self.derive.get(k)}
+        return derived | set(self.redacted_)
 
     def _index(self) -> None:
         self.lookup_ = {
@@ -515,6 +536,7 @@ class FeatureBuilder:
                 {**asdict(f), "levels": list(f.levels), "inputs": list(f.inputs)}
                 for f in self.features_
             ],
+            "redacted": list(self.redacted_),
         }
 
     @classmethod
@@ -531,6 +553,7 @@ class FeatureBuilder:
             )
             for f in state["features"]
         ]
+        builder.redacted_ = list(state.get("redacted", []))  # bundles from before it: none
         builder._index()
         return builder
 

@@ -283,12 +283,11 @@ def run_training(
     leads, report = cached_build(spec, settings, data_path)
     source = str(data_path or spec.resolve(spec.leads.path))
     check_ready(leads, spec, source)
-    leak = LeakReport()
-    if spec.leak_audit.enabled:
-        split = split_leads(leads, spec)
-        leak = audit_leaks(leads, spec, np.concatenate([split.train, split.valid]))
-        if leak.dropped:
-            spec = spec.model_copy(update={"drop": [*spec.drop, *leak.dropped]})
+    # always: the personal-data scan runs even with the leak statistics switched off
+    split = split_leads(leads, spec)
+    leak = audit_leaks(leads, spec, np.concatenate([split.train, split.valid]))
+    if leak.dropped:
+        spec = spec.model_copy(update={"drop": [*spec.drop, *leak.dropped]})
     tuning: dict[str, Any] = {}
     if tune > 0:
         from leadscore.tuning import tune as run_tuning
