@@ -16,6 +16,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -58,6 +59,13 @@ class Settings(BaseSettings):
     # place these defaults are written, tracking.decide reads them)
     promote_auc_tolerance: float = Field(0.005, ge=0.0, le=1.0)
     promote_ece_tolerance: float = Field(0.02, ge=0.0, le=1.0)
+    # set: bundles are written with an HMAC-SHA256 signature and refused on load without a
+    # valid one (a checksum only catches accidents). A secret: never logged, never in a bundle.
+    signing_key: SecretStr | None = None
+
+    def signing_secret(self) -> str | None:
+        """The signing key, or None when unset or empty."""
+        return (self.signing_key.get_secret_value() or None) if self.signing_key else None
 
     def resolved_tracking_uri(self) -> str:
         """`MLFLOW_TRACKING_URI` wins (a team's shared server), then ours, then the embedded
