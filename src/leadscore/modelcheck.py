@@ -7,7 +7,7 @@ of defence, both before the in-process parse:
 
 1. `check_structure`: in this process, a few ms a MB: the header keys, one `Tree=i` per entry of
    `tree_sizes` with each tree exactly as long as listed, `end of trees` where the sizes say,
-   and every split on a feature the model has.
+   `end of parameters` after it, and every split on a feature the model has.
 2. `probe_in_child`: the text is parsed and two rows predicted by LightGBM in a short-lived child
    process (`modelprobe.py`); whatever kills the child (abort, segfault, a hang) is a refusal
    here. This is what makes "any damaged text is refused" true. Measured: ~0.1 s for the test
@@ -37,6 +37,7 @@ PROBE_TIMEOUT_S = 60.0  # a parse that takes this long is a damaged text, not a 
 HEADER_KEYS = ("version", "num_class", "max_feature_idx", "feature_names", "tree_sizes")
 _TREE = re.compile(rb"^Tree=(\d+)$", re.MULTILINE)
 _END = re.compile(rb"^end of trees$", re.MULTILINE)
+_END_PARAMETERS = re.compile(rb"^end of parameters$", re.MULTILINE)
 _SPLITS = re.compile(rb"^split_feature=(.*)$", re.MULTILINE)
 
 _verdicts: dict[str, str | None] = {}  # sha256 -> None (sound) or the refusal message's tail
@@ -73,11 +74,16 @@ def check_structure(text: bytes) -> str | None:
     except ValueError:
         return "its tree_sizes line is not a list of numbers"
     starts = [(int(m.group(1)), m.start()) for m in _TREE.finditer(text)]
-    if [number for number, _ in starts] != list(range(len(sizes))):
+    if len(starts) != len(sizes):
         return f"it holds {len(starts)} trees where tree_sizes lists {len(sizes)}"
+    if [number for number, _ in starts] != list(range(len(sizes))):
+        return f"its trees are not numbered 0 to {len(sizes) - 1} in order"
     end = _END.search(text)
     if end is None:
         return "it has no 'end of trees' line (truncated?)"
+    # LightGBM's writer always ends with its parameters; their absence means a cut-short file
+    if _END_PARAMETERS.search(text, end.end()) is None:
+        return "it has no 'end of parameters' line (truncated?)"
     bounds = [start for _, start in starts] + [end.start()]
     for i, size in enumerate(sizes):
         length = bounds[i + 1] - bounds[i]

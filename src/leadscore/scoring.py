@@ -204,7 +204,7 @@ class ModelBundle:
     def save(self, directory: Path, *, signing_key: str | None = None) -> Path:
         """Write `model.txt` and `bundle.json` (with the model's SHA-256) into `directory`.
 
-        With a signing key (`signing_key`, else `LEADSCORE_SIGNING_KEY`) the metadata also
+        With a signing key (`signing_key`; None: `LEADSCORE_SIGNING_KEY`) the metadata also
         carries an HMAC-SHA256 over the model text and the rest of the metadata, so a bundle
         edited by anyone without the key (checksum updated or not) is refused on load.
         """
@@ -234,8 +234,11 @@ class ModelBundle:
 
 
 def _signing_key(explicit: str | None) -> str | None:
-    """The key to sign and verify with: the caller's, else `LEADSCORE_SIGNING_KEY` (or none)."""
-    return explicit or get_settings().signing_secret()
+    """The key to sign and verify with: the caller's ("" for none), else (None)
+    `LEADSCORE_SIGNING_KEY`, else none."""
+    if explicit is not None:
+        return explicit or None
+    return get_settings().signing_secret()
 
 
 def bundle_signature(model_text: bytes, meta: Mapping[str, Any], key: str) -> str:
@@ -260,9 +263,9 @@ def _json_default(value: Any) -> Any:
 
 def load_bundle(directory: str | Path, *, signing_key: str | None = None) -> ModelBundle:
     """Read a bundle folder, verifying the model file against the checksum in its metadata, its
-    signature when a key is set (`signing_key`, else `LEADSCORE_SIGNING_KEY`), and the model
-    text itself (`modelcheck`) before LightGBM parses it in this process: a damaged text is a
-    `ModelError`, never an abort. LightGBM parses the very bytes that were checked."""
+    signature when a key is set (`signing_key`; None: `LEADSCORE_SIGNING_KEY`; "": no key), and
+    the model text itself (`modelcheck`) before LightGBM parses it in this process: a damaged
+    text is a `ModelError`, never an abort. LightGBM parses the very bytes that were checked."""
     folder = Path(directory)
     meta_path = folder / META_FILE
     if not meta_path.is_file():
