@@ -305,6 +305,9 @@ class DatasetSpec(_Strict):
     leak_audit: LeakAuditSpec = Field(default_factory=lambda: LeakAuditSpec())
     drop: list[str] = Field(default_factory=list)
     pii: list[str] = Field(default_factory=list)
+    # hard limits per numeric field, both included ({age: [16, 110]}): a lead outside them is
+    # refused (API 422, batch rejects file) rather than scored
+    bounds: dict[str, tuple[float, float]] = Field(default_factory=dict)
     train: TrainSpec = Field(default_factory=TrainSpec)
     scorecard: ScorecardSpec = Field(default_factory=lambda: ScorecardSpec())
 
@@ -346,6 +349,15 @@ class DatasetSpec(_Strict):
         )
         if not has_any:
             raise ValueError("features lists no categorical and no numeric column")
+        for name, (low, high) in self.bounds.items():
+            if name not in self.features.numeric:
+                hint = difflib.get_close_matches(name, self.features.numeric, n=1)
+                raise ValueError(
+                    f"bounds names {name!r}, which is not under features.numeric"
+                    + (f"; did you mean {hint[0]!r}?" if hint else "")
+                )
+            if not low < high:
+                raise ValueError(f"bounds.{name}: the low bound must be below the high bound")
         return self
 
     @property

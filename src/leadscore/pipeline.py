@@ -24,6 +24,7 @@ from leadscore.config import DatasetSpec, Settings
 from leadscore.data import ID, LABEL, check_ready
 from leadscore.evaluate import classification_metrics, profile_training
 from leadscore.features import TableReport, build_table
+from leadscore.ranges import training_ranges
 from leadscore.scoring import ModelBundle
 from leadscore.train import TrainedModel, fit_model, split_leads
 
@@ -90,7 +91,17 @@ def build_bundle(
     }
     if trained.linear is not None:
         meta["linear"] = trained.linear.to_dict()  # the trees' starting log-odds, as numbers
+    meta.update(limits(builder, used, spec))
     return ModelBundle(trained.booster, trained.builder, trained.calibrator, meta)
+
+
+def limits(builder: Any, used: pd.DataFrame, spec: DatasetSpec) -> dict[str, Any]:
+    """What scoring checks numeric values against: each field's training range (a value far
+    outside it is scored with a warning, see `leadscore.ranges`) and the spec's hard bounds."""
+    return {
+        "ranges": training_ranges(builder, builder.transform(used)),
+        "bounds": {name: list(pair) for name, pair in spec.bounds.items()},
+    }
 
 
 def evaluate_test(trained: TrainedModel, leads: pd.DataFrame) -> dict[str, float]:

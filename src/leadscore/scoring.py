@@ -28,6 +28,7 @@ from leadscore.config import get_settings
 from leadscore.errors import ModelError
 from leadscore.features import Columns, FeatureBuilder
 from leadscore.modelcheck import verify_model_text
+from leadscore.ranges import RangeCheck
 from leadscore.train import Calibrator, LinearStart
 
 log = logging.getLogger(__name__)
@@ -171,6 +172,14 @@ class ModelBundle:
         self.linear_: LinearStart | None = LinearStart.from_dict(linear) if linear else None
         self.row_predictors_: dict[str, RowPredictor | None] = {}
         self._row_lock = threading.Lock()
+        # numeric values far outside training (a warning) or outside the spec's bounds (refused)
+        self.range_check_ = RangeCheck.of(self.builder, self.meta.get("ranges") or {})
+        kinds = self.builder.input_kinds_
+        self.bounds_: dict[str, tuple[float, float]] = {
+            name: (float(pair[0]), float(pair[1]))
+            for name, pair in (self.meta.get("bounds") or {}).items()
+            if kinds.get(name) == "numeric"
+        }
 
     def row_predictor(self, kind: str) -> RowPredictor | None:
         """The single-row predictor for "raw" or "contrib", built on first use (None when this
@@ -333,6 +342,8 @@ class Scores:
     tier: np.ndarray
     percentile: np.ndarray
     reasons: list[list[dict[str, Any]]] | None = None
+    # per lead, e.g. "nr.employed outside the training range" (see leadscore.ranges)
+    warnings: list[list[str]] = field(default_factory=list)
 
 
 def predict(
@@ -499,6 +510,7 @@ def score_arrays(bundle: ModelBundle, leads: Columns, reasons: int = 0) -> Score
     """Score column-shaped leads (DataFrame, Arrow table, or mapping of lists)."""
     matrix = bundle.builder.transform(leads)
     scores, contrib = predict(bundle, matrix, reasons)
+    scores.warnings = bundle.range_check_.warnings(matrix)
     if contrib is not None:
         impacts = field_impacts(bundle, contrib, scores.margin)
         values = [_column_values(leads, name, len(matrix)) for name in bundle.inputs]
@@ -507,7 +519,8 @@ def score_arrays(bundle: ModelBundle, leads: Columns, reasons: int = 0) -> Score
 
 
 def score(bundle: ModelBundle, leads: Columns, reasons: int = 0) -> pd.DataFrame:
-    """One row per lead: id, probability (0–1), score (0–100), tier (A–D), percentile, reasons.
+    """One row per lead: id, probability (0–1), score (0–100), tier (A–D), percentile, reasons
+    (when asked for) and warnings (a list, empty unless a value is far outside training).
 
     Columns are matched by name; absent fields and unseen categories are scored as missing.
     """
@@ -527,6 +540,7 @@ def score(bundle: ModelBundle, leads: Columns, reasons: int = 0) -> pd.DataFrame
     )
     if scores.reasons is not None:
         out["reasons"] = pd.Series(scores.reasons, dtype=object)
+    out["warnings"] = pd.Series(scores.warnings, dtype=object)
     out["model_name"] = bundle.name
     out["model_version"] = bundle.version
     return out
