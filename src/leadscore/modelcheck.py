@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 PROBE_SCRIPT = Path(__file__).with_name("modelprobe.py")
 PROBE_TIMEOUT_S = 60.0  # a parse that takes this long is a damaged text, not a big model
+TIMED_OUT = f"LightGBM did not parse it within {PROBE_TIMEOUT_S:.0f} s"
 HEADER_KEYS = ("version", "num_class", "max_feature_idx", "feature_names", "tree_sizes")
 # anchored on "\n", not on ^ with re.MULTILINE: a tenth of the time on a model of a few MB
 _TREE = re.compile(rb"\nTree=(\d+)\n")
@@ -54,8 +55,9 @@ def verify_model_text(text: bytes, sha256: str, where: str) -> None:
         verdict = _verdicts.get(sha256)
     if not cached:
         verdict = check_structure(text) or probe_in_child(text)
-        with _lock:
-            _verdicts[sha256] = verdict
+        if verdict != TIMED_OUT:  # a busy machine may do better next time: not remembered
+            with _lock:
+                _verdicts[sha256] = verdict
     if verdict is not None:
         raise ModelError(f"{where}: model.txt is damaged: {verdict}")
 
@@ -111,7 +113,7 @@ def probe_in_child(text: bytes) -> str | None:
         done = subprocess.run(command, input=text, capture_output=True,
                               timeout=PROBE_TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired:
-        return f"LightGBM did not parse it within {PROBE_TIMEOUT_S:.0f} s"
+        return TIMED_OUT
     except OSError as exc:  # no interpreter to start: say so rather than skip the check
         raise ModelError(f"cannot start the model check ({exc.strerror})") from None
     if done.returncode == 0:

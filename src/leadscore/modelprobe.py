@@ -5,7 +5,7 @@ error, which would take the API server or a batch job down with it. `leadscore.m
 this file as a script in a short-lived child (`python -I -S modelprobe.py <lib_lightgbm>`, the
 model text on stdin): if LightGBM dies here, only this process dies. Standard library only, and
 the LightGBM library is opened with ctypes rather than through the `lightgbm` package: importing
-that (with numpy, pandas and scikit-learn behind it) costs ~3 s; this whole probe ~0.1 s.
+that (with numpy, pandas and scikit-learn behind it) costs ~3 s; this whole probe 0.04-0.3 s.
 
 Exit status: 0 parsed and predicted two rows (all zeros, all missing) as raw scores and as
 contributions, every output finite; 3 LightGBM reported an error (its message on stderr);
