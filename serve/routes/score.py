@@ -17,7 +17,7 @@ from fastapi.responses import Response
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
 
-from leadscore.ranges import bound_reason, record_bound_problems
+from leadscore.ranges import bound_reason, find_out_of_bounds
 from leadscore.scoring import score_records
 from serve.deps import Loaded, scoring_context
 from serve.errors import ApiError, safe_name
@@ -128,7 +128,7 @@ def _refuse_out_of_bounds(loaded: Loaded, records: list[dict[str, Any]]) -> None
     """422 naming each lead and field outside the spec's hard bounds (the bounds come from the
     spec, so they may be quoted; the lead's value never is)."""
     bounds = loaded.bundle.bounds_
-    problems = record_bound_problems(bounds, records)
+    problems = find_out_of_bounds(bounds, records)
     if not problems:
         return
     parts = [f"lead {index}: field {bound_reason(name, *bounds[name])}"

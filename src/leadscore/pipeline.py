@@ -91,11 +91,11 @@ def build_bundle(
     }
     if trained.linear is not None:
         meta["linear"] = trained.linear.to_dict()  # the trees' starting log-odds, as numbers
-    meta.update(limits(builder, used, spec))
+    meta.update(measure_limits(builder, used, spec))
     return ModelBundle(trained.booster, trained.builder, trained.calibrator, meta)
 
 
-def limits(builder: Any, used: pd.DataFrame, spec: DatasetSpec) -> dict[str, Any]:
+def measure_limits(builder: Any, used: pd.DataFrame, spec: DatasetSpec) -> dict[str, Any]:
     """What scoring checks numeric values against: each field's training range (a value far
     outside it is scored with a warning, see `leadscore.ranges`) and the spec's hard bounds."""
     return {

@@ -94,7 +94,7 @@ def bound_reason(name: str, low: float, high: float) -> str:
     return f"{name!r} is outside its bounds [{low:g}, {high:g}]"
 
 
-def record_bound_problems(
+def find_out_of_bounds(
     bounds: Mapping[str, Sequence[float]], records: Sequence[Mapping[str, Any]]
 ) -> list[tuple[int, str]]:
     """(lead index, field) for each numeric value of a validated lead outside its bounds."""
