@@ -44,6 +44,13 @@ class ScoredLead(BaseModel):
         "that lowered it (most negative first): between 0 and 2k entries, k = `?reasons`. Over "
         "all fields the impacts add up to this lead's score minus the average lead's.",
     )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="Empty unless the lead was scored on a value far outside what the model was "
+        "trained on, e.g. `nr.employed outside the training range` (beyond the training range "
+        "widened by its own width on either side, or infinite): the score is then an "
+        "extrapolation.",
+    )
     model_name: str
     model_version: str
 

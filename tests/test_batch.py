@@ -109,7 +109,7 @@ def test_csv_with_semicolons_and_quoted_newlines(tiny_bundle: ModelBundle, tmp_p
     assert out["lead_id"].tolist() == leads["lead_id"].tolist()
     assert out["note"].tolist() == leads["note"].tolist(), "kept columns are copied as they were"
     assert list(out.columns) == ["lead_id", "note", "probability", "score", "tier", "percentile",
-                                 "model_name", "model_version", "scored_at"]
+                                 "warnings", "model_name", "model_version", "scored_at"]
     parquet = tmp_path / "leads.parquet"
     leads.to_parquet(parquet, index=False)
     run(tiny_bundle, parquet, tmp_path / "from_parquet.parquet")
@@ -296,7 +296,7 @@ def test_cli_scores_with_a_registered_model(trained, tmp_path: Path,  # type: ig
     scored = pd.read_csv(out)
     assert list(scored.columns) == [
         "lead_id", "country", "probability", "score", "tier", "percentile", "reasons",
-        "model_name", "model_version", "scored_at"]
+        "warnings", "model_name", "model_version", "scored_at"]
     assert len(scored) == summary["rows"] == 4000 and scored["lead_id"].is_unique
     assert set(scored["model_version"].astype(str)) == {trained.version}
     assert summary["drift"]["available"] and summary["drift"]["score_psi"] < 0.2

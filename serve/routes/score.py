@@ -17,6 +17,7 @@ from fastapi.responses import Response
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
 
+from leadscore.ranges import bound_reason, find_out_of_bounds
 from leadscore.scoring import score_records
 from serve.deps import Loaded, scoring_context
 from serve.errors import ApiError, safe_name
@@ -52,7 +53,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         400: "Malformed JSON",
         401: "Missing or invalid API key",
         413: "Too many leads or body too large",
-        422: "A lead has a wrong type or an unknown field, or the list is empty",
+        422: "A lead has a wrong type, an unknown field or a value outside the model's bounds, "
+        "or the list is empty",
         503: "No model loaded",
     }.items()
 }
@@ -114,9 +116,28 @@ def parse_leads(body: bytes, max_batch: int, ignore_unknown: bool = False) -> li
 def validate_leads(loaded: Loaded, leads: list[Any]) -> list[dict[str, Any]]:
     """Typed lead dicts keyed by field name; errors name the lead's index and the field only."""
     try:
-        return loaded.leads.validate_python(leads)
+        records: list[dict[str, Any]] = loaded.leads.validate_python(leads)
     except ValidationError as exc:
         raise _invalid(loaded, exc) from None
+    if loaded.bundle.bounds_:
+        _refuse_out_of_bounds(loaded, records)
+    return records
+
+
+def _refuse_out_of_bounds(loaded: Loaded, records: list[dict[str, Any]]) -> None:
+    """422 naming each lead and field outside the spec's hard bounds (the bounds come from the
+    spec, so they may be quoted; the lead's value never is)."""
+    bounds = loaded.bundle.bounds_
+    problems = find_out_of_bounds(bounds, records)
+    if not problems:
+        return
+    parts = [f"lead {index}: field {bound_reason(name, *bounds[name])}"
+             for index, name in problems]
+    more = len(parts) - MAX_LISTED
+    message = "; ".join(parts[:MAX_LISTED]) + (f"; and {more} more" if more > 0 else "")
+    raise ApiError(422, "out_of_bounds", message,
+                   [{"lead": index, "field": name, "type": "out_of_bounds"}
+                    for index, name in problems])
 
 
 def _invalid(loaded: Loaded, exc: ValidationError) -> ApiError:
@@ -157,6 +178,7 @@ def score_payload(loaded: Loaded, leads: list[dict[str, Any]], reasons: int) -> 
     tier = scores.tier.tolist()
     percentile = scores.percentile.tolist()
     explained = scores.reasons
+    warnings = scores.warnings
     results = [
         {
             "id": None if ids[i] is None else str(ids[i]),
@@ -165,6 +187,7 @@ def score_payload(loaded: Loaded, leads: list[dict[str, Any]], reasons: int) -> 
             "tier": tier[i],
             "percentile": percentile[i],
             "reasons": explained[i] if explained is not None else [],
+            "warnings": warnings[i],
             "model_name": name,
             "model_version": version,
         }

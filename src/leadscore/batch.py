@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 from leadscore.data import check_file, detect_delimiter, detect_encoding
 from leadscore.errors import DataError
 from leadscore.evaluate import PSI_WARNING, bin_counts, population_stability
+from leadscore.ranges import bound_reason, outside_bounds
 from leadscore.scoring import ModelBundle, score_arrays
 
 if TYPE_CHECKING:
@@ -444,6 +445,11 @@ def check_chunk(bundle: ModelBundle, chunk: Chunk) -> Checked:
         table = table.set_column(table.column_names.index(name), name, numbers)
         for bad_pos in bad.tolist():
             problems.setdefault(bad_pos, []).append(f"{name!r} is not a number")
+        if name in bundle.bounds_:  # the spec's hard limits: outside them is no lead to score
+            low, high = bundle.bounds_[name]
+            values = numbers.to_numpy(zero_copy_only=False)  # null -> NaN, never outside
+            for far_pos in np.flatnonzero(outside_bounds(values, low, high)).tolist():
+                problems.setdefault(far_pos, []).append(bound_reason(name, low, high))
     reasons = list(chunk.malformed)
     reject_rows: list[int | None] = [None] * len(reasons)
     reject_ids: list[str | None] = [None] * len(reasons)
@@ -483,6 +489,7 @@ def output_schema(
     ]
     if reasons > 0:
         fields.append(pa.field("reasons", pa.string()))
+    fields.append(pa.field("warnings", pa.string()))  # JSON list, "[]" when none
     fields += [pa.field(c, pa.string()) for c in ("model_name", "model_version", "scored_at")]
     return pa.schema(fields)
 
@@ -517,9 +524,14 @@ def scores_table(
     columns["score"] = pa.array(result.score, type=pa.int64())
     columns["tier"] = pa.array(result.tier, type=pa.string())
     columns["percentile"] = pa.array(result.percentile, type=pa.int64())
+    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
     if result.reasons is not None:
-        dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
         columns["reasons"] = pa.array([dumps(r) for r in result.reasons], type=pa.string())
+    if any(result.warnings):
+        texts = [dumps(w) if w else "[]" for w in result.warnings]
+        columns["warnings"] = pa.array(texts, type=pa.string())
+    else:
+        columns["warnings"] = pa.repeat(pa.scalar("[]", pa.string()), n)
     # constants: repeated in Arrow, not built as Python lists
     columns["model_name"] = pa.repeat(pa.scalar(bundle.name, pa.string()), n)
     columns["model_version"] = pa.repeat(pa.scalar(bundle.version, pa.string()), n)
@@ -767,6 +779,7 @@ class Job:
             "rows": self.state["rows"] + rows_in,
             "scored": self.state["scored"] + table.num_rows,
             "rejected": self.state["rejected"] + rejects.num_rows,
+            "warned": self.state.get("warned", 0) + _warned(table),
         }
         _write_atomic(
             self.checkpoint_path,
@@ -810,6 +823,13 @@ class Job:
             lock_path = Path(lock.name)
             lock_path.unlink(missing_ok=True)  # while still held: no other job is mid-write
             lock.close()  # closing the descriptor releases the lock
+
+
+def _warned(table: pa.Table) -> int:
+    """Scored rows whose `warnings` list is not empty (a value far outside training)."""
+    if "warnings" not in table.column_names or not table.num_rows:
+        return 0
+    return int(pc.sum(pc.not_equal(table.column("warnings"), "[]")).as_py() or 0)
 
 
 def _lock_output(output: Path) -> IO[str]:
@@ -1117,6 +1137,7 @@ def rescore(
         "chunk_rows": chunk_rows,
         "reasons": reasons,
         "absent_fields": absent,
+        "range_warnings": int(state.get("warned", 0)),  # scored leads far outside training
         "drift": report,
     }
     for name in report.get("drifted", []):
@@ -1129,6 +1150,9 @@ def rescore(
         )
     if summary.rejected:
         log.warning("%s row(s) rejected; see %s", f"{summary.rejected:,}", rejects_path)
+    if state.get("warned"):
+        log.warning("%s lead(s) scored with a value far outside the training range (see the "
+                    "warnings column)", f"{state['warned']:,}")
     if summary.rows == 0:
         log.warning("%s has no rows: wrote an empty %s", input_path, output_path)
     summary_path = output_path.with_name(output_path.name + ".summary.json")
@@ -1238,6 +1262,7 @@ def score_spark(
     fields += ["probability double", "score bigint", "tier string", "percentile bigint"]
     if reasons > 0:
         fields.append("reasons string")
+    fields.append("warnings string")
     fields += ["model_name string", "model_version string", "scored_at string"]
     with_rows = row_numbers or row_column is not None
     if with_rows:
@@ -1479,6 +1504,7 @@ def rescore_spark(
         "scored_at": scored_at,
         "reasons": reasons,
         "absent_fields": absent_fields(bundle, source.columns),
+        "range_warnings": int(state.get("warned", 0)),
         "drift": report,
     }
     summary_path = output_path.with_name(output_path.name + ".summary.json")

@@ -17,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -78,6 +79,13 @@ class Settings(BaseSettings):
     # place these defaults are written, tracking.decide reads them)
     promote_auc_tolerance: float = Field(0.005, ge=0.0, le=1.0)
     promote_ece_tolerance: float = Field(0.02, ge=0.0, le=1.0)
+    # set: bundles are written with an HMAC-SHA256 signature and refused on load without a
+    # valid one (a checksum only catches accidents). A secret: never logged, never in a bundle.
+    signing_key: SecretStr | None = None
+
+    def signing_secret(self) -> str | None:
+        """The signing key, or None when unset or empty."""
+        return (self.signing_key.get_secret_value() or None) if self.signing_key else None
 
     def resolved_tracking_uri(self) -> str:
         """`MLFLOW_TRACKING_URI` wins (a team's shared server), then ours, then the embedded
@@ -355,6 +363,9 @@ class DatasetSpec(_Strict):
     leak_audit: LeakAuditSpec = Field(default_factory=lambda: LeakAuditSpec())
     drop: list[str] = Field(default_factory=list)
     pii: list[str] = Field(default_factory=list)
+    # hard limits per numeric field, both included ({age: [16, 110]}): a lead outside them is
+    # refused (API 422, batch rejects file) rather than scored
+    bounds: dict[str, tuple[float, float]] = Field(default_factory=dict)
     train: TrainSpec = Field(default_factory=TrainSpec)
     scorecard: ScorecardSpec = Field(default_factory=lambda: ScorecardSpec())
     model: ModelSpec = Field(default_factory=lambda: ModelSpec())
@@ -397,6 +408,15 @@ class DatasetSpec(_Strict):
         )
         if not has_any:
             raise ValueError("features lists no categorical and no numeric column")
+        for name, (low, high) in self.bounds.items():
+            if name not in self.features.numeric:
+                hint = difflib.get_close_matches(name, self.features.numeric, n=1)
+                raise ValueError(
+                    f"bounds names {name!r}, which is not under features.numeric"
+                    + (f"; did you mean {hint[0]!r}?" if hint else "")
+                )
+            if not low < high:
+                raise ValueError(f"bounds.{name}: the low bound must be below the high bound")
         return self
 
     @property

@@ -27,6 +27,7 @@ from leadscore.data import ID, LABEL, check_ready
 from leadscore.evaluate import classification_metrics, profile_training
 from leadscore.features import TableReport, build_table
 from leadscore.promotion import quality_problem
+from leadscore.ranges import training_ranges
 from leadscore.scoring import ModelBundle, publish_bundle
 from leadscore.train import TrainedModel, fit_model, split_leads
 
@@ -95,7 +96,17 @@ def build_bundle(
     }
     if trained.linear is not None:
         meta["linear"] = trained.linear.to_dict()  # the trees' starting log-odds, as numbers
+    meta.update(measure_limits(builder, used, spec))
     return ModelBundle(trained.booster, trained.builder, trained.calibrator, meta)
+
+
+def measure_limits(builder: Any, used: pd.DataFrame, spec: DatasetSpec) -> dict[str, Any]:
+    """What scoring checks numeric values against: each field's training range (a value far
+    outside it is scored with a warning, see `leadscore.ranges`) and the spec's hard bounds."""
+    return {
+        "ranges": training_ranges(builder, builder.transform(used)),
+        "bounds": {name: list(pair) for name, pair in spec.bounds.items()},
+    }
 
 
 def evaluate_test(trained: TrainedModel, leads: pd.DataFrame) -> dict[str, float]:

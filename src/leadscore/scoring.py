@@ -9,6 +9,7 @@ from __future__ import annotations
 import bisect
 import ctypes
 import hashlib
+import hmac
 import json
 import logging
 import math
@@ -25,8 +26,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from leadscore.config import get_settings
 from leadscore.errors import ModelError
 from leadscore.features import Columns, FeatureBuilder
+from leadscore.modelcheck import verify_model_text
+from leadscore.ranges import RangeCheck
 from leadscore.train import Calibrator, LinearStart
 
 log = logging.getLogger(__name__)
@@ -34,6 +38,8 @@ log = logging.getLogger(__name__)
 MODEL_FILE = "model.txt"
 META_FILE = "bundle.json"
 FORMAT_VERSION = 1
+SIGNATURE_FIELD = "signature"
+SIGNATURE_PREFIX = "hmac-sha256:"
 TIERS = ("A", "B", "C", "D")
 SINGLE_THREAD_ROWS = 64  # LightGBM predicts this many rows or fewer on one thread
 # Up to this many rows go through LightGBM's single-row API one row at a time (see RowPredictor):
@@ -168,6 +174,14 @@ class ModelBundle:
         self.linear_: LinearStart | None = LinearStart.from_dict(linear) if linear else None
         self.row_predictors_: dict[str, RowPredictor | None] = {}
         self._row_lock = threading.Lock()
+        # numeric values far outside training (a warning) or outside the spec's bounds (refused)
+        self.range_check_ = RangeCheck.of(self.builder, self.meta.get("ranges") or {})
+        kinds = self.builder.input_kinds_
+        self.bounds_: dict[str, tuple[float, float]] = {
+            name: (float(pair[0]), float(pair[1]))
+            for name, pair in (self.meta.get("bounds") or {}).items()
+            if kinds.get(name) == "numeric"
+        }
 
     def row_predictor(self, kind: str) -> RowPredictor | None:
         """The single-row predictor for "raw" or "contrib", built on first use (None when this
@@ -198,24 +212,54 @@ class ModelBundle:
 
     # ---------------------------------------------------------------- persistence
 
-    def save(self, directory: Path) -> Path:
-        """Write `model.txt` and `bundle.json` (with the model's SHA-256) into `directory`."""
+    def save(self, directory: Path, *, signing_key: str | None = None) -> Path:
+        """Write `model.txt` and `bundle.json` (with the model's SHA-256) into `directory`.
+
+        With a signing key (`signing_key`; None: `LEADSCORE_SIGNING_KEY`) the metadata also
+        carries an HMAC-SHA256 over the model text and the rest of the metadata, so a bundle
+        edited by anyone without the key (checksum updated or not) is refused on load.
+        """
         directory.mkdir(parents=True, exist_ok=True)
         model_path = directory / MODEL_FILE
         self.booster.save_model(str(model_path))
         meta = {
-            **self.meta,
+            **{k: v for k, v in self.meta.items() if k != SIGNATURE_FIELD},
             "format_version": FORMAT_VERSION,
             "model_file": MODEL_FILE,
             "model_sha256": sha256_file(model_path),
             "encoder": self.builder.to_dict(),
             "calibration": self.calibrator.to_dict(),
         }
+        text = json.dumps(meta, indent=2, default=_json_default)
+        key = _signing_key(signing_key)
+        if key is not None:
+            # signed as it will be read back (tuples as lists, numpy numbers as floats)
+            meta = json.loads(text)
+            meta[SIGNATURE_FIELD] = bundle_signature(model_path.read_bytes(), meta, key)
+            text = json.dumps(meta, indent=2)
         tmp = directory / (META_FILE + ".tmp")
-        tmp.write_text(json.dumps(meta, indent=2, default=_json_default), encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8")
         tmp.replace(directory / META_FILE)
         self.meta = meta
         return directory
+
+
+def _signing_key(explicit: str | None) -> str | None:
+    """The key to sign and verify with: the caller's ("" for none), else (None)
+    `LEADSCORE_SIGNING_KEY`, else none."""
+    if explicit is not None:
+        return explicit or None
+    return get_settings().signing_secret()
+
+
+def bundle_signature(model_text: bytes, meta: Mapping[str, Any], key: str) -> str:
+    """`hmac-sha256:<hex>` over the model text and the canonical JSON of the metadata (sorted
+    keys, no spaces, the signature field itself left out). The model's length goes first, so no
+    bytes can be moved between the two parts without changing the signature."""
+    body = {k: v for k, v in meta.items() if k != SIGNATURE_FIELD}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=_json_default)
+    message = b"leadscore-bundle\n%d\n" % len(model_text) + model_text + canonical.encode()
+    return SIGNATURE_PREFIX + hmac.new(key.encode(), message, hashlib.sha256).hexdigest()
 
 
 def _json_default(value: Any) -> Any:
@@ -245,8 +289,11 @@ def publish_bundle(bundle: ModelBundle, folder: Path) -> Path:
     return folder
 
 
-def load_bundle(directory: str | Path) -> ModelBundle:
-    """Read a bundle folder, verifying the model file against the checksum in its metadata."""
+def load_bundle(directory: str | Path, *, signing_key: str | None = None) -> ModelBundle:
+    """Read a bundle folder, verifying the model file against the checksum in its metadata, its
+    signature when a key is set (`signing_key`; None: `LEADSCORE_SIGNING_KEY`; "": no key), and
+    the model text itself (`modelcheck`) before LightGBM parses it in this process: a damaged
+    text is a `ModelError`, never an abort. LightGBM parses the very bytes that were checked."""
     folder = Path(directory)
     meta_path = folder / META_FILE
     if not meta_path.is_file():
@@ -255,18 +302,38 @@ def load_bundle(directory: str | Path) -> ModelBundle:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ModelError(f"{meta_path}: not valid JSON") from None
-    if meta.get("format_version") != FORMAT_VERSION:
+    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
+        version = meta.get("format_version") if isinstance(meta, dict) else None
         raise ModelError(
-            f"{meta_path}: bundle format {meta.get('format_version')!r} is not supported "
+            f"{meta_path}: bundle format {version!r} is not supported "
             f"(expected {FORMAT_VERSION})"
         )
     model_path = folder / str(meta.get("model_file", MODEL_FILE))
     if not model_path.is_file():
         raise ModelError(f"{folder}: model file {model_path.name} is missing")
-    if sha256_file(model_path) != meta.get("model_sha256"):
+    model_bytes = model_path.read_bytes()
+    digest = hashlib.sha256(model_bytes).hexdigest()
+    if digest != meta.get("model_sha256"):
         raise ModelError(f"{model_path}: checksum does not match {META_FILE}; refusing to load")
+    key = _signing_key(signing_key)
+    if key is not None:
+        signature = meta.get(SIGNATURE_FIELD)
+        if not isinstance(signature, str) or not signature:
+            raise ModelError(
+                f"{folder}: bundle signature missing (LEADSCORE_SIGNING_KEY is set)"
+            )
+        expected = bundle_signature(model_bytes, meta, key)
+        if not hmac.compare_digest(signature.encode(), expected.encode()):
+            raise ModelError(
+                f"{folder}: bundle signature does not match (LEADSCORE_SIGNING_KEY is set)"
+            )
     try:
-        booster = lgb.Booster(model_file=str(model_path))
+        model_text = model_bytes.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ModelError(f"{folder}: {model_path.name} is damaged: not UTF-8 text") from None
+    verify_model_text(model_bytes, digest, str(folder))
+    try:
+        booster = lgb.Booster(model_str=model_text)
         builder = FeatureBuilder.from_dict(meta["encoder"])
         calibrator = Calibrator.from_dict(meta["calibration"])
     except (lgb.basic.LightGBMError, KeyError, TypeError, ValueError) as exc:
@@ -294,6 +361,8 @@ class Scores:
     tier: np.ndarray
     percentile: np.ndarray
     reasons: list[list[dict[str, Any]]] | None = None
+    # per lead, e.g. "nr.employed outside the training range" (see leadscore.ranges)
+    warnings: list[list[str]] = field(default_factory=list)
 
 
 def predict(
@@ -460,6 +529,7 @@ def score_arrays(bundle: ModelBundle, leads: Columns, reasons: int = 0) -> Score
     """Score column-shaped leads (DataFrame, Arrow table, or mapping of lists)."""
     matrix = bundle.builder.transform(leads)
     scores, contrib = predict(bundle, matrix, reasons)
+    scores.warnings = bundle.range_check_.warnings(matrix)
     if contrib is not None:
         impacts = field_impacts(bundle, contrib, scores.margin)
         values = [_column_values(leads, name, len(matrix)) for name in bundle.inputs]
@@ -468,7 +538,8 @@ def score_arrays(bundle: ModelBundle, leads: Columns, reasons: int = 0) -> Score
 
 
 def score(bundle: ModelBundle, leads: Columns, reasons: int = 0) -> pd.DataFrame:
-    """One row per lead: id, probability (0–1), score (0–100), tier (A–D), percentile, reasons.
+    """One row per lead: id, probability (0–1), score (0–100), tier (A–D), percentile, reasons
+    (when asked for) and warnings (a list, empty unless a value is far outside training).
 
     Columns are matched by name; absent fields and unseen categories are scored as missing.
     """
@@ -488,6 +559,7 @@ def score(bundle: ModelBundle, leads: Columns, reasons: int = 0) -> pd.DataFrame
     )
     if scores.reasons is not None:
         out["reasons"] = pd.Series(scores.reasons, dtype=object)
+    out["warnings"] = pd.Series(scores.warnings, dtype=object)
     out["model_name"] = bundle.name
     out["model_version"] = bundle.version
     return out

@@ -417,7 +417,7 @@ def _registry_info(uri: str) -> dict[str, str]:
 def load_model(uri: str, settings: Settings) -> ModelBundle:
     """Resolve and load a bundle, stamping it with the registry's name and version."""
     bundle_dir, info = resolve_model(uri, settings)
-    bundle = load_bundle(bundle_dir)
+    bundle = load_bundle(bundle_dir, signing_key=settings.signing_secret() or "")
     if info:
         bundle.meta["name"] = info["name"]
         bundle.meta["version"] = info["version"]

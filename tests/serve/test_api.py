@@ -70,7 +70,8 @@ def test_result_fields_and_reasons(client: TestClient, bundles: dict[str, Path])
     lead = {"lead_id": "L1", "industry": "software", "budget": "yes", "country": "GB"}
     default = client.post("/v1/score", json={"leads": [lead]}).json()["results"][0]
     assert set(default) == {"id", "probability", "score", "tier", "percentile", "reasons",
-                            "model_name", "model_version"}
+                            "warnings", "model_name", "model_version"}
+    assert default["warnings"] == []
     assert default["id"] == "L1" and default["model_name"] == "test-leads"
     assert default["score"] == round(default["probability"] * 100)
     assert 1 <= len(default["reasons"]) <= 6, "up to 3 raisers and up to 3 lowerers"

@@ -5,7 +5,10 @@ workers share one /metrics. Every loop here is bounded in time and count."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -213,3 +216,35 @@ def test_workers_share_one_metrics_endpoint(start_server, bundles: dict[str, Pat
             assert float(line.split()[-1]) == 30.0
     server.process.send_signal(signal.SIGTERM)
     assert server.process.wait(timeout=30) in STOPPED
+
+
+def test_a_damaged_model_with_a_forged_checksum_is_refused_and_the_server_lives(
+    start_server, bundles: dict[str, Path], tmp_path: Path
+) -> None:
+    """A truncated model.txt whose checksum was rewritten used to abort the server on reload
+    (SIGABRT: the client saw a closed connection): now a 409, and the old model serves on."""
+    damaged = Path(shutil.copytree(bundles["v2"], tmp_path / "damaged"))
+    text = (damaged / "model.txt").read_bytes()
+    cut = text[: len(text) // 2]
+    (damaged / "model.txt").write_bytes(cut)
+    meta = json.loads((damaged / "bundle.json").read_text(encoding="utf-8"))
+    meta.update(version="4", model_sha256=hashlib.sha256(cut).hexdigest())
+    (damaged / "bundle.json").write_text(json.dumps(meta), encoding="utf-8")
+    live = tmp_path / "live"
+    switch(live, bundles["v1"])
+    server = start_server(live)
+    switch(live, damaged)
+    with httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as client:
+        refused = client.post("/v1/admin/reload")
+        assert refused.status_code == 409, refused.text
+        error = refused.json()["error"]
+        assert error["code"] == "model_refused"
+        assert "model.txt is damaged" in error["message"]
+        assert error["details"] == [{"still_serving": "1"}]
+        scored = client.post("/v1/score", json={"leads": [{"lead_id": "a"}]})
+        assert scored.status_code == 200
+        assert scored.json()["results"][0]["model_version"] == "1"
+    assert server.process.poll() is None
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(timeout=30) in STOPPED
+    assert "Traceback" not in server.text()
