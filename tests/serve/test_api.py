@@ -13,6 +13,9 @@ import pytest
 from fastapi.testclient import TestClient
 from serve_helpers import API_KEY, assert_error
 
+LOADED = 'leadscore_model_reloads_total{model="test-leads",result="loaded"}'
+REFUSED = 'leadscore_model_reloads_total{model="test-leads",result="refused"}'
+
 
 @pytest.fixture
 def locked(make_client: Callable[..., TestClient], bundles: dict[str, Path]) -> TestClient:
@@ -192,7 +195,7 @@ def test_polling_reloads_only_when_the_source_changes(
 
     def loads() -> float:
         for line in api.get("/metrics").text.splitlines():
-            if line.startswith('leadscore_model_reloads_total{model="test-leads",result="loaded"}'):
+            if line.startswith(LOADED):
                 return float(line.split()[-1])
         return 0.0
 
@@ -209,5 +212,5 @@ def test_polling_reloads_only_when_the_source_changes(
     assert api.get("/readyz").json()["version"] == "2"
     assert loads() == 2.0
     refused = [line for line in api.get("/metrics").text.splitlines()
-               if line.startswith('leadscore_model_reloads_total{model="test-leads",result="refused"}')]
-    assert refused == ['leadscore_model_reloads_total{model="test-leads",result="refused"} 1.0']  # tried once
+               if line.startswith(REFUSED)]
+    assert refused == [f"{REFUSED} 1.0"]  # tried once

@@ -30,6 +30,9 @@ AUTH = {"Authorization": f"Bearer {API_KEY}"}
 # after a graceful shutdown uvicorn re-raises the SIGTERM it caught, so the exit is by signal
 STOPPED = (0, -signal.SIGTERM)
 
+LOADED = 'leadscore_model_reloads_total{model="test-leads",result="loaded"}'
+REFUSED = 'leadscore_model_reloads_total{model="test-leads",result="refused"}'
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -160,7 +163,7 @@ def test_reloads_under_load_drop_nothing_and_refuse_a_corrupt_model(
     metrics = httpx.get(f"{server.url}/metrics").text
     assert 'leadscore_model_info{name="test-leads",version="2"} 1.0' in metrics
     refused = [line for line in metrics.splitlines()
-               if line.startswith('leadscore_model_reloads_total{model="test-leads",result="refused"}')]
+               if line.startswith(REFUSED)]
     assert refused and float(refused[0].split()[-1]) >= 2  # the admin call and the poller
 
     server.process.send_signal(signal.SIGTERM)
