@@ -179,12 +179,12 @@ def train(
             "[yellow]no created-at or order column: the test slice is a stratified "
             "random 20%, which flatters a model when conversion drifts over time[/]"
         )
-    for name, b in (result.baselines or {}).items():
+    for baseline, b in (result.baselines or {}).items():
         console.print(
-            f"baseline {name:10s} ROC AUC {b['roc_auc']:.4f}  ECE {b['ece']:.4f}  "
+            f"baseline {baseline:10s} ROC AUC {b['roc_auc']:.4f}  ECE {b['ece']:.4f}  "
             f"(LightGBM {m['test_roc_auc'] - b['roc_auc']:+.4f} ROC AUC)"
         )
-    if result.quality_problem:
+    if result.quality_problem and not result.version:  # else the registry line says it
         console.print(f"[bold yellow]not fit to serve[/]: {result.quality_problem}",
                       highlight=False)
     if result.report_dir:

@@ -180,7 +180,7 @@ def judge(
     """Apply the promotion gates (see promotion.py) to a new version of `name`."""
     champion = _current_champion(name, settings)
     if quality is not None:
-        return Verdict(False, f"not promoted automatically: {quality}", champion)
+        return Verdict(False, f"not fit to serve: {quality}", champion)
     if champion is None:
         return Verdict(True, "no champion yet")
     ours = bundle.meta.get("dataset")
