@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 from leadscore.data import check_file, detect_delimiter, detect_encoding
 from leadscore.errors import DataError
 from leadscore.evaluate import PSI_WARNING, bin_counts, population_stability
+from leadscore.faults import refuse_overwriting_input
 from leadscore.scoring import ModelBundle, score_arrays
 
 if TYPE_CHECKING:
@@ -684,6 +685,17 @@ class Job:
         self.final: _Final | None = None
         self._lock: IO[str] | None = None
 
+    def writes(self) -> list[Path]:
+        """Every file the job may create or replace beside the output (its parts folder aside)."""
+        name = self.output.name
+        suffixes = ("", ".partial", ".rejects.csv", ".rejects.csv.partial", ".summary.json",
+                    ".summary.json.tmp", ".lock")
+        return [self.output.with_name(name + suffix) for suffix in suffixes]
+
+    def refuse_overwriting(self, source: Source) -> None:
+        """Stop before anything is written when the job would destroy its own input."""
+        refuse_overwriting_input(source.path, source.files, self.writes(), self.folder)
+
     def _part(self, index: int) -> Path:
         return self.folder / f"part-{index:06d}.arrow"
 
@@ -1026,6 +1038,7 @@ def rescore(
         "keep": keep,
     }
     job = Job(output_path, identity, schema)
+    job.refuse_overwriting(source)
     saved = job.prepare(resume)
     drift = Drift(bundle, _drift_stride(source))
     if saved is not None:
@@ -1407,6 +1420,7 @@ def rescore_spark(
     source = open_source(input_path, bundle, keep)
     schema = output_schema(bundle, source.schema, keep, reasons)
     job = Job(output_path, {"engine": "spark"}, schema)
+    job.refuse_overwriting(source)
     job.prepare(resume=False)
     scored_at = scored_at or datetime.now(UTC).isoformat(timespec="seconds")
     start = time.perf_counter()
