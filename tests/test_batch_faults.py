@@ -5,17 +5,23 @@ and every rejected row can be found again in the input."""
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import resource
+import signal
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from test_batch import make_leads, tiny, tiny_bundle, write_csv  # noqa: F401
 from typer.testing import CliRunner
 
 from leadscore import cli
+from leadscore.batch import rescore
 from leadscore.config import get_settings
 
 Invoke = Callable[..., "Result"]
@@ -109,3 +115,104 @@ def test_no_output_into_the_input_folder_of_parquet(score_cli: Invoke, tmp_path:
     before = side.read_bytes()  # an input named like the job's own rejects file
     line = one_line(score_cli("-i", str(side), "-o", str(tmp_path / "scores.csv")))
     assert "refusing to overwrite the input" in line and side.read_bytes() == before
+
+
+# --------------------------------------------------------------------------- faults
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Files a stopped job must never leave: temporary, half-written, or its lock."""
+    return [name for name in listing(folder)
+            if name.endswith((".tmp", ".partial", ".lock"))]
+
+
+def test_a_full_disk_is_one_line_and_resume_finishes_the_job(
+        score_cli: Invoke, tiny_bundle, tmp_path: Path) -> None:  # noqa: F811
+    src = write_csv(make_leads(30_000, seed=4), tmp_path / "leads.csv")
+    with tmpfs(tmp_path / "disk", "size=1m") as disk:
+        out = disk / "scores.parquet"
+        args = ("-i", str(src), "-o", str(out), "--chunk-rows", "2000", "--reasons", "3")
+        line = one_line(score_cli(*args))
+        assert "no space left on the device" in line and str(disk) in line
+        assert not out.exists() and leftovers(disk) == []
+        checkpoint = json.loads((disk / "scores.parquet.parts" / "checkpoint.json").read_text())
+        done = checkpoint["state"]["chunks_done"]
+        assert 1 <= done < 15 and f"{done} completed chunk(s) kept" in line and "--resume" in line
+        parts = sorted(p.name for p in (disk / "scores.parquet.parts").iterdir())
+        assert parts == ["checkpoint.json", *(f"part-{i:06d}.parquet" for i in range(done))]
+        subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
+        resumed = score_cli(*args, "--resume")
+        assert resumed.exit_code == 0, resumed.stderr
+        summary = json.loads(resumed.stdout)
+        assert summary["resumed_after_chunk"] == done and summary["rows"] == 30_000
+        whole = tmp_path / "whole.parquet"
+        rescore(tiny_bundle, src, whole, chunk_rows=2000, reasons=3,
+                scored_at=summary["scored_at"])
+        assert pq.read_table(out).equals(pq.read_table(whole))
+        assert listing(disk) == sorted(["scores.parquet", "scores.parquet.summary.json"])
+
+
+def test_a_read_only_folder_or_a_file_in_the_path(score_cli: Invoke, tmp_path: Path) -> None:
+    src = write_csv(make_leads(100, seed=5), tmp_path / "leads.csv")
+    line = one_line(score_cli("-i", str(src), "-o", str(src / "scores.parquet")))
+    assert line == (f"error: {tmp_path}/leads.csv: cannot create the output's folder: it is a "
+                    "file, not a folder")
+    with tmpfs(tmp_path / "ro", "size=1m,ro") as folder:
+        line = one_line(score_cli("-i", str(src), "-o", str(folder / "scores.csv")))
+        assert line == f"error: {folder}/scores.csv: cannot write: read-only file system"
+        assert listing(folder) == []
+    assert listing(tmp_path) == ["leads.csv", "ro"]
+
+
+def test_a_corrupt_parquet_page_is_one_line_and_leaves_nothing(score_cli: Invoke,
+                                                               tmp_path: Path) -> None:
+    src = tmp_path / "leads.parquet"
+    make_leads(5000, seed=6).to_parquet(src, index=False, row_group_size=1000)
+    column = pq.ParquetFile(src).metadata.row_group(3).column(2)  # 'visits', rows 3001-4000
+    data = bytearray(src.read_bytes())
+    middle = column.data_page_offset + column.total_compressed_size // 2
+    data[middle - 32:middle + 32] = b"\xff" * 64
+    src.write_bytes(bytes(data))
+    out = tmp_path / "out" / "scores.parquet"
+    line = one_line(score_cli("-i", str(src), "-o", str(out), "--chunk-rows", "500"))
+    assert line.startswith(f"error: {src}: cannot read it as Parquet: ")
+    assert listing(tmp_path / "out") == [], "a corrupt input keeps no parts: resuming cannot help"
+
+
+@pytest.mark.slow
+def test_a_file_size_limit_is_one_line(tiny: Path, tmp_path: Path) -> None:  # noqa: F811
+    """EFBIG from a real RLIMIT_FSIZE in a real `leadscore score` process."""
+    src = write_csv(make_leads(20_000, seed=7), tmp_path / "leads.csv")
+    out = tmp_path / "out" / "scores.csv"
+
+    def limit() -> None:  # in the child: fail the write with EFBIG instead of dying of SIGXFSZ
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "leadscore.cli", "score", "--model", str(tiny), "-i", str(src),
+         "-o", str(out), "--chunk-rows", "5000"],
+        env={**os.environ, "PYTHONWARNINGS": "ignore"}, preexec_fn=limit,
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert f"{out}.partial: cannot write: file too large" in lines[0]
+    assert leftovers(out.parent) == [] and not out.exists()
+
+
+def test_the_parts_folder_stays_about_the_output_size(tiny_bundle, tmp_path: Path) -> None:  # noqa: F811
+    """Parts are kept until the output is whole: they must not need several times its room."""
+    src = write_csv(make_leads(40_000, seed=8), tmp_path / "leads.csv")
+    out = tmp_path / "scores.parquet"
+    parts = tmp_path / "scores.parquet.parts"
+    peak = 0
+
+    def measure(index: int) -> None:
+        nonlocal peak
+        peak = max(peak, sum(p.stat().st_size for p in parts.iterdir()))
+
+    rescore(tiny_bundle, src, out, chunk_rows=5000, after_chunk=measure)
+    assert 0 < peak <= 2 * out.stat().st_size, (peak, out.stat().st_size)

@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 from leadscore.data import check_file, detect_delimiter, detect_encoding
 from leadscore.errors import DataError
 from leadscore.evaluate import PSI_WARNING, bin_counts, population_stability
-from leadscore.faults import refuse_overwriting_input
+from leadscore.faults import Fault, fault, plainly, refuse_overwriting_input, remove_quietly
 from leadscore.scoring import ModelBundle, score_arrays
 
 if TYPE_CHECKING:
@@ -50,6 +50,10 @@ CSV_BLOCK_BYTES = 4 << 20
 DRIFT_STRIDE = 10
 DRIFT_ALL_ROWS_UP_TO = 200_000
 LOG_EVERY_S = 10.0
+# Parts are kept until the output is complete. As uncompressed Arrow they took 6-10x the
+# output's room (every row repeats the model name, version and time); as zstd Parquet (dictionary
+# and run-length encoded, then compressed) they take about its size or less.
+PART_FORMAT = "parquet-zstd"
 REJECT_COLUMNS = ("row", "lead_id", "reason")
 
 
@@ -225,12 +229,7 @@ def _raw_batches(source: Source, tracker: list[str]) -> Iterator[tuple[pa.Record
         # file by file, batch by batch: no scanner read-ahead holding a large part of the file
         done = 0
         for name in source.files:
-            # pre_buffer keeps every row group's buffers it has read: memory grows with the file
-            with pq.ParquetFile(name, pre_buffer=False) as parquet:
-                for batch in parquet.iter_batches(batch_size=64 * 1024, columns=source.columns):
-                    if batch.schema != source.schema:
-                        batch = batch.select(source.columns).cast(source.schema)
-                    yield batch, done
+            yield from ((batch, done) for batch in _parquet_batches(name, source))
             done += os.path.getsize(name)
         return
 
@@ -272,8 +271,23 @@ def _raw_batches(source: Source, tracker: list[str]) -> Iterator[tuple[pa.Record
             yield batch, stream.tell()
     except pa.ArrowInvalid as exc:
         raise DataError(f"{source.path}: cannot be read: {_arrow_message(exc)}") from None
+    except OSError as exc:
+        raise fault(source.path, "read it", exc, resumable=False) from None
     finally:
         stream.close()
+
+
+def _parquet_batches(name: str, source: Source) -> Iterator[pa.RecordBatch]:
+    """One Parquet file's batches; a corrupt page stops the job with one line naming the file
+    (a part of a folder, maybe), never a traceback from the reading thread."""
+    # pre_buffer keeps every row group's buffers it has read: memory grows with the file
+    with plainly(name, "read it as Parquet", resumable=False), pq.ParquetFile(
+        name, pre_buffer=False
+    ) as parquet:
+        for batch in parquet.iter_batches(batch_size=64 * 1024, columns=source.columns):
+            if batch.schema != source.schema:
+                batch = batch.select(source.columns).cast(source.schema)
+            yield batch
 
 
 def _header(path: Path, encoding: str, delimiter: str) -> list[str]:
@@ -630,8 +644,13 @@ class Drift:
 
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        with plainly(path, "write"):
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, path)
+    except BaseException:
+        remove_quietly([tmp])
+        raise
 
 
 class _Final:
@@ -640,32 +659,43 @@ class _Final:
     def __init__(self, output: Path, schema: pa.Schema, kind: str) -> None:
         self.output = output
         self.partial = output.with_name(output.name + ".partial")
-        self.partial.unlink(missing_ok=True)
         self.kind = kind
-        self._writer: pq.ParquetWriter | pacsv.CSVWriter
-        if kind == "parquet":
-            self._writer = pq.ParquetWriter(str(self.partial), schema, compression="snappy")
-        else:
-            self._writer = pacsv.CSVWriter(str(self.partial), schema)
+        self._writer: pq.ParquetWriter | pacsv.CSVWriter | None = None
+        with plainly(self.partial, "write"):
+            self.partial.unlink(missing_ok=True)
+            if kind == "parquet":
+                self._writer = pq.ParquetWriter(str(self.partial), schema, compression="snappy")
+            else:
+                self._writer = pacsv.CSVWriter(str(self.partial), schema)
 
     def write(self, table: pa.Table) -> None:
-        if table.num_rows:
-            self._writer.write_table(table)
+        if table.num_rows and self._writer is not None:
+            with plainly(self.partial, "write"):
+                self._writer.write_table(table)
 
     def close(self) -> None:
-        self._writer.close()
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            with plainly(self.partial, "write"):
+                writer.close()  # a Parquet footer: a full disk can still show here
 
     def abort(self) -> None:
+        """Drop the half-written output; a second fault while closing it must not hide the
+        first."""
+        writer, self._writer = self._writer, None
         try:
-            self._writer.close()
+            if writer is not None:
+                writer.close()
+        except (OSError, pa.ArrowException):
+            log.debug("closing %s after a fault", self.partial, exc_info=True)
         finally:
-            self.partial.unlink(missing_ok=True)
+            remove_quietly([self.partial])
 
 
 class Job:
     """The parts folder, its checkpoint, and the output assembled from the parts.
 
-    `<output>.parts/` holds `part-NNNNNN.arrow` (the chunk's output rows), `rejects-NNNNNN.csv`
+    `<output>.parts/` holds `part-NNNNNN.parquet` (the chunk's output rows), `rejects-NNNNNN.csv`
     (its rejected rows) and `checkpoint.json`: what the job reads (the input's fingerprint,
     model, chunk size, options) and how far it got. A part is renamed into place before the
     checkpoint counts it, so a kill at any instant leaves every counted part complete.
@@ -679,7 +709,7 @@ class Job:
         self.kind = "csv" if suffix == ".csv" else "parquet"
         self.folder = output.with_name(output.name + ".parts")
         self.checkpoint_path = self.folder / "checkpoint.json"
-        self.identity = {**identity, "format": self.kind}
+        self.identity = {**identity, "format": self.kind, "parts": PART_FORMAT}
         self.schema = schema
         self.state: dict[str, Any] = {"chunks_done": 0, "rows": 0, "scored": 0, "rejected": 0}
         self.final: _Final | None = None
@@ -697,15 +727,24 @@ class Job:
         refuse_overwriting_input(source.path, source.files, self.writes(), self.folder)
 
     def _part(self, index: int) -> Path:
-        return self.folder / f"part-{index:06d}.arrow"
+        return self.folder / f"part-{index:06d}.parquet"
 
     def _rejects(self, index: int) -> Path:
         return self.folder / f"rejects-{index:06d}.csv"
 
     def prepare(self, resume: bool) -> dict[str, Any] | None:
         """Start afresh, or (resume) return the saved state when it is this same job."""
-        self.output.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = _lock_output(self.output)
+        with plainly(self.output.parent, "create the output's folder"):
+            self.output.parent.mkdir(parents=True, exist_ok=True)
+        with plainly(self.output, "write"):
+            self._lock = _lock_output(self.output)
+        try:
+            return self._restore(resume)
+        except BaseException:
+            self._unlock()
+            raise
+
+    def _restore(self, resume: bool) -> dict[str, Any] | None:
         saved = None
         if resume and self.checkpoint_path.is_file():
             saved = json.loads(self.checkpoint_path.read_text(encoding="utf-8"))
@@ -734,15 +773,18 @@ class Job:
                     self.output,
                 )
             shutil.rmtree(self.folder, ignore_errors=True)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        with plainly(self.folder, "create the parts folder"):
+            self.folder.mkdir(parents=True, exist_ok=True)
         return saved
 
     def open_final(self) -> None:
         """Start `<output>.partial` and copy the parts already done into it."""
         self.final = _Final(self.output, self.schema, self.kind)
         for index in range(int(self.state["chunks_done"])):
-            with pa.memory_map(str(self._part(index))) as handle:
-                self.final.write(pa.ipc.open_file(handle).read_all())
+            part = self._part(index)
+            with plainly(part, "read a completed chunk", resumable=False):
+                table = pq.read_table(part, memory_map=True).cast(self.schema)
+            self.final.write(table)
 
     def add(
         self,
@@ -758,17 +800,23 @@ class Job:
             raise RuntimeError(f"chunk {index} arrived out of order")
         part = self._part(index)
         tmp = part.with_name(part.name + ".tmp")
-        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, self.schema) as writer:
-            writer.write_table(table)
-        os.replace(tmp, part)
-        if rejects.num_rows:
-            reject_path = self._rejects(index)
-            pacsv.write_csv(
-                rejects,
-                str(reject_path) + ".tmp",
-                write_options=pacsv.WriteOptions(include_header=False),
-            )
-            os.replace(str(reject_path) + ".tmp", reject_path)
+        reject_path = self._rejects(index)
+        reject_tmp = reject_path.with_name(reject_path.name + ".tmp")
+        try:
+            with plainly(tmp, "write"):
+                pq.write_table(table, str(tmp), compression="zstd")
+                os.replace(tmp, part)
+            if rejects.num_rows:
+                with plainly(reject_tmp, "write"):
+                    pacsv.write_csv(
+                        rejects,
+                        str(reject_tmp),
+                        write_options=pacsv.WriteOptions(include_header=False),
+                    )
+                    os.replace(reject_tmp, reject_path)
+        except BaseException:
+            remove_quietly([tmp, reject_tmp])
+            raise
         self.state = {
             **self.state,
             **extra_state,
@@ -792,26 +840,37 @@ class Job:
         rejects_path = self.output.with_name(self.output.name + ".rejects.csv")
         if self.state["rejected"]:
             tmp = rejects_path.with_name(rejects_path.name + ".partial")
-            with tmp.open("wb") as out:
-                out.write((",".join(f'"{c}"' for c in REJECT_COLUMNS) + "\n").encode())
-                for index in range(int(self.state["chunks_done"])):
-                    path = self._rejects(index)
-                    if path.is_file():
-                        with path.open("rb") as part:
-                            shutil.copyfileobj(part, out)
-            os.replace(tmp, rejects_path)
+            try:
+                with plainly(tmp, "write"), tmp.open("wb") as out:
+                    out.write((",".join(f'"{c}"' for c in REJECT_COLUMNS) + "\n").encode())
+                    for index in range(int(self.state["chunks_done"])):
+                        path = self._rejects(index)
+                        if path.is_file():
+                            with path.open("rb") as part:
+                                shutil.copyfileobj(part, out)
+                with plainly(rejects_path, "write"):
+                    os.replace(tmp, rejects_path)
+            except BaseException:
+                remove_quietly([tmp])
+                raise
         else:
             rejects_path.unlink(missing_ok=True)
-        os.replace(self.final.partial, self.output)
+        with plainly(self.output, "write"):
+            os.replace(self.final.partial, self.output)
         shutil.rmtree(self.folder, ignore_errors=True)
         self._unlock()
         return rejects_path if self.state["rejected"] else None
 
-    def abort(self) -> None:
-        """Stop without committing: the parts and checkpoint stay for `--resume`."""
-        if self.final is not None:
-            self.final.abort()
-        self._unlock()
+    def abort(self, keep_parts: bool = True) -> None:
+        """Stop without committing: the parts and checkpoint stay for `--resume` (unless
+        `keep_parts` is false, or no chunk was completed: then nothing is left behind)."""
+        try:
+            if self.final is not None:
+                self.final.abort()
+            if not keep_parts or not self.checkpoint_path.is_file():
+                shutil.rmtree(self.folder, ignore_errors=True)
+        finally:
+            self._unlock()
 
     def _unlock(self) -> None:
         lock, self._lock = self._lock, None
@@ -1090,20 +1149,20 @@ def rescore(
             )
         writer.finish()
         rejects_path = job.commit()
-    except BaseException:
+    except BaseException as exc:
         stop.set()
         if writer.thread.is_alive():
             try:
                 writer.finish()
             except BaseException:  # the first error is the one to report
                 log.debug("writer stopped with an error", exc_info=True)
-        job.abort()
+        job.abort(keep_parts=not isinstance(exc, Fault) or exc.resumable)
         if job.checkpoint_path.is_file():
-            log.warning(
-                "stopped after %d completed chunk(s); run again with --resume to "
-                "continue from there",
-                job.state["chunks_done"],
-            )
+            done = int(job.state["chunks_done"])
+            hint = f"{done} completed chunk(s) kept: run again with --resume to continue"
+            if isinstance(exc, Fault):  # the fault's one line says it, no second line
+                raise Fault(f"{exc}; {hint} once that is fixed", resumable=True) from None
+            log.warning("stopped; %s from there", hint)
         raise
     finally:
         progress.close()

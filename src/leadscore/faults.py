@@ -30,7 +30,7 @@ PROBLEMS = {
     errno.EACCES: "permission denied",
     errno.EPERM: "operation not permitted",
     errno.ENOTDIR: "a part of the path is a file, not a folder",
-    errno.EEXIST: "a file is in the way (a folder was expected)",
+    errno.EEXIST: "it is a file, not a folder",
     errno.EISDIR: "is a folder, not a file",
     errno.ENOENT: "no such file or folder",
     errno.EIO: "input/output error (a failing disk or network share)",
@@ -59,22 +59,33 @@ def describe(exc: BaseException) -> str:
     return text.split(": got '")[0].rstrip(".") or type(exc).__name__
 
 
-def fault(path: Path | str, doing: str, exc: BaseException) -> DataError:
+class Fault(DataError):
+    """A file could not be read or written (the disk, the file system or the file's bytes
+    failed, not a row of data). `resumable`: a write fault, after which the completed chunks
+    are worth keeping for `--resume` once the cause (a full disk) is fixed; a corrupt input
+    fails the same way again, so its job keeps nothing."""
+
+    def __init__(self, message: str, *, resumable: bool) -> None:
+        super().__init__(message)
+        self.resumable = resumable
+
+
+def fault(path: Path | str, doing: str, exc: BaseException, *, resumable: bool) -> Fault:
     """One line: the file, what was being done to it, and what went wrong."""
-    return DataError(f"{path}: cannot {doing}: {describe(exc)}")
+    return Fault(f"{path}: cannot {doing}: {describe(exc)}", resumable=resumable)
 
 
 @contextmanager
-def plainly(path: Path | str, doing: str) -> Iterator[None]:
-    """Turn an OS or Arrow error in the block into a `DataError` naming `path`; a
+def plainly(path: Path | str, doing: str, *, resumable: bool = True) -> Iterator[None]:
+    """Turn an OS or Arrow error in the block into a `Fault` naming `path`; a
     `LeadscoreError` (already plain) passes through."""
     try:
         yield
     except LeadscoreError:
         raise
     except (OSError, pa.ArrowException) as exc:
-        log.debug("%s: %s failed", path, doing, exc_info=True)
-        raise fault(path, doing, exc) from None
+        log.debug("%s: cannot %s", path, doing, exc_info=True)
+        raise fault(path, doing, exc, resumable=resumable) from None
 
 
 def remove_quietly(paths: Iterable[Path]) -> None:
