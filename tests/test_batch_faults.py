@@ -15,6 +15,8 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from test_batch import make_leads, tiny, tiny_bundle, write_csv  # noqa: F401
@@ -216,3 +218,79 @@ def test_the_parts_folder_stays_about_the_output_size(tiny_bundle, tmp_path: Pat
 
     rescore(tiny_bundle, src, out, chunk_rows=5000, after_chunk=measure)
     assert 0 < peak <= 2 * out.stat().st_size, (peak, out.stat().st_size)
+
+
+# --------------------------------------------------------------------------- rejects
+
+
+def test_a_malformed_row_is_found_by_its_line_and_id(score_cli: Invoke, tmp_path: Path) -> None:
+    src = tmp_path / "leads.csv"
+    src.write_text(
+        "lead_id,channel,visits,budget,email,note\n"        # line 1
+        "A1,web,3,10,a@x.io,x\n"                            # 2
+        "\n"                                                # 3: blank, no record
+        'A2,web,4,10,b@x.io,"two\nlines"\n'                 # 4-5
+        "A3,web,5,10,c@x.io,x,one too many\n"               # 6: malformed
+        "A4,web,6\n"                                        # 7: malformed
+        'A5,web,7,10,e@x.io,"three\n\nlines"\n'             # 8-10
+        "A6,web,eight,10,f@x.io,x\n"                        # 11: not a number
+        "A7,web,9,10,g@x.io,x\n",                           # 12
+        encoding="utf-8",
+    )
+    out = tmp_path / "scores.csv"
+    result = score_cli("-i", str(src), "-o", str(out), "--chunk-rows", "2")
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert (summary["rows"], summary["scored"], summary["rejected"]) == (7, 4, 3)
+    rejects = pd.read_csv(tmp_path / "scores.csv.rejects.csv", dtype=str, keep_default_na=False)
+    assert list(rejects.columns) == ["row", "line", "lead_id", "reason"]
+    assert rejects.values.tolist() == [
+        ["", "6", "A3", "malformed record: 7 fields where the header has 6"],
+        ["", "7", "A4", "malformed record: 3 fields where the header has 6"],
+        ["4", "11", "A6", "'visits' is not a number"],
+    ]
+    assert "f@x.io" not in (tmp_path / "scores.csv.rejects.csv").read_text()
+    assert pd.read_csv(out)["lead_id"].tolist() == ["A1", "A2", "A5", "A7"]
+
+
+TEXT_VALUES = ["12", " 7 ", "+3", "-0", ".5", "5.", "1e5", "1E+05",   # numbers
+               "nan", "NaN", "inf", "-Infinity", "1e400", "-1e400", "1e200", "9" * 31,  # range
+               "abc", "1,5", "0x10", "NA", "N/A"]                                      # not
+
+
+def test_batch_and_the_api_refuse_the_same_numbers(tiny_bundle, tmp_path: Path) -> None:  # noqa: F811
+    from pydantic import TypeAdapter, ValidationError
+
+    from serve.schemas import lead_model
+
+    api = TypeAdapter(lead_model(tiny_bundle))
+
+    def api_accepts(value: object) -> bool:
+        try:
+            api.validate_python({"lead_id": "x", "visits": value})
+        except ValidationError:
+            return False
+        return True
+
+    leads = make_leads(len(TEXT_VALUES), seed=9).assign(visits=TEXT_VALUES)
+    summary = rescore(tiny_bundle, write_csv(leads, tmp_path / "text.csv"),
+                      tmp_path / "text.parquet").as_dict()
+    rejects = pd.read_csv(summary["rejects_file"])
+    refused = {TEXT_VALUES[row - 1] for row in rejects["row"]}
+    assert refused == {v for v in TEXT_VALUES if not api_accepts(v)}
+    assert refused == set(TEXT_VALUES[8:]), "numbers outside the rule are rejects, not blanks"
+    assert summary["rejected"] == 13 and summary["rejected_out_of_range"] == 8
+    assert set(rejects["reason"][rejects["row"] <= 16]) == {"'visits' is NaN, infinite or out "
+                                                            "of range"}
+
+    floats = [1.5, float("nan"), float("inf"), float("-inf"), 1e308, None]
+    typed = pa.Table.from_pandas(make_leads(len(floats), seed=9), preserve_index=False)
+    typed = typed.set_column(typed.schema.get_field_index("visits"), "visits",
+                             pa.array(floats, pa.float64(), from_pandas=False))
+    src = tmp_path / "typed.parquet"
+    pq.write_table(typed, src)
+    assert pq.read_table(src).column("visits").null_count == 1, "NaN is a value in the file"
+    summary = rescore(tiny_bundle, src, tmp_path / "typed.csv").as_dict()
+    rows = pd.read_csv(summary["rejects_file"])["row"].tolist()
+    assert rows == [i + 1 for i, v in enumerate(floats) if v is not None and not api_accepts(v)]
+    assert rows == [2, 3, 4] and summary["rejected_out_of_range"] == 3

@@ -35,6 +35,16 @@ from leadscore.data import check_file, detect_delimiter, detect_encoding
 from leadscore.errors import DataError
 from leadscore.evaluate import PSI_WARNING, bin_counts, population_stability
 from leadscore.faults import Fault, fault, plainly, refuse_overwriting_input, remove_quietly
+from leadscore.numbers import OUT_OF_RANGE, to_numbers
+from leadscore.rejects import (
+    REJECT_COLUMNS,
+    BadRecord,
+    LineFinder,
+    count_out_of_range,
+    read_id,
+    rejects_table,
+    write_rejects,
+)
 from leadscore.scoring import ModelBundle, score_arrays
 
 if TYPE_CHECKING:
@@ -54,7 +64,7 @@ LOG_EVERY_S = 10.0
 # output's room (every row repeats the model name, version and time); as zstd Parquet (dictionary
 # and run-length encoded, then compressed) they take about its size or less.
 PART_FORMAT = "parquet-zstd"
-REJECT_COLUMNS = ("row", "lead_id", "reason")
+__all__ = ["REJECT_COLUMNS", "rescore", "score_spark", "to_numbers"]
 
 
 @dataclass
@@ -125,6 +135,7 @@ class Source:
     files: list[str] = field(default_factory=list)
     encoding: str = "utf-8"
     delimiter: str = ","
+    id_position: int | None = None  # the id's place in a CSV header (read from bad records)
 
 
 def _stat(path: Path) -> list[Any]:
@@ -170,8 +181,10 @@ def open_source(path: Path, bundle: ModelBundle, keep: Sequence[str] = ()) -> So
     schema = pa.schema([(c, pa.string()) for c in columns])
     size, mtime = _stat(path)[1:]
     fingerprint = {"path": str(resolved), "size": size, "mtime_ns": mtime}
+    id_position = header.index(bundle.id_column) if bundle.id_column in header else None
     return Source(
-        path, "csv", columns, schema, fingerprint, None, size, [str(path)], encoding, delimiter
+        path, "csv", columns, schema, fingerprint, None, size, [str(path)], encoding, delimiter,
+        id_position,
     )
 
 
@@ -217,12 +230,33 @@ class Chunk:
     index: int
     first_row: int
     table: pa.Table
-    malformed: list[str] = field(default_factory=list)
+    malformed: list[BadRecord] = field(default_factory=list)
     bytes_read: int = 0
     row_numbers: np.ndarray | None = None
+    # CSV only: how many malformed records come before this chunk's first row, and the record
+    # numbers of those that may come among or after its rows (what turns a row into a record)
+    skipped_before: int = 0
+    skipped: list[int] | None = None
+
+    def records(self, rows: Sequence[int]) -> list[int | None]:
+        """The CSV record numbers (header = 1) of data rows of this chunk (None: not CSV)."""
+        if self.skipped is None:
+            return [None] * len(rows)
+        out: list[int | None] = []
+        for row in rows:
+            record = int(row) + 1 + self.skipped_before
+            for number in self.skipped:
+                if number <= record:
+                    record += 1
+                else:
+                    break
+            out.append(record)
+        return out
 
 
-def _raw_batches(source: Source, tracker: list[str]) -> Iterator[tuple[pa.RecordBatch, int]]:
+def _raw_batches(
+    source: Source, tracker: list[BadRecord]
+) -> Iterator[tuple[pa.RecordBatch, int]]:
     """Record batches in file order, with the bytes read so far; malformed CSV records (wrong
     number of fields) are skipped and described in `tracker`."""
     if source.kind == "parquet":
@@ -234,11 +268,14 @@ def _raw_batches(source: Source, tracker: list[str]) -> Iterator[tuple[pa.Record
         return
 
     def on_invalid(row: Any) -> str:
-        # the record's text may hold PII: only its shape is kept
-        tracker.append(
+        # the record's text may hold PII: only its shape, number and id are kept
+        number = row.number if isinstance(row.number, int) and row.number > 0 else None
+        reason = (
             f"malformed record: {row.actual_columns} fields where the header has "
             f"{row.expected_columns}"
         )
+        lead_id = read_id(row.text or "", source.delimiter, source.id_position)
+        tracker.append(BadRecord(number, reason, lead_id))
         return "skip"
 
     header = _header(source.path, source.encoding, source.delimiter)
@@ -259,6 +296,10 @@ def _raw_batches(source: Source, tracker: list[str]) -> Iterator[tuple[pa.Record
             convert_options=pacsv.ConvertOptions(
                 column_types={c: pa.string() for c in source.columns},
                 include_columns=source.columns,
+                # only an empty cell is null, as in training and the API: Arrow's default
+                # markers ("NA", "null", "NaN", ...) would pass a "NaN" in a numeric column
+                # as missing, and a category "NA" as no category
+                null_values=[""],
                 strings_can_be_null=True,
                 quoted_strings_can_be_null=True,
             ),
@@ -298,8 +339,10 @@ def _header(path: Path, encoding: str, delimiter: str) -> list[str]:
 
 def iter_chunks(source: Source, chunk_rows: int) -> Iterator[Chunk]:
     """Chunks of exactly `chunk_rows` rows (the last may be shorter), whatever the file's blocks:
-    chunk k always holds the same rows, which is what lets a job resume at chunk k."""
-    tracker: list[str] = []
+    chunk k always holds the same rows, which is what lets a job resume at chunk k. A malformed
+    CSV record goes with the chunk whose rows it sits among (or just before)."""
+    tracker: list[BadRecord] = []
+    skipped = _Skipped(source.kind == "csv")
     pending: list[pa.RecordBatch] = []
     pending_rows = 0
     index = 0
@@ -312,19 +355,48 @@ def iter_chunks(source: Source, chunk_rows: int) -> Iterator[Chunk]:
         pending_rows += batch.num_rows
         while pending_rows >= chunk_rows:
             table = pa.Table.from_batches(pending, schema=pending[0].schema)
-            yield Chunk(index, first_row, table.slice(0, chunk_rows), tracker[:], bytes_read)
-            tracker.clear()
+            chunk = Chunk(index, first_row, table.slice(0, chunk_rows), bytes_read=bytes_read)
+            yield skipped.assign(chunk, tracker, first_row + chunk_rows)
             index += 1
             first_row += chunk_rows
             rest = table.slice(chunk_rows)
             pending = [b for b in rest.to_batches() if b.num_rows]
             pending_rows = rest.num_rows
-    if pending_rows or tracker or index == 0:
+    if pending_rows or tracker or skipped.ahead or index == 0:
         if pending:
             table = pa.Table.from_batches(pending, schema=pending[0].schema)
         else:
             table = source.schema.empty_table()
-        yield Chunk(index, first_row, table, tracker[:], source.total_bytes)
+        chunk = Chunk(index, first_row, table, bytes_read=source.total_bytes)
+        yield skipped.assign(chunk, tracker, None)
+
+
+class _Skipped:
+    """Malformed CSV records seen so far: how many come before the current chunk (a count) and
+    those not yet given to a chunk. Memory stays bounded by the chunk, not the file."""
+
+    def __init__(self, csv: bool) -> None:
+        self.csv = csv
+        self.before = 0
+        self.ahead: list[BadRecord] = []
+
+    def assign(self, chunk: Chunk, tracker: list[BadRecord], next_row: int | None) -> Chunk:
+        """Give `chunk` the malformed records before data row `next_row` (all: the last)."""
+        self.ahead += tracker
+        tracker.clear()
+        if self.csv:
+            chunk.skipped_before = self.before
+            chunk.skipped = [bad.number for bad in self.ahead if bad.number is not None]
+        # record numbers up to next_row + before come before that row (header = record 1)
+        while self.ahead and (
+            next_row is None
+            or self.ahead[0].number is None
+            or self.ahead[0].number <= next_row + self.before
+        ):
+            bad = self.ahead.pop(0)
+            chunk.malformed.append(bad)
+            self.before += bad.number is not None
+        return chunk
 
 
 def read_chunks(
@@ -361,74 +433,6 @@ class Checked:
         return raw if self.kept is None else raw.take(pa.array(self.kept))
 
 
-def _rejects_table(
-    rows: Sequence[int | None], ids: Sequence[str | None], reasons: Sequence[str]
-) -> pa.Table:
-    return pa.table(
-        {
-            "row": pa.array(rows, pa.int64()),
-            "lead_id": pa.array(ids, pa.string()),
-            "reason": pa.array(reasons, pa.string()),
-        }
-    )
-
-
-def _bad_positions(array: pa.Array, target: pa.DataType) -> np.ndarray:
-    """Positions whose value does not cast, found by bisection: a few casts per bad value."""
-    bad: list[int] = []
-    stack = [(0, len(array))]
-    while stack:
-        lo, hi = stack.pop()
-        try:
-            pc.cast(array.slice(lo, hi - lo), target)
-            continue
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            pass
-        if hi - lo == 1:
-            bad.append(lo)
-        else:
-            mid = (lo + hi) // 2
-            stack += [(mid, hi), (lo, mid)]
-    return np.array(sorted(bad), dtype=np.int64)
-
-
-def to_numbers(
-    array: pa.Array | pa.ChunkedArray, name: str, missing: Sequence[str]
-) -> tuple[pa.Array, np.ndarray]:
-    """A float64 column and the positions that are not numbers (those become null).
-
-    Text is trimmed, the spec's missing markers and empty cells become null, and the rest is
-    parsed by Arrow, so one bad cell costs its own row, never the chunk.
-    """
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
-    empty = np.zeros(0, dtype=np.int64)
-    kind = array.type
-    if pa.types.is_floating(kind):
-        return pc.cast(array, pa.float64()), empty
-    if pa.types.is_integer(kind) or pa.types.is_boolean(kind) or pa.types.is_decimal(kind):
-        return pc.cast(array, pa.float64()), empty
-    if pa.types.is_dictionary(kind):
-        array = pc.cast(array, kind.value_type)
-        kind = array.type
-    if pa.types.is_null(kind):
-        return pa.nulls(len(array), pa.float64()), empty
-    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
-        raise DataError(f"column {name!r} holds {kind}, not numbers")
-    array = pc.utf8_trim_whitespace(array)
-    markers = pa.array(sorted({*missing, ""}), type=array.type)
-    array = pc.if_else(pc.is_in(array, value_set=markers), pa.scalar(None, array.type), array)
-    try:
-        return pc.cast(array, pa.float64()), empty
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        pass
-    bad = _bad_positions(array, pa.float64())
-    mask = np.zeros(len(array), dtype=bool)
-    mask[bad] = True
-    array = pc.if_else(pa.array(mask), pa.scalar(None, array.type), array)
-    return pc.cast(array, pa.float64()), bad
-
-
 def check_chunk(bundle: ModelBundle, chunk: Chunk) -> Checked:
     """Convert the model's numeric inputs and set aside the rows that cannot be scored."""
     table = chunk.table
@@ -452,13 +456,16 @@ def check_chunk(bundle: ModelBundle, chunk: Chunk) -> Checked:
     for name in table.column_names:
         if kinds.get(name) != "numeric":
             continue
-        numbers, bad = to_numbers(table.column(name), name, missing)
+        numbers, bad, refused = to_numbers(table.column(name), name, missing)
         table = table.set_column(table.column_names.index(name), name, numbers)
         for bad_pos in bad.tolist():
             problems.setdefault(bad_pos, []).append(f"{name!r} is not a number")
-    reasons = list(chunk.malformed)
+        for refused_pos in refused.tolist():
+            problems.setdefault(refused_pos, []).append(f"{name!r} {OUT_OF_RANGE}")
+    reasons = [bad.reason for bad in chunk.malformed]
     reject_rows: list[int | None] = [None] * len(reasons)
-    reject_ids: list[str | None] = [None] * len(reasons)
+    reject_records = [bad.number for bad in chunk.malformed]
+    reject_ids = [bad.lead_id for bad in chunk.malformed]
     kept: np.ndarray | None = None
     rejected_at = np.zeros(0, dtype=np.int64)
     if problems:
@@ -466,6 +473,7 @@ def check_chunk(bundle: ModelBundle, chunk: Chunk) -> Checked:
         keep = np.ones(n, dtype=bool)
         keep[positions] = False
         id_values = ids.take(pa.array(positions)).to_pylist() if ids is not None else None
+        reject_records += chunk.records([int(rows[where]) for where in positions])
         for i, where in enumerate(positions):
             reject_rows.append(int(rows[where]))
             reject_ids.append(id_values[i] if id_values is not None else str(rows[where]))
@@ -474,9 +482,8 @@ def check_chunk(bundle: ModelBundle, chunk: Chunk) -> Checked:
         rows = rows[keep]
         kept = np.flatnonzero(keep)
         rejected_at = np.asarray(positions, dtype=np.int64)
-    return Checked(
-        table, rows, _rejects_table(reject_rows, reject_ids, reasons), kept, rejected_at
-    )
+    rejects = rejects_table(reject_rows, reject_records, reject_ids, reasons)
+    return Checked(table, rows, rejects, kept, rejected_at)
 
 
 # --------------------------------------------------------------------------- scoring
@@ -730,7 +737,7 @@ class Job:
         return self.folder / f"part-{index:06d}.parquet"
 
     def _rejects(self, index: int) -> Path:
-        return self.folder / f"rejects-{index:06d}.csv"
+        return self.folder / f"rejects-{index:06d}.parquet"
 
     def prepare(self, resume: bool) -> dict[str, Any] | None:
         """Start afresh, or (resume) return the saved state when it is this same job."""
@@ -808,11 +815,7 @@ class Job:
                 os.replace(tmp, part)
             if rejects.num_rows:
                 with plainly(reject_tmp, "write"):
-                    pacsv.write_csv(
-                        rejects,
-                        str(reject_tmp),
-                        write_options=pacsv.WriteOptions(include_header=False),
-                    )
+                    pq.write_table(rejects, str(reject_tmp), compression="zstd")
                     os.replace(reject_tmp, reject_path)
         except BaseException:
             remove_quietly([tmp, reject_tmp])
@@ -824,6 +827,8 @@ class Job:
             "rows": self.state["rows"] + rows_in,
             "scored": self.state["scored"] + table.num_rows,
             "rejected": self.state["rejected"] + rejects.num_rows,
+            "rejected_out_of_range": self.state.get("rejected_out_of_range", 0)
+            + count_out_of_range(rejects),
         }
         _write_atomic(
             self.checkpoint_path,
@@ -833,21 +838,19 @@ class Job:
         )
         self.final.write(table)
 
-    def commit(self) -> Path | None:
-        """Move the output (and the rejects file) into place; remove the parts."""
+    def commit(self, lines: LineFinder | None = None) -> Path | None:
+        """Move the output (and the rejects file, with each CSV record's line found by
+        `lines`) into place; remove the parts."""
         assert self.final is not None
         self.final.close()
         rejects_path = self.output.with_name(self.output.name + ".rejects.csv")
         if self.state["rejected"]:
             tmp = rejects_path.with_name(rejects_path.name + ".partial")
             try:
+                done = range(int(self.state["chunks_done"]))
+                parts = [self._rejects(i) for i in done if self._rejects(i).is_file()]
                 with plainly(tmp, "write"), tmp.open("wb") as out:
-                    out.write((",".join(f'"{c}"' for c in REJECT_COLUMNS) + "\n").encode())
-                    for index in range(int(self.state["chunks_done"])):
-                        path = self._rejects(index)
-                        if path.is_file():
-                            with path.open("rb") as part:
-                                shutil.copyfileobj(part, out)
+                    write_rejects(parts, out, lines)
                 with plainly(rejects_path, "write"):
                     os.replace(tmp, rejects_path)
             except BaseException:
@@ -1148,7 +1151,8 @@ def rescore(
                 )
             )
         writer.finish()
-        rejects_path = job.commit()
+        lines = LineFinder(source.path, source.encoding, source.delimiter)
+        rejects_path = job.commit(lines if source.kind == "csv" else None)
     except BaseException as exc:
         stop.set()
         if writer.thread.is_alive():
@@ -1182,6 +1186,9 @@ def rescore(
         "rows_this_run": rows_now,
         "resumed_after_chunk": skip if saved is not None else None,
         "rejects_file": str(rejects_path) if rejects_path else None,
+        # rows refused for NaN, +-inf or a number out of range (the API's rule), a share of
+        # `rejected`
+        "rejected_out_of_range": int(state.get("rejected_out_of_range", 0)),
         "scored_at": scored_at,
         "chunk_rows": chunk_rows,
         "reasons": reasons,
@@ -1509,12 +1516,11 @@ def rescore_spark(
             bad = pc.is_valid(table.column(REJECT_REASON))
             good = table.filter(pc.invert(bad))
             rejected = table.filter(bad)
-            rejects = pa.table(
-                {
-                    "row": rejected.column(ROW),
-                    "lead_id": pc.cast(rejected.column(bundle.id_column), pa.string()),
-                    "reason": rejected.column(REJECT_REASON),
-                }
+            rejects = rejects_table(
+                rejected.column(ROW).to_pylist(),
+                [None] * rejected.num_rows,
+                pc.cast(rejected.column(bundle.id_column), pa.string()).to_pylist(),
+                rejected.column(REJECT_REASON).to_pylist(),
             )
             good = good.drop_columns([ROW, REJECT_REASON]).cast(schema)
             counts = (
