@@ -4,7 +4,8 @@ Memory is bounded by the chunk size, whatever the input's size. Each completed c
 a part file beside a small JSON checkpoint, so a job killed at any point continues from its
 last completed chunk (`resume=True`); the output is assembled at `<output>.partial` and moved
 into place only when complete. Rows that fail validation go to `<output>.rejects.csv` (row
-number and reason, never a value), and the summary accounts for every row read.
+number, line in the input, id and reason, never a value: `rejects.py`), and the summary accounts
+for every row read. File faults are one plain line (`faults.py`).
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ from leadscore.evaluate import PSI_WARNING, bin_counts, population_stability
 from leadscore.faults import Fault, fault, plainly, refuse_overwriting_input, remove_quietly
 from leadscore.numbers import OUT_OF_RANGE, to_numbers
 from leadscore.rejects import (
-    REJECT_COLUMNS,
     BadRecord,
     LineFinder,
     count_out_of_range,
@@ -64,7 +64,6 @@ LOG_EVERY_S = 10.0
 # output's room (every row repeats the model name, version and time); as zstd Parquet (dictionary
 # and run-length encoded, then compressed) they take about its size or less.
 PART_FORMAT = "parquet-zstd"
-__all__ = ["REJECT_COLUMNS", "rescore", "score_spark", "to_numbers"]
 
 
 @dataclass
@@ -668,12 +667,18 @@ class _Final:
         self.partial = output.with_name(output.name + ".partial")
         self.kind = kind
         self._writer: pq.ParquetWriter | pacsv.CSVWriter | None = None
-        with plainly(self.partial, "write"):
-            self.partial.unlink(missing_ok=True)
-            if kind == "parquet":
-                self._writer = pq.ParquetWriter(str(self.partial), schema, compression="snappy")
-            else:
-                self._writer = pacsv.CSVWriter(str(self.partial), schema)
+        try:
+            with plainly(self.partial, "write"):
+                self.partial.unlink(missing_ok=True)
+                if kind == "parquet":
+                    self._writer = pq.ParquetWriter(
+                        str(self.partial), schema, compression="snappy"
+                    )
+                else:
+                    self._writer = pacsv.CSVWriter(str(self.partial), schema)
+        except BaseException:
+            remove_quietly([self.partial])
+            raise
 
     def write(self, table: pa.Table) -> None:
         if table.num_rows and self._writer is not None:
@@ -702,10 +707,11 @@ class _Final:
 class Job:
     """The parts folder, its checkpoint, and the output assembled from the parts.
 
-    `<output>.parts/` holds `part-NNNNNN.parquet` (the chunk's output rows), `rejects-NNNNNN.csv`
-    (its rejected rows) and `checkpoint.json`: what the job reads (the input's fingerprint,
-    model, chunk size, options) and how far it got. A part is renamed into place before the
-    checkpoint counts it, so a kill at any instant leaves every counted part complete.
+    `<output>.parts/` holds `part-NNNNNN.parquet` (the chunk's output rows),
+    `rejects-NNNNNN.parquet` (its rejected rows) and `checkpoint.json`: what the job reads (the
+    input's fingerprint, model, chunk size, options) and how far it got. A part is renamed into
+    place before the checkpoint counts it, so a kill at any instant leaves every counted part
+    complete.
     """
 
     def __init__(self, output: Path, identity: dict[str, Any], schema: pa.Schema) -> None:
@@ -1516,9 +1522,11 @@ def rescore_spark(
             bad = pc.is_valid(table.column(REJECT_REASON))
             good = table.filter(pc.invert(bad))
             rejected = table.filter(bad)
+            rows = rejected.column(ROW).to_pylist()
             rejects = rejects_table(
-                rejected.column(ROW).to_pylist(),
-                [None] * rejected.num_rows,
+                rows,
+                # Spark reads a malformed CSV record as a row (PERMISSIVE): row r is record r + 1
+                [r + 1 for r in rows] if source.kind == "csv" else [None] * len(rows),
                 pc.cast(rejected.column(bundle.id_column), pa.string()).to_pylist(),
                 rejected.column(REJECT_REASON).to_pylist(),
             )
@@ -1534,7 +1542,8 @@ def rescore_spark(
             )
             score_drift.add(counts)
             job.add(index, good, rejects, table.num_rows, {"scored_at": scored_at})
-        rejects_path = job.commit()
+        lines = LineFinder(source.path, source.encoding, source.delimiter)
+        rejects_path = job.commit(lines if source.kind == "csv" else None)
     except BaseException:
         job.abort()
         shutil.rmtree(job.folder, ignore_errors=True)
@@ -1549,6 +1558,7 @@ def rescore_spark(
     summary.extra = {
         "engine": "spark",
         "rejects_file": str(rejects_path) if rejects_path else None,
+        "rejected_out_of_range": int(state.get("rejected_out_of_range", 0)),
         "scored_at": scored_at,
         "reasons": reasons,
         "absent_fields": absent_fields(bundle, source.columns),
