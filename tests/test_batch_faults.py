@@ -106,7 +106,8 @@ def test_the_input_is_never_overwritten(score_cli: Invoke, tmp_path: Path, how: 
         "symlink", "hardlink"} else [])]), "nothing is written, not even a lock or parts folder"
 
 
-def test_no_output_into_the_input_folder_of_parquet(score_cli: Invoke, tmp_path: Path) -> None:
+def test_no_output_into_the_input_folder_nor_over_a_side_file(score_cli: Invoke,
+                                                              tmp_path: Path) -> None:
     folder = tmp_path / "in"
     folder.mkdir()
     make_leads(40, seed=2).to_parquet(folder / "part-0.parquet", index=False)
