@@ -17,6 +17,7 @@ from pydantic import (
 )
 from typing_extensions import TypedDict
 
+from leadscore.numbers import NUMBER_TEXT, number_from_text
 from leadscore.scoring import ModelBundle
 
 
@@ -104,12 +105,11 @@ class ErrorResponse(BaseModel):
 Category = str | int | float | bool
 # A numeric field takes a number, or a number written as text (CRM webhooks and spreadsheets send
 # both), never a boolean (pydantic's lax mode would read `true` as 1.0). The text form is spelled
-# out as a pattern, so the schema says exactly what is accepted; its digit and exponent limits
-# keep every match finite.
-NUMBER_TEXT = r"^ *[+-]?([0-9]{1,30}(\.[0-9]{0,30})?|\.[0-9]{1,30})([eE][+-]?[0-9]{1,2})? *$"
+# out as a pattern, so the schema says exactly what is accepted; the rule (`leadscore.numbers`)
+# is the one batch scoring applies to CSV and Parquet columns.
 Number = (
     Annotated[StrictFloat, Field(allow_inf_nan=False)]
-    | Annotated[str, StringConstraints(pattern=NUMBER_TEXT), AfterValidator(float)]
+    | Annotated[str, StringConstraints(pattern=NUMBER_TEXT), AfterValidator(number_from_text)]
     | None
 )
 

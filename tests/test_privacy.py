@@ -169,7 +169,7 @@ def test_no_canary_reaches_the_bundle_mlflow_reports_or_scores(
     root = tmp_path / "out"
     settings = Settings(
         tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
-        models_dir=root / "models",
+        home=root,
         model_name="canary-leads",
         feature_cache="off",
     )
@@ -195,8 +195,8 @@ def test_a_kept_column_stores_no_contact_level_and_shows_none_in_reasons(
     from leadscore.pipeline import run_training
 
     spec = _spec(canary_leads, tmp_path, leak_audit={"keep": ["notes"]})
-    settings = Settings(models_dir=tmp_path / "models", feature_cache="off")
-    result = run_training(spec, settings, track=False)
+    settings = Settings(home=tmp_path, feature_cache="off")
+    result = run_training(spec, settings, track=False, bundle_out=tmp_path / "bundle")
     assert result.report_dir is not None and result.report_dir.is_relative_to(tmp_path)
     assert result.leak.kept == ["notes"] and "notes" in result.bundle.builder.inputs_
     assert "auc" in result.leak.checked["notes"]  # kept, so audited for leaks like any feature

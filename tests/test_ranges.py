@@ -57,7 +57,7 @@ def trained_with_bounds(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path,
     (root / "spec.yaml").write_text(yaml.safe_dump(spec), encoding="utf-8")
     settings = Settings(models_dir=root / "models", model_name="ranges")
     result = run_training(load_spec(root / "spec.yaml"), settings, track=False,
-                          with_report=False, baselines=False)
+                          with_report=False, baselines=False, bundle_out=root / "bundle")
     return result.bundle_dir, frame
 
 

@@ -4,7 +4,8 @@ Memory is bounded by the chunk size, whatever the input's size. Each completed c
 a part file beside a small JSON checkpoint, so a job killed at any point continues from its
 last completed chunk (`resume=True`); the output is assembled at `<output>.partial` and moved
 into place only when complete. Rows that fail validation go to `<output>.rejects.csv` (row
-number and reason, never a value), and the summary accounts for every row read.
+number, line in the input, id and reason, never a value: `rejects.py`), and the summary accounts
+for every row read. File faults are one plain line (`faults.py`).
 """
 
 from __future__ import annotations
@@ -34,7 +35,17 @@ import pyarrow.parquet as pq
 from leadscore.data import check_file, detect_delimiter, detect_encoding
 from leadscore.errors import DataError
 from leadscore.evaluate import PSI_WARNING, bin_counts, population_stability
+from leadscore.faults import Fault, fault, plainly, refuse_overwriting_input, remove_quietly
+from leadscore.numbers import OUT_OF_RANGE, to_numbers
 from leadscore.ranges import bound_reason, outside_bounds
+from leadscore.rejects import (
+    BadRecord,
+    LineFinder,
+    count_out_of_range,
+    read_id,
+    rejects_table,
+    write_rejects,
+)
 from leadscore.scoring import ModelBundle, score_arrays
 
 if TYPE_CHECKING:
@@ -50,7 +61,10 @@ CSV_BLOCK_BYTES = 4 << 20
 DRIFT_STRIDE = 10
 DRIFT_ALL_ROWS_UP_TO = 200_000
 LOG_EVERY_S = 10.0
-REJECT_COLUMNS = ("row", "lead_id", "reason")
+# Parts are kept until the output is complete. As uncompressed Arrow they took 6-10x the
+# output's room (every row repeats the model name, version and time); as zstd Parquet (dictionary
+# and run-length encoded, then compressed) they take about its size or less.
+PART_FORMAT = "parquet-zstd"
 
 
 @dataclass
@@ -121,6 +135,7 @@ class Source:
     files: list[str] = field(default_factory=list)
     encoding: str = "utf-8"
     delimiter: str = ","
+    id_position: int | None = None  # the id's place in a CSV header (read from bad records)
 
 
 def _stat(path: Path) -> list[Any]:
@@ -166,8 +181,10 @@ def open_source(path: Path, bundle: ModelBundle, keep: Sequence[str] = ()) -> So
     schema = pa.schema([(c, pa.string()) for c in columns])
     size, mtime = _stat(path)[1:]
     fingerprint = {"path": str(resolved), "size": size, "mtime_ns": mtime}
+    id_position = header.index(bundle.id_column) if bundle.id_column in header else None
     return Source(
-        path, "csv", columns, schema, fingerprint, None, size, [str(path)], encoding, delimiter
+        path, "csv", columns, schema, fingerprint, None, size, [str(path)], encoding, delimiter,
+        id_position,
     )
 
 
@@ -216,33 +233,52 @@ class Chunk:
     index: int
     first_row: int
     table: pa.Table
-    malformed: list[str] = field(default_factory=list)
+    malformed: list[BadRecord] = field(default_factory=list)
     bytes_read: int = 0
     row_numbers: np.ndarray | None = None
+    # CSV only: how many malformed records come before this chunk's first row, and the record
+    # numbers of those that may come among or after its rows (what turns a row into a record)
+    skipped_before: int = 0
+    skipped: list[int] | None = None
+
+    def records(self, rows: Sequence[int]) -> list[int | None]:
+        """The CSV record numbers (header = 1) of data rows of this chunk (None: not CSV)."""
+        if self.skipped is None:
+            return [None] * len(rows)
+        out: list[int | None] = []
+        for row in rows:
+            record = int(row) + 1 + self.skipped_before
+            for number in self.skipped:
+                if number <= record:
+                    record += 1
+                else:
+                    break
+            out.append(record)
+        return out
 
 
-def _raw_batches(source: Source, tracker: list[str]) -> Iterator[tuple[pa.RecordBatch, int]]:
+def _raw_batches(
+    source: Source, tracker: list[BadRecord]
+) -> Iterator[tuple[pa.RecordBatch, int]]:
     """Record batches in file order, with the bytes read so far; malformed CSV records (wrong
     number of fields) are skipped and described in `tracker`."""
     if source.kind == "parquet":
         # file by file, batch by batch: no scanner read-ahead holding a large part of the file
         done = 0
         for name in source.files:
-            # pre_buffer keeps every row group's buffers it has read: memory grows with the file
-            with pq.ParquetFile(name, pre_buffer=False) as parquet:
-                for batch in parquet.iter_batches(batch_size=64 * 1024, columns=source.columns):
-                    if batch.schema != source.schema:
-                        batch = batch.select(source.columns).cast(source.schema)
-                    yield batch, done
+            yield from ((batch, done) for batch in _parquet_batches(name, source))
             done += os.path.getsize(name)
         return
 
     def on_invalid(row: Any) -> str:
-        # the record's text may hold PII: only its shape is kept
-        tracker.append(
+        # the record's text may hold PII: only its shape, number and id are kept
+        number = row.number if isinstance(row.number, int) and row.number > 0 else None
+        reason = (
             f"malformed record: {row.actual_columns} fields where the header has "
             f"{row.expected_columns}"
         )
+        lead_id = read_id(row.text or "", source.delimiter, source.id_position)
+        tracker.append(BadRecord(number, reason, lead_id))
         return "skip"
 
     header = _header(source.path, source.encoding, source.delimiter)
@@ -263,6 +299,10 @@ def _raw_batches(source: Source, tracker: list[str]) -> Iterator[tuple[pa.Record
             convert_options=pacsv.ConvertOptions(
                 column_types={c: pa.string() for c in source.columns},
                 include_columns=source.columns,
+                # only an empty cell is null, as in training and the API: Arrow's default
+                # markers ("NA", "null", "NaN", ...) would pass a "NaN" in a numeric column
+                # as missing, and a category "NA" as no category
+                null_values=[""],
                 strings_can_be_null=True,
                 quoted_strings_can_be_null=True,
             ),
@@ -275,8 +315,23 @@ def _raw_batches(source: Source, tracker: list[str]) -> Iterator[tuple[pa.Record
             yield batch, stream.tell()
     except pa.ArrowInvalid as exc:
         raise DataError(f"{source.path}: cannot be read: {_arrow_message(exc)}") from None
+    except OSError as exc:
+        raise fault(source.path, "read it", exc, resumable=False) from None
     finally:
         stream.close()
+
+
+def _parquet_batches(name: str, source: Source) -> Iterator[pa.RecordBatch]:
+    """One Parquet file's batches; a corrupt page stops the job with one line naming the file
+    (a part of a folder, maybe), never a traceback from the reading thread."""
+    # pre_buffer keeps every row group's buffers it has read: memory grows with the file
+    with plainly(name, "read it as Parquet", resumable=False), pq.ParquetFile(
+        name, pre_buffer=False
+    ) as parquet:
+        for batch in parquet.iter_batches(batch_size=64 * 1024, columns=source.columns):
+            if batch.schema != source.schema:
+                batch = batch.select(source.columns).cast(source.schema)
+            yield batch
 
 
 def _header(path: Path, encoding: str, delimiter: str) -> list[str]:
@@ -287,8 +342,10 @@ def _header(path: Path, encoding: str, delimiter: str) -> list[str]:
 
 def iter_chunks(source: Source, chunk_rows: int) -> Iterator[Chunk]:
     """Chunks of exactly `chunk_rows` rows (the last may be shorter), whatever the file's blocks:
-    chunk k always holds the same rows, which is what lets a job resume at chunk k."""
-    tracker: list[str] = []
+    chunk k always holds the same rows, which is what lets a job resume at chunk k. A malformed
+    CSV record goes with the chunk whose rows it sits among (or just before)."""
+    tracker: list[BadRecord] = []
+    skipped = _Skipped(source.kind == "csv")
     pending: list[pa.RecordBatch] = []
     pending_rows = 0
     index = 0
@@ -301,19 +358,48 @@ def iter_chunks(source: Source, chunk_rows: int) -> Iterator[Chunk]:
         pending_rows += batch.num_rows
         while pending_rows >= chunk_rows:
             table = pa.Table.from_batches(pending, schema=pending[0].schema)
-            yield Chunk(index, first_row, table.slice(0, chunk_rows), tracker[:], bytes_read)
-            tracker.clear()
+            chunk = Chunk(index, first_row, table.slice(0, chunk_rows), bytes_read=bytes_read)
+            yield skipped.assign(chunk, tracker, first_row + chunk_rows)
             index += 1
             first_row += chunk_rows
             rest = table.slice(chunk_rows)
             pending = [b for b in rest.to_batches() if b.num_rows]
             pending_rows = rest.num_rows
-    if pending_rows or tracker or index == 0:
+    if pending_rows or tracker or skipped.ahead or index == 0:
         if pending:
             table = pa.Table.from_batches(pending, schema=pending[0].schema)
         else:
             table = source.schema.empty_table()
-        yield Chunk(index, first_row, table, tracker[:], source.total_bytes)
+        chunk = Chunk(index, first_row, table, bytes_read=source.total_bytes)
+        yield skipped.assign(chunk, tracker, None)
+
+
+class _Skipped:
+    """Malformed CSV records seen so far: how many come before the current chunk (a count) and
+    those not yet given to a chunk. Memory stays bounded by the chunk, not the file."""
+
+    def __init__(self, csv: bool) -> None:
+        self.csv = csv
+        self.before = 0
+        self.ahead: list[BadRecord] = []
+
+    def assign(self, chunk: Chunk, tracker: list[BadRecord], next_row: int | None) -> Chunk:
+        """Give `chunk` the malformed records before data row `next_row` (all: the last)."""
+        self.ahead += tracker
+        tracker.clear()
+        if self.csv:
+            chunk.skipped_before = self.before
+            chunk.skipped = [bad.number for bad in self.ahead if bad.number is not None]
+        # record numbers up to next_row + before come before that row (header = record 1)
+        while self.ahead and (
+            next_row is None
+            or self.ahead[0].number is None
+            or self.ahead[0].number <= next_row + self.before
+        ):
+            bad = self.ahead.pop(0)
+            chunk.malformed.append(bad)
+            self.before += bad.number is not None
+        return chunk
 
 
 def read_chunks(
@@ -350,74 +436,6 @@ class Checked:
         return raw if self.kept is None else raw.take(pa.array(self.kept))
 
 
-def _rejects_table(
-    rows: Sequence[int | None], ids: Sequence[str | None], reasons: Sequence[str]
-) -> pa.Table:
-    return pa.table(
-        {
-            "row": pa.array(rows, pa.int64()),
-            "lead_id": pa.array(ids, pa.string()),
-            "reason": pa.array(reasons, pa.string()),
-        }
-    )
-
-
-def _bad_positions(array: pa.Array, target: pa.DataType) -> np.ndarray:
-    """Positions whose value does not cast, found by bisection: a few casts per bad value."""
-    bad: list[int] = []
-    stack = [(0, len(array))]
-    while stack:
-        lo, hi = stack.pop()
-        try:
-            pc.cast(array.slice(lo, hi - lo), target)
-            continue
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            pass
-        if hi - lo == 1:
-            bad.append(lo)
-        else:
-            mid = (lo + hi) // 2
-            stack += [(mid, hi), (lo, mid)]
-    return np.array(sorted(bad), dtype=np.int64)
-
-
-def to_numbers(
-    array: pa.Array | pa.ChunkedArray, name: str, missing: Sequence[str]
-) -> tuple[pa.Array, np.ndarray]:
-    """A float64 column and the positions that are not numbers (those become null).
-
-    Text is trimmed, the spec's missing markers and empty cells become null, and the rest is
-    parsed by Arrow, so one bad cell costs its own row, never the chunk.
-    """
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
-    empty = np.zeros(0, dtype=np.int64)
-    kind = array.type
-    if pa.types.is_floating(kind):
-        return pc.cast(array, pa.float64()), empty
-    if pa.types.is_integer(kind) or pa.types.is_boolean(kind) or pa.types.is_decimal(kind):
-        return pc.cast(array, pa.float64()), empty
-    if pa.types.is_dictionary(kind):
-        array = pc.cast(array, kind.value_type)
-        kind = array.type
-    if pa.types.is_null(kind):
-        return pa.nulls(len(array), pa.float64()), empty
-    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
-        raise DataError(f"column {name!r} holds {kind}, not numbers")
-    array = pc.utf8_trim_whitespace(array)
-    markers = pa.array(sorted({*missing, ""}), type=array.type)
-    array = pc.if_else(pc.is_in(array, value_set=markers), pa.scalar(None, array.type), array)
-    try:
-        return pc.cast(array, pa.float64()), empty
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        pass
-    bad = _bad_positions(array, pa.float64())
-    mask = np.zeros(len(array), dtype=bool)
-    mask[bad] = True
-    array = pc.if_else(pa.array(mask), pa.scalar(None, array.type), array)
-    return pc.cast(array, pa.float64()), bad
-
-
 def check_chunk(bundle: ModelBundle, chunk: Chunk) -> Checked:
     """Convert the model's numeric inputs and set aside the rows that cannot be scored."""
     table = chunk.table
@@ -441,18 +459,21 @@ def check_chunk(bundle: ModelBundle, chunk: Chunk) -> Checked:
     for name in table.column_names:
         if kinds.get(name) != "numeric":
             continue
-        numbers, bad = to_numbers(table.column(name), name, missing)
+        numbers, bad, refused = to_numbers(table.column(name), name, missing)
         table = table.set_column(table.column_names.index(name), name, numbers)
         for bad_pos in bad.tolist():
             problems.setdefault(bad_pos, []).append(f"{name!r} is not a number")
+        for refused_pos in refused.tolist():
+            problems.setdefault(refused_pos, []).append(f"{name!r} {OUT_OF_RANGE}")
         if name in bundle.bounds_:  # the spec's hard limits: outside them is no lead to score
             low, high = bundle.bounds_[name]
             values = numbers.to_numpy(zero_copy_only=False)  # null -> NaN, never outside
             for far_pos in np.flatnonzero(outside_bounds(values, low, high)).tolist():
                 problems.setdefault(far_pos, []).append(bound_reason(name, low, high))
-    reasons = list(chunk.malformed)
+    reasons = [bad.reason for bad in chunk.malformed]
     reject_rows: list[int | None] = [None] * len(reasons)
-    reject_ids: list[str | None] = [None] * len(reasons)
+    reject_records = [bad.number for bad in chunk.malformed]
+    reject_ids = [bad.lead_id for bad in chunk.malformed]
     kept: np.ndarray | None = None
     rejected_at = np.zeros(0, dtype=np.int64)
     if problems:
@@ -460,6 +481,7 @@ def check_chunk(bundle: ModelBundle, chunk: Chunk) -> Checked:
         keep = np.ones(n, dtype=bool)
         keep[positions] = False
         id_values = ids.take(pa.array(positions)).to_pylist() if ids is not None else None
+        reject_records += chunk.records([int(rows[where]) for where in positions])
         for i, where in enumerate(positions):
             reject_rows.append(int(rows[where]))
             reject_ids.append(id_values[i] if id_values is not None else str(rows[where]))
@@ -468,9 +490,8 @@ def check_chunk(bundle: ModelBundle, chunk: Chunk) -> Checked:
         rows = rows[keep]
         kept = np.flatnonzero(keep)
         rejected_at = np.asarray(positions, dtype=np.int64)
-    return Checked(
-        table, rows, _rejects_table(reject_rows, reject_ids, reasons), kept, rejected_at
-    )
+    rejects = rejects_table(reject_rows, reject_records, reject_ids, reasons)
+    return Checked(table, rows, rejects, kept, rejected_at)
 
 
 # --------------------------------------------------------------------------- scoring
@@ -644,8 +665,13 @@ class Drift:
 
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        with plainly(path, "write"):
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, path)
+    except BaseException:
+        remove_quietly([tmp])
+        raise
 
 
 class _Final:
@@ -654,35 +680,53 @@ class _Final:
     def __init__(self, output: Path, schema: pa.Schema, kind: str) -> None:
         self.output = output
         self.partial = output.with_name(output.name + ".partial")
-        self.partial.unlink(missing_ok=True)
         self.kind = kind
-        self._writer: pq.ParquetWriter | pacsv.CSVWriter
-        if kind == "parquet":
-            self._writer = pq.ParquetWriter(str(self.partial), schema, compression="snappy")
-        else:
-            self._writer = pacsv.CSVWriter(str(self.partial), schema)
+        self._writer: pq.ParquetWriter | pacsv.CSVWriter | None = None
+        try:
+            with plainly(self.partial, "write"):
+                self.partial.unlink(missing_ok=True)
+                if kind == "parquet":
+                    self._writer = pq.ParquetWriter(
+                        str(self.partial), schema, compression="snappy"
+                    )
+                else:
+                    self._writer = pacsv.CSVWriter(str(self.partial), schema)
+        except BaseException:
+            remove_quietly([self.partial])
+            raise
 
     def write(self, table: pa.Table) -> None:
-        if table.num_rows:
-            self._writer.write_table(table)
+        if table.num_rows and self._writer is not None:
+            with plainly(self.partial, "write"):
+                self._writer.write_table(table)
 
     def close(self) -> None:
-        self._writer.close()
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            with plainly(self.partial, "write"):
+                writer.close()  # a Parquet footer: a full disk can still show here
 
     def abort(self) -> None:
+        """Drop the half-written output; a second fault while closing it must not hide the
+        first."""
+        writer, self._writer = self._writer, None
         try:
-            self._writer.close()
+            if writer is not None:
+                writer.close()
+        except (OSError, pa.ArrowException):
+            log.debug("closing %s after a fault", self.partial, exc_info=True)
         finally:
-            self.partial.unlink(missing_ok=True)
+            remove_quietly([self.partial])
 
 
 class Job:
     """The parts folder, its checkpoint, and the output assembled from the parts.
 
-    `<output>.parts/` holds `part-NNNNNN.arrow` (the chunk's output rows), `rejects-NNNNNN.csv`
-    (its rejected rows) and `checkpoint.json`: what the job reads (the input's fingerprint,
-    model, chunk size, options) and how far it got. A part is renamed into place before the
-    checkpoint counts it, so a kill at any instant leaves every counted part complete.
+    `<output>.parts/` holds `part-NNNNNN.parquet` (the chunk's output rows),
+    `rejects-NNNNNN.parquet` (its rejected rows) and `checkpoint.json`: what the job reads (the
+    input's fingerprint, model, chunk size, options) and how far it got. A part is renamed into
+    place before the checkpoint counts it, so a kill at any instant leaves every counted part
+    complete.
     """
 
     def __init__(self, output: Path, identity: dict[str, Any], schema: pa.Schema) -> None:
@@ -693,22 +737,42 @@ class Job:
         self.kind = "csv" if suffix == ".csv" else "parquet"
         self.folder = output.with_name(output.name + ".parts")
         self.checkpoint_path = self.folder / "checkpoint.json"
-        self.identity = {**identity, "format": self.kind}
+        self.identity = {**identity, "format": self.kind, "parts": PART_FORMAT}
         self.schema = schema
         self.state: dict[str, Any] = {"chunks_done": 0, "rows": 0, "scored": 0, "rejected": 0}
         self.final: _Final | None = None
         self._lock: IO[str] | None = None
 
+    def writes(self) -> list[Path]:
+        """Every file the job may create or replace beside the output (its parts folder aside)."""
+        name = self.output.name
+        suffixes = ("", ".partial", ".rejects.csv", ".rejects.csv.partial", ".summary.json",
+                    ".summary.json.tmp", ".lock")
+        return [self.output.with_name(name + suffix) for suffix in suffixes]
+
+    def refuse_overwriting(self, source: Source) -> None:
+        """Stop before anything is written when the job would destroy its own input."""
+        refuse_overwriting_input(source.path, source.files, self.writes(), self.folder)
+
     def _part(self, index: int) -> Path:
-        return self.folder / f"part-{index:06d}.arrow"
+        return self.folder / f"part-{index:06d}.parquet"
 
     def _rejects(self, index: int) -> Path:
-        return self.folder / f"rejects-{index:06d}.csv"
+        return self.folder / f"rejects-{index:06d}.parquet"
 
     def prepare(self, resume: bool) -> dict[str, Any] | None:
         """Start afresh, or (resume) return the saved state when it is this same job."""
-        self.output.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = _lock_output(self.output)
+        with plainly(self.output.parent, "create the output's folder"):
+            self.output.parent.mkdir(parents=True, exist_ok=True)
+        with plainly(self.output, "write"):
+            self._lock = _lock_output(self.output)
+        try:
+            return self._restore(resume)
+        except BaseException:
+            self._unlock()
+            raise
+
+    def _restore(self, resume: bool) -> dict[str, Any] | None:
         saved = None
         if resume and self.checkpoint_path.is_file():
             saved = json.loads(self.checkpoint_path.read_text(encoding="utf-8"))
@@ -737,15 +801,18 @@ class Job:
                     self.output,
                 )
             shutil.rmtree(self.folder, ignore_errors=True)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        with plainly(self.folder, "create the parts folder"):
+            self.folder.mkdir(parents=True, exist_ok=True)
         return saved
 
     def open_final(self) -> None:
         """Start `<output>.partial` and copy the parts already done into it."""
         self.final = _Final(self.output, self.schema, self.kind)
         for index in range(int(self.state["chunks_done"])):
-            with pa.memory_map(str(self._part(index))) as handle:
-                self.final.write(pa.ipc.open_file(handle).read_all())
+            part = self._part(index)
+            with plainly(part, "read a completed chunk", resumable=False):
+                table = pq.read_table(part, memory_map=True).cast(self.schema)
+            self.final.write(table)
 
     def add(
         self,
@@ -761,17 +828,19 @@ class Job:
             raise RuntimeError(f"chunk {index} arrived out of order")
         part = self._part(index)
         tmp = part.with_name(part.name + ".tmp")
-        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, self.schema) as writer:
-            writer.write_table(table)
-        os.replace(tmp, part)
-        if rejects.num_rows:
-            reject_path = self._rejects(index)
-            pacsv.write_csv(
-                rejects,
-                str(reject_path) + ".tmp",
-                write_options=pacsv.WriteOptions(include_header=False),
-            )
-            os.replace(str(reject_path) + ".tmp", reject_path)
+        reject_path = self._rejects(index)
+        reject_tmp = reject_path.with_name(reject_path.name + ".tmp")
+        try:
+            with plainly(tmp, "write"):
+                pq.write_table(table, str(tmp), compression="zstd")
+                os.replace(tmp, part)
+            if rejects.num_rows:
+                with plainly(reject_tmp, "write"):
+                    pq.write_table(rejects, str(reject_tmp), compression="zstd")
+                    os.replace(reject_tmp, reject_path)
+        except BaseException:
+            remove_quietly([tmp, reject_tmp])
+            raise
         self.state = {
             **self.state,
             **extra_state,
@@ -780,6 +849,8 @@ class Job:
             "scored": self.state["scored"] + table.num_rows,
             "rejected": self.state["rejected"] + rejects.num_rows,
             "warned": self.state.get("warned", 0) + _warned(table),
+            "rejected_out_of_range": self.state.get("rejected_out_of_range", 0)
+            + count_out_of_range(rejects),
         }
         _write_atomic(
             self.checkpoint_path,
@@ -789,33 +860,42 @@ class Job:
         )
         self.final.write(table)
 
-    def commit(self) -> Path | None:
-        """Move the output (and the rejects file) into place; remove the parts."""
+    def commit(self, lines: LineFinder | None = None) -> Path | None:
+        """Move the output (and the rejects file, with each CSV record's line found by
+        `lines`) into place; remove the parts."""
         assert self.final is not None
         self.final.close()
         rejects_path = self.output.with_name(self.output.name + ".rejects.csv")
         if self.state["rejected"]:
             tmp = rejects_path.with_name(rejects_path.name + ".partial")
-            with tmp.open("wb") as out:
-                out.write((",".join(f'"{c}"' for c in REJECT_COLUMNS) + "\n").encode())
-                for index in range(int(self.state["chunks_done"])):
-                    path = self._rejects(index)
-                    if path.is_file():
-                        with path.open("rb") as part:
-                            shutil.copyfileobj(part, out)
-            os.replace(tmp, rejects_path)
+            try:
+                done = range(int(self.state["chunks_done"]))
+                parts = [self._rejects(i) for i in done if self._rejects(i).is_file()]
+                with plainly(tmp, "write"), tmp.open("wb") as out:
+                    write_rejects(parts, out, lines)
+                with plainly(rejects_path, "write"):
+                    os.replace(tmp, rejects_path)
+            except BaseException:
+                remove_quietly([tmp])
+                raise
         else:
             rejects_path.unlink(missing_ok=True)
-        os.replace(self.final.partial, self.output)
+        with plainly(self.output, "write"):
+            os.replace(self.final.partial, self.output)
         shutil.rmtree(self.folder, ignore_errors=True)
         self._unlock()
         return rejects_path if self.state["rejected"] else None
 
-    def abort(self) -> None:
-        """Stop without committing: the parts and checkpoint stay for `--resume`."""
-        if self.final is not None:
-            self.final.abort()
-        self._unlock()
+    def abort(self, keep_parts: bool = True) -> None:
+        """Stop without committing: the parts and checkpoint stay for `--resume` (unless
+        `keep_parts` is false, or no chunk was completed: then nothing is left behind)."""
+        try:
+            if self.final is not None:
+                self.final.abort()
+            if not keep_parts or not self.checkpoint_path.is_file():
+                shutil.rmtree(self.folder, ignore_errors=True)
+        finally:
+            self._unlock()
 
     def _unlock(self) -> None:
         lock, self._lock = self._lock, None
@@ -1049,6 +1129,7 @@ def rescore(
         "keep": keep,
     }
     job = Job(output_path, identity, schema)
+    job.refuse_overwriting(source)
     saved = job.prepare(resume)
     drift = Drift(bundle, _drift_stride(source))
     if saved is not None:
@@ -1099,21 +1180,22 @@ def rescore(
                 )
             )
         writer.finish()
-        rejects_path = job.commit()
-    except BaseException:
+        lines = LineFinder(source.path, source.encoding, source.delimiter)
+        rejects_path = job.commit(lines if source.kind == "csv" else None)
+    except BaseException as exc:
         stop.set()
         if writer.thread.is_alive():
             try:
                 writer.finish()
             except BaseException:  # the first error is the one to report
                 log.debug("writer stopped with an error", exc_info=True)
-        job.abort()
+        job.abort(keep_parts=not isinstance(exc, Fault) or exc.resumable)
         if job.checkpoint_path.is_file():
-            log.warning(
-                "stopped after %d completed chunk(s); run again with --resume to "
-                "continue from there",
-                job.state["chunks_done"],
-            )
+            done = int(job.state["chunks_done"])
+            hint = f"{done} completed chunk(s) kept: run again with --resume to continue"
+            if isinstance(exc, Fault):  # the fault's one line says it, no second line
+                raise Fault(f"{exc}; {hint} once that is fixed", resumable=True) from None
+            log.warning("stopped; %s from there", hint)
         raise
     finally:
         progress.close()
@@ -1133,6 +1215,9 @@ def rescore(
         "rows_this_run": rows_now,
         "resumed_after_chunk": skip if saved is not None else None,
         "rejects_file": str(rejects_path) if rejects_path else None,
+        # rows refused for NaN, +-inf or a number out of range (the API's rule), a share of
+        # `rejected`
+        "rejected_out_of_range": int(state.get("rejected_out_of_range", 0)),
         "scored_at": scored_at,
         "chunk_rows": chunk_rows,
         "reasons": reasons,
@@ -1438,6 +1523,7 @@ def rescore_spark(
     source = open_source(input_path, bundle, keep)
     schema = output_schema(bundle, source.schema, keep, reasons)
     job = Job(output_path, {"engine": "spark"}, schema)
+    job.refuse_overwriting(source)
     job.prepare(resume=False)
     scored_at = scored_at or datetime.now(UTC).isoformat(timespec="seconds")
     start = time.perf_counter()
@@ -1467,12 +1553,13 @@ def rescore_spark(
             bad = pc.is_valid(table.column(REJECT_REASON))
             good = table.filter(pc.invert(bad))
             rejected = table.filter(bad)
-            rejects = pa.table(
-                {
-                    "row": rejected.column(ROW),
-                    "lead_id": pc.cast(rejected.column(bundle.id_column), pa.string()),
-                    "reason": rejected.column(REJECT_REASON),
-                }
+            rows = rejected.column(ROW).to_pylist()
+            rejects = rejects_table(
+                rows,
+                # Spark reads a malformed CSV record as a row (PERMISSIVE): row r is record r + 1
+                [r + 1 for r in rows] if source.kind == "csv" else [None] * len(rows),
+                pc.cast(rejected.column(bundle.id_column), pa.string()).to_pylist(),
+                rejected.column(REJECT_REASON).to_pylist(),
             )
             good = good.drop_columns([ROW, REJECT_REASON]).cast(schema)
             counts = (
@@ -1486,7 +1573,8 @@ def rescore_spark(
             )
             score_drift.add(counts)
             job.add(index, good, rejects, table.num_rows, {"scored_at": scored_at})
-        rejects_path = job.commit()
+        lines = LineFinder(source.path, source.encoding, source.delimiter)
+        rejects_path = job.commit(lines if source.kind == "csv" else None)
     except BaseException:
         job.abort()
         shutil.rmtree(job.folder, ignore_errors=True)
@@ -1501,6 +1589,7 @@ def rescore_spark(
     summary.extra = {
         "engine": "spark",
         "rejects_file": str(rejects_path) if rejects_path else None,
+        "rejected_out_of_range": int(state.get("rejected_out_of_range", 0)),
         "scored_at": scored_at,
         "reasons": reasons,
         "absent_fields": absent_fields(bundle, source.columns),
