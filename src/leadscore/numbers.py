@@ -3,9 +3,9 @@
 A number is a finite float (never NaN or +-inf), or text matching `NUMBER_TEXT` (CRM webhooks,
 spreadsheets and CSV files send numbers as text) that reads as a finite float: "-1e308" (how
 pandas writes a huge float) is a number, "1e400", "nan" and "inf" are refused the same way
-whether they arrive in JSON, in a CSV cell or in a Parquet float column. The API applies the rule per value
-(`number_from_text`, with pydantic's `allow_inf_nan=False` for JSON numbers); batch applies it
-to a whole Arrow column at once (`to_numbers`), with the same pattern.
+whether they arrive in JSON, in a CSV cell or in a Parquet float column. The API applies the
+rule per value (`number_from_text`, with pydantic's `allow_inf_nan=False` for JSON numbers);
+batch applies it to a whole Arrow column at once (`to_numbers`), with the same pattern.
 """
 
 from __future__ import annotations
