@@ -51,6 +51,17 @@ def prepare(bundle: ModelBundle, settings: Settings, fingerprint: str = "") -> L
 SwapHook = Callable[[Loaded | None, Loaded], None]
 
 
+def version_in(fingerprint: str) -> str | None:
+    """The version a source fingerprint names (`registry:name:3:...`, `folder:3:sha`), if any:
+    known even when the model itself turns out unloadable."""
+    parts = fingerprint.split(":")
+    if parts[0] == "registry" and len(parts) > 2:
+        return parts[2]
+    if parts[0] == "folder" and len(parts) > 1 and parts[1] not in ("None", "unreadable"):
+        return parts[1]
+    return None
+
+
 def schema_hold(
     current: Loaded | None, bundle: ModelBundle, uri: str, settings: Settings
 ) -> str | None:
@@ -94,6 +105,7 @@ class ModelHolder:
         self.last_error: str | None = None
         # a version the source points at that is held back, and why (e.g. a schema change)
         self.pending: dict[str, str] | None = None
+        self.offered: str | None = None  # the version the last load attempt found, if known
         self._lock = threading.Lock()  # one reload at a time; readers never wait
         self._on_swap = on_swap
         self._on_refused = on_refused
@@ -117,6 +129,7 @@ class ModelHolder:
             try:
                 try:
                     fingerprint = source_fingerprint(uri, settings)
+                    self.offered = version_in(fingerprint)
                     bundle = load_model(uri, settings)
                     held = schema_hold(self.loaded, bundle, uri, settings)
                     if held is not None:
@@ -159,10 +172,13 @@ SettingsDep = Annotated[Settings, Depends(settings_dep)]
 ModelsDep = Annotated[Any, Depends(get_models)]
 
 
-def key_digests(settings: Settings) -> list[bytes]:
+def key_digests(settings: Settings, admin: bool = False) -> list[bytes]:
     """SHA-256 of each configured key: compared digest to digest, every comparison takes the
-    same time whatever the length or content of what a caller sent."""
-    return [hashlib.sha256(key.encode()).digest() for key in settings.api_key_list()]
+    same time whatever the length or content of what a caller sent. `admin`: the keys for
+    /v1/admin/* (`LEADSCORE_ADMIN_KEYS`, else the API keys)."""
+    keys = (settings.admin_key_list() or settings.api_key_list()) if admin else \
+        settings.api_key_list()
+    return [hashlib.sha256(key.encode()).digest() for key in keys]
 
 
 async def require_key(request: Request) -> None:
@@ -171,8 +187,15 @@ async def require_key(request: Request) -> None:
     check_key(request)
 
 
-def check_key(request: Request) -> None:
-    digests: list[bytes] = request.app.state.key_digests
+async def require_admin_key(request: Request) -> None:
+    """The admin routes: `LEADSCORE_ADMIN_KEYS` when set (a scoring key is not enough to swap
+    the model under every caller), else the API keys."""
+    check_key(request, admin=True)
+
+
+def check_key(request: Request, admin: bool = False) -> None:
+    digests: list[bytes] = (request.app.state.admin_key_digests if admin
+                            else request.app.state.key_digests)
     if not digests:
         return
     offered = []
@@ -188,12 +211,15 @@ def check_key(request: Request) -> None:
             for digest in digests:
                 matched |= hmac.compare_digest(supplied, digest)
     if not matched:
-        raise ApiError(401, "unauthorized", "missing or invalid API key: send "
+        kind = "admin key (LEADSCORE_ADMIN_KEYS)" if admin and \
+            request.app.state.settings.admin_key_list() else "API key"
+        raise ApiError(401, "unauthorized", f"missing or invalid {kind}: send "
                        "'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
                        headers={"WWW-Authenticate": 'Bearer realm="leadscore"'})
 
 
 Authorized = Annotated[None, Depends(require_key)]
+AdminAuthorized = Annotated[None, Depends(require_admin_key)]
 
 
 @dataclass(frozen=True)

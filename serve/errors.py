@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from leadscore.errors import LeadscoreError
 
@@ -83,6 +84,12 @@ def install(app: FastAPI) -> None:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         headers = dict(exc.headers) if exc.headers else None
         return error_response(exc.status_code, code, str(exc.detail), headers=headers)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, exc: ClientDisconnect) -> Response:
+        # the client hung up mid-body: nobody reads this answer, but the access log and the
+        # metrics record 499 (nginx's "client closed request"), not a 500 and a stack
+        return error_response(499, "client_closed_request", "the client closed the request")
 
     @app.exception_handler(LeadscoreError)
     async def _leadscore(request: Request, exc: LeadscoreError) -> Response:

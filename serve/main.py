@@ -100,6 +100,7 @@ def create_app(settings: Settings | None = None, *, load_model: bool = True) -> 
     app.state.metrics = Metrics()
     app.state.models = ModelSet(Plan([], None, "starting"), make_holder)
     app.state.key_digests = key_digests(current)
+    app.state.admin_key_digests = key_digests(current, admin=True)
     app.state.openapi_model = None
     errors.install(app)
     app.add_middleware(ObserveMiddleware, metrics=app.state.metrics)

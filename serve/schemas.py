@@ -114,6 +114,9 @@ Number = (
 )
 
 
+ID_MIN, ID_MAX = -(2**63), 2**64 - 1
+
+
 def lead_model(bundle: ModelBundle, *, forbid_extra: bool = True) -> type[Any]:
     """A lead as a typed dict keyed by the model's own field names (`emp.var.rate` included).
 
@@ -123,8 +126,11 @@ def lead_model(bundle: ModelBundle, *, forbid_extra: bool = True) -> type[Any]:
     id_field = bundle.id_column
     fields: dict[str, Any] = {
         id_field: Annotated[
-            str | StrictInt | None,  # strict: `true` or 1.5 is no id (lax mode echoed "1")
-            Field(title=id_field, description="Lead id, echoed back in the result."),
+            # strict: `true` or 1.5 is no id (lax mode echoed "1"); the JSON parser reads whole
+            # numbers up to 64 bits exactly, so that is the stated limit (bigger: send text)
+            str | Annotated[StrictInt, Field(ge=ID_MIN, le=ID_MAX)] | None,
+            Field(title=id_field, description="Lead id, echoed back in the result: text, or a "
+                  f"whole number from {ID_MIN} to {ID_MAX} (send bigger ids as text)."),
         ]
     }
     for name, kind in bundle.input_types().items():

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import re
+
 from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 
 from leadscore.errors import ModelError
-from serve.deps import Authorized, ModelsDep, SettingsDep
+from serve.deps import AdminAuthorized, ModelsDep, SettingsDep
 from serve.errors import ApiError
 from serve.schemas import ErrorResponse, ReloadResult
 
 router = APIRouter(tags=["admin"])
+
+# an absolute path (a bundle folder, a downloaded artifact): the server's layout is nobody's
+# business over HTTP; the server log keeps the full message
+_PATH = re.compile(r"(?<![\w:.])/[^\s:'\"()]+")
+
+
+def without_paths(message: str) -> str:
+    return _PATH.sub("<bundle>", message)
 
 
 @router.post(
@@ -25,7 +35,7 @@ router = APIRouter(tags=["admin"])
 async def reload(
     models: ModelsDep,
     settings: SettingsDep,
-    _: Authorized,
+    _: AdminAuthorized,
     model: str | None = Query(None, description="The model to reload (default: the default "
                               "model, or the only one served)."),
 ) -> ReloadResult:
@@ -40,7 +50,9 @@ async def reload(
     try:
         loaded = await run_in_threadpool(holder.load, served.uri, settings)
     except ModelError as exc:
-        raise ApiError(409, "model_refused", f"new model refused: {exc}",
+        offered = holder.offered
+        what = f"{served.name} version {offered}" if offered else f"the new {served.name}"
+        raise ApiError(409, "model_refused", f"{what} refused: {without_paths(str(exc))}",
                        [{"model": served.name, "still_serving": serving}]) from None
     return ReloadResult(status="reloaded", model=loaded.bundle.name,
                         version=loaded.bundle.version, previous_version=serving)

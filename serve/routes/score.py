@@ -21,7 +21,7 @@ from leadscore.ranges import bound_reason, find_out_of_bounds
 from leadscore.scoring import score_records
 from serve.deps import Loaded, scoring_context
 from serve.errors import ApiError, safe_name
-from serve.schemas import ErrorResponse, ScoreResponse
+from serve.schemas import ID_MAX, ID_MIN, ErrorResponse, ScoreResponse
 
 
 class DirectRoute(APIRoute):
@@ -53,6 +53,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         400: "Malformed JSON",
         401: "Missing or invalid API key",
         413: "Too many leads or body too large",
+        415: "The body is not declared as JSON",
         422: "A lead has a wrong type, an unknown field or a value outside the model's bounds, "
         "or the list is empty",
         503: "No model loaded",
@@ -60,9 +61,25 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+def check_json(request: Request) -> None:
+    """A body declared as anything but JSON is refused (415) before it is read: a form post or
+    text sent by mistake gets told what to send instead of a confusing parse error. No
+    Content-Type at all is read as JSON (curl --data-binary, many webhooks)."""
+    declared = request.headers.get("content-type")
+    if declared is None:
+        return
+    kind = declared.split(";", 1)[0].strip().lower()
+    if kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json")):
+        return
+    raise ApiError(415, "unsupported_media_type",
+                   "the body must be JSON: send 'Content-Type: application/json'",
+                   [{"content_type": safe_name(kind)}])
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The body, refusing it as soon as it passes `limit` bytes (before any parsing): at once
     from a declared Content-Length, else while a chunked body streams in."""
+    check_json(request)
     declared = request.headers.get("content-length")
     if declared is not None and _is_count(declared) and int(declared) > limit:
         raise _too_large(limit)
@@ -157,7 +174,8 @@ def _invalid(loaded: Loaded, exc: ValidationError) -> ApiError:
         elif field is None:
             parts.append(f"lead {index}: must be an object of fields")
         elif field == id_field:
-            parts.append(f"lead {index}: field {field!r} should be text or a whole number")
+            parts.append(f"lead {index}: field {field!r} should be text or a whole number from "
+                         f"{ID_MIN} to {ID_MAX} (send bigger ids as text)")
         elif kinds.get(field) == "numeric":
             parts.append(f"lead {index}: field {field!r} should be a finite number")
         else:

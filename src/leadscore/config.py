@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     tracking_uri: str | None = None
     models_dir: Path | None = None
     api_keys: str = ""
+    # keys for /v1/admin/* only (comma-separated); unset: the API keys open those routes too
+    admin_keys: str = ""
     max_batch: int = 1000
     max_body_bytes: int = 1024 * 1024
     default_reasons: int = 3
@@ -127,6 +129,9 @@ class Settings(BaseSettings):
 
     def api_key_list(self) -> list[str]:
         return [key.strip() for key in self.api_keys.split(",") if key.strip()]
+
+    def admin_key_list(self) -> list[str]:
+        return [key.strip() for key in self.admin_keys.split(",") if key.strip()]
 
 
 @lru_cache

@@ -160,7 +160,7 @@ def _stand_in(values: pd.Series, kind: str, blank: set[str]) -> pd.Series:
     else:
         domain = text.str.extract(r"^.+@([^@]*)$", expand=False)
         masked = ("x@" + domain).fillna("x").astype(object)
-    return masked.where(~missing, values)
+    return masked.where(~missing, values).astype(values.dtype)
 
 
 def cached_build(

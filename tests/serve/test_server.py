@@ -251,3 +251,25 @@ def test_a_damaged_model_with_a_forged_checksum_is_refused_and_the_server_lives(
     server.process.send_signal(signal.SIGTERM)
     assert server.process.wait(timeout=30) in STOPPED
     assert "Traceback" not in server.text()
+
+
+def test_a_client_that_hangs_up_mid_body_is_a_499(start_server, bundles: dict[str, Path]) -> None:
+    server = start_server(bundles["v1"])
+    host, port = server.url.removeprefix("http://").split(":")
+    for _ in range(3):
+        with socket.create_connection((host, int(port)), timeout=5) as sock:
+            sock.sendall(b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                         b"\r\nContent-Length: 5000\r\nX-API-Key: " + API_KEY.encode() +
+                         b"\r\n\r\n" + b'{"leads": [{"industry": "soft')
+            time.sleep(0.2)  # the server is reading the body now
+    deadline = time.monotonic() + 10
+    while "POST /v1/score 499" not in server.text():
+        assert time.monotonic() < deadline, server.text()[-2000:]
+        time.sleep(0.1)
+    metrics = httpx.get(f"{server.url}/metrics", timeout=5).text
+    assert 'route="/v1/score",status="499"} 3.0' in metrics
+    assert 'status="500"' not in metrics
+    log = server.text()
+    assert "Traceback" not in log and "unhandled" not in log
+    assert httpx.post(f"{server.url}/v1/score", json={"leads": [{}]}, headers=AUTH,
+                      timeout=10).status_code == 200

@@ -1,0 +1,75 @@
+"""API edges found by probing a live server: bodies that are not JSON, ids at the limits of
+what JSON carries, reload refusals that name versions (never server paths), admin keys."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+from serve_helpers import API_KEY, assert_error
+
+ADMIN_KEY = "admin-key-9876543210"
+
+
+def test_a_body_that_is_not_json_is_a_415(client: TestClient) -> None:
+    body = b'{"leads": [{}]}'
+    for kind in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data"):
+        error = assert_error(client.post("/v1/score", content=body,
+                                         headers={"content-type": kind}), 415,
+                             "unsupported_media_type")
+        assert "Content-Type: application/json" in error["message"]
+    for kind in ("application/json", "application/json; charset=utf-8",
+                 "application/vnd.leads+json"):
+        response = client.post("/v1/score", content=body, headers={"content-type": kind})
+        assert response.status_code == 200, (kind, response.text)
+    assert client.post("/v1/score", content=body).status_code == 200  # none declared: JSON
+    assert "415" in client.get("/openapi.json").json()["paths"]["/v1/score"]["post"]["responses"]
+
+
+def test_integer_ids_up_to_64_bits(client: TestClient) -> None:
+    for value in (0, 2**31, 2**63 - 1, 2**63, 2**64 - 1, -(2**63)):
+        body = f'{{"leads": [{{"lead_id": {value}}}, {{"lead_id": "x"}}]}}'.encode()
+        response = client.post("/v1/score", content=body,
+                               headers={"content-type": "application/json"})
+        assert response.status_code == 200, response.text
+        assert response.json()["results"][0]["id"] == str(value)
+    for value in (2**64, -(2**63) - 1):
+        body = f'{{"leads": [{{"lead_id": {value}}}]}}'.encode()
+        error = assert_error(client.post("/v1/score", content=body), 422, "invalid_lead")
+        assert "send bigger ids as text" in error["message"]
+    lead = client.get("/openapi.json").json()["components"]["schemas"]["Lead"]
+    as_int = next(s for s in lead["properties"]["lead_id"]["anyOf"] if s.get("type") == "integer")
+    assert as_int["maximum"] == 2**64 - 1 and as_int["minimum"] == -(2**63)
+
+
+def test_a_refused_reload_names_the_version_never_a_path(
+    make_client: Callable[..., TestClient], bundles: dict[str, Path], tmp_path: Path
+) -> None:
+    import shutil
+
+    live = tmp_path / "live"
+    shutil.copytree(bundles["v1"], live)
+    api = make_client(live)
+    shutil.rmtree(live)
+    shutil.copytree(bundles["bad"], live)  # version "3", its checksum no longer matches
+    error = assert_error(api.post("/v1/admin/reload"), 409, "model_refused")
+    assert error["message"].startswith("test-leads version 3 refused: ")
+    assert "checksum" in error["message"]
+    assert str(tmp_path) not in error["message"] and not re.search(r"(^|\s)/\w", error["message"])
+
+
+def test_admin_keys_are_separate_from_scoring_keys(
+    make_client: Callable[..., TestClient], bundles: dict[str, Path]
+) -> None:
+    api = make_client(bundles["v1"], api_keys=API_KEY, admin_keys=ADMIN_KEY)
+    scoring, admin = {"X-API-Key": API_KEY}, {"Authorization": f"Bearer {ADMIN_KEY}"}
+    error = assert_error(api.post("/v1/admin/reload", headers=scoring), 401, "unauthorized")
+    assert "admin key (LEADSCORE_ADMIN_KEYS)" in error["message"]
+    assert api.post("/v1/admin/reload", headers=admin).status_code == 200
+    assert api.post("/v1/score", json={"leads": [{}]}, headers=scoring).status_code == 200
+    assert_error(api.post("/v1/score", json={"leads": [{}]}, headers=admin), 401)
+    # without admin keys, the scoring keys open the admin routes as before
+    plain = make_client(bundles["v1"], api_keys=API_KEY)
+    assert plain.post("/v1/admin/reload", headers=scoring).status_code == 200
