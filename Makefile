@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 CONFIG ?= configs/bank_marketing.yaml
 INPUT ?= data/raw/bank_marketing/bank-additional-full.csv
 OUTPUT ?= data/scored/bank_marketing.parquet
-MODEL ?= models:/lead-conversion@champion
+MODEL ?= lead-bank-marketing
 HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
@@ -39,11 +39,11 @@ train: $(STAMP) ## Train on CONFIG (default configs/bank_marketing.yaml) and reg
 	$(BIN)/leadscore train --config $(CONFIG)
 
 .PHONY: score
-score: $(STAMP) ## Batch-score INPUT into OUTPUT with MODEL (default @champion)
+score: $(STAMP) ## Batch-score INPUT into OUTPUT with MODEL (a name: its @champion)
 	$(BIN)/leadscore score --model $(MODEL) --input $(INPUT) --output $(OUTPUT) --reasons 3
 
 .PHONY: serve
-serve: $(STAMP) ## Serve the @champion model on HOST:PORT (default 127.0.0.1:8000)
+serve: $(STAMP) ## Serve every model with a @champion on HOST:PORT (default 127.0.0.1:8000)
 	$(BIN)/leadscore serve --host $(HOST) --port $(PORT)
 
 .PHONY: test
@@ -61,6 +61,7 @@ mlflow-ui: $(STAMP) ## Open the MLflow UI on the embedded store (127.0.0.1:5000)
 
 .PHONY: clean
 clean: ## Remove build outputs (models, MLflow store, scores, caches); keeps .venv and data/raw
-	rm -rf models/lead-conversion mlflow.db mlartifacts mlruns data/scored data/synthetic reports \
+	find models -mindepth 1 -maxdepth 1 -not -name README.md -exec rm -rf {} +
+	rm -rf mlflow.db mlartifacts mlruns data/scored data/synthetic data/interim reports cache \
 	  .pytest_cache .mypy_cache .ruff_cache .hypothesis
 	find . -name __pycache__ -not -path './.venv/*' -prune -exec rm -rf {} +
