@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import synthetic_spec_dict, write_spec
+import yaml
 
 from leadscore.config import Settings, load_spec
 from leadscore.data import LABEL
@@ -35,9 +35,19 @@ def canary_spec(synth_dir: Path, tmp_path: Path):  # type: ignore[no-untyped-def
     leads.loc[:50, "phone"] = CANARY_PHONE
     path = tmp_path / "leads.csv"
     leads.to_csv(path, index=False)
-    spec = synthetic_spec_dict(path, pii=["name", "email", "phone"],
-                               derive={"email": "email", "phone": "phone"})
-    return load_spec(write_spec(tmp_path / "spec.yaml", spec))
+    # (not imported from conftest: tests/serve has a conftest module of its own)
+    spec = {
+        "name": "cache_test",
+        "leads": {"path": str(path), "id": "lead_id", "created_at": "created_at"},
+        "outcome": {"column": "converted", "positive": ["1"], "negative": ["0"]},
+        "features": {"categorical": ["source_channel", "industry", "budget", "need"]},
+        "derive": {"email": "email", "phone": "phone"},
+        "drop": ["converted_at", "job_title"],
+        "pii": ["name", "email", "phone"],
+        "train": {"min_per_class": 20},
+    }
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec), encoding="utf-8")
+    return load_spec(tmp_path / "spec.yaml")
 
 
 def _files(folder: Path) -> list[Path]:

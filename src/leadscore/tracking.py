@@ -3,6 +3,10 @@
 A trained model is logged as a pyfunc "model from code": the artifact holds the LightGBM text
 model and JSON metadata plus a three-line shim that imports `leadscore`, so nothing is pickled
 and `MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false` loads it.
+
+Past 600 lines on purpose: MLflow stays behind this one door (runs, registry, aliases, the
+promotion gates applied to the registry, listing), and the rules themselves live in
+promotion.py.
 """
 
 from __future__ import annotations
