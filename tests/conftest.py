@@ -3,6 +3,7 @@ store and one model trained and registered there (session-scoped: training costs
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,6 +43,19 @@ def _isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     os.environ.pop("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", None)
     os.environ.pop("LEADSCORE_HOME", None)
     os.environ.update(saved)
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """The CLI sets up logging on the root logger (a handler on its own stderr); a test that
+    invokes it in-process must not leave that handler writing to a closed stream."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    ours = logging.getLogger("leadscore").level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    logging.getLogger("leadscore").setLevel(ours)
 
 
 def write_spec(path: Path, data: dict) -> Path:

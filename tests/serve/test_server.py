@@ -243,7 +243,7 @@ def test_a_damaged_model_with_a_forged_checksum_is_refused_and_the_server_lives(
         error = refused.json()["error"]
         assert error["code"] == "model_refused"
         assert "model.txt is damaged" in error["message"]
-        assert error["details"] == [{"still_serving": "1"}]
+        assert error["details"] == [{"model": "test-leads", "still_serving": "1"}]
         scored = client.post("/v1/score", json={"leads": [{"lead_id": "a"}]})
         assert scored.status_code == 200
         assert scored.json()["results"][0]["model_version"] == "1"
