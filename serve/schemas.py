@@ -31,6 +31,14 @@ class Reason(BaseModel):
         description="Score points (0–100 scale, 2 decimals) this field added (> 0) or removed "
         "(< 0), against the average lead; never 0 (fields that rounded to 0 are left out)."
     )
+    label: str = Field(
+        description="The field in words: the spec's label, else the name prettified "
+        "(activity aggregates worded, e.g. `Unanswered calls in the last 14 days`)."
+    )
+    text: str = Field(
+        description="One line for a person: label, value in words, points rounded to whole "
+        "numbers (one decimal below 1), e.g. `Previous campaign succeeded: +18 points`."
+    )
 
 
 class ScoredLead(BaseModel):
@@ -38,6 +46,10 @@ class ScoredLead(BaseModel):
     probability: float = Field(ge=0, le=1, description="Calibrated conversion probability.")
     score: int = Field(ge=0, le=100, description="Probability as a 0–100 score.")
     tier: str = Field(description="A (best) to D, by cutoffs chosen on validation leads.")
+    tier_label: str = Field(
+        description="The sales team's word for the tier: hot, warm, cool, cold by default, or "
+        "the spec's `tiers.words`."
+    )
     percentile: int = Field(ge=0, le=100, description="Share of validation leads scored lower.")
     reasons: list[Reason] = Field(
         default_factory=list,

@@ -25,6 +25,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from leadscore.errors import SpecError
+from leadscore.labels import activity_label
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -337,6 +338,48 @@ class ScorecardSpec(_Strict):
     rules: list[ScorecardRule] = Field(default_factory=list)
 
 
+class FieldLabel(_Strict):
+    """What a sales team calls a field and some of its values: `{label: "Previous campaign",
+    values: {success: "succeeded"}}`; a plain string is the label alone."""
+
+    label: str | None = Field(None, min_length=1)
+    values: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {"label": data}
+        if isinstance(data, dict) and isinstance(data.get("values"), dict):
+            # YAML reads `yes`, 1 and true as other types: values are matched as text
+            values = {_yaml_text(k): _yaml_text(v) for k, v in data["values"].items()}
+            return {**data, "values": values}
+        return data
+
+
+def _yaml_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+class TiersSpec(_Strict):
+    """The word the sales team uses for each tier (default hot, warm, cool, cold); only the
+    tiers named change."""
+
+    words: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("words")
+    @classmethod
+    def _known_tiers(cls, words: dict[str, str]) -> dict[str, str]:
+        for tier, word in words.items():
+            if tier not in ("A", "B", "C", "D"):
+                raise ValueError(f"tiers.words names {tier!r}, which is not a tier (A, B, C, D)")
+            if not str(word).strip():
+                raise ValueError(f"tiers.words.{tier} is empty")
+        return {tier: str(word).strip() for tier, word in words.items()}
+
+
 class ModelSpec(_Strict):
     """The registered model this spec trains: one per dataset or line of business, so a second
     dataset never takes the first one's @champion."""
@@ -369,6 +412,9 @@ class DatasetSpec(_Strict):
     train: TrainSpec = Field(default_factory=TrainSpec)
     scorecard: ScorecardSpec = Field(default_factory=lambda: ScorecardSpec())
     model: ModelSpec = Field(default_factory=lambda: ModelSpec())
+    # words for people: field -> {label, values} (reasons, pages) and tier -> word
+    labels: dict[str, FieldLabel] = Field(default_factory=dict)
+    tiers: TiersSpec = Field(default_factory=lambda: TiersSpec())
 
     # set by load_spec, not by the YAML
     source: Path | None = Field(default=None, exclude=True)
@@ -417,7 +463,27 @@ class DatasetSpec(_Strict):
                 )
             if not low < high:
                 raise ValueError(f"bounds.{name}: the low bound must be below the high bound")
+        fields = self.labelable_fields
+        for name in self.labels:
+            activity = self.activities is not None and activity_label(name) is not None
+            if name not in fields and not activity:
+                hint = difflib.get_close_matches(name, fields, n=1)
+                raise ValueError(
+                    f"labels names {name!r}, which is not an input field"
+                    + (f"; did you mean {hint[0]!r}?" if hint else "")
+                )
         return self
+
+    @property
+    def labelable_fields(self) -> list[str]:
+        """The business fields a reason can name: features, dimension fields, fields derived
+        from (job title, email, phone), and `activity.*` aggregates (checked by pattern)."""
+        fields = [*self.feature_columns, *self.derived_sources]
+        for dim in self.dimensions:
+            fields += [f"{dim.name}.{c}" for c in (*dim.categorical, *dim.numeric)]
+        if self.derive.bant:
+            fields.append("BANT answered")
+        return fields
 
     @property
     def derived_sources(self) -> list[str]:
