@@ -30,7 +30,8 @@ ABBREVIATIONS = {
 ACRONYMS = {"id", "url", "crm", "bant", "api", "sms", "b2b", "b2c", "ceo", "cto", "cfo", "roi",
             "seo", "ppc", "utm", "gdp", "vat", "uk", "us", "eu"}
 # how a derived field is named and its value shown (see features.FeatureBuilder._planned)
-DERIVED_SUFFIX = {"email_domain": "domain", "seniority": "seniority"}
+# (a job title is shown as typed, so its label needs no suffix; an email only by its domain)
+DERIVED_SUFFIX = {"email_domain": "domain"}
 PRESENT_WORDS = {1.0: "given", 0.0: MISSING_WORDS}
 
 _ACTIVITY_COUNT = re.compile(r"^activity\.(?P<kind>.+)\.(?P<days>\d+)d$")
@@ -90,23 +91,32 @@ def _activity_words(kind: str) -> str:
 def activity_label(name: str) -> str | None:
     """Activity aggregates in words, or None when `name` is not one: `activity.call.14d` ->
     "Calls in the last 14 days", `activity.days_since_last` -> "Days since the last activity"."""
+    words = activity_words(name)
+    return words[0] if words else None
+
+
+def activity_words(name: str) -> tuple[str, str | None] | None:
+    """An activity aggregate's label and, for a count, its form for exactly one ("Demo request
+    in the last 14 days"); None when `name` is not an activity aggregate."""
     if not name.startswith(ACTIVITY_PREFIX):
         return None
     if name == f"{ACTIVITY_PREFIX}first_channel":
-        return "First-touch channel"
+        return "First-touch channel", None
     if name == f"{ACTIVITY_PREFIX}last_channel":
-        return "Last-touch channel"
+        return "Last-touch channel", None
     since = _SINCE.match(name)
     if since:
         kind = since.group("kind")
         what = _activity_words(kind) if kind else "activity"
-        return f"Days since the last {what}"
+        return f"Days since the last {what}", f"Day since the last {what}"
     count = _ACTIVITY_COUNT.match(name)
     if count:
         kind, days = count.group("kind"), int(count.group("days"))
-        what = "activities" if kind == "total" else _plural(_activity_words(kind))
+        one = "activity" if kind == "total" else _activity_words(kind)
+        many = "activities" if kind == "total" else _plural(one)
         span = "day" if days == 1 else f"{days} days"
-        return f"{what[0].upper()}{what[1:]} in the last {span}"
+        return (f"{many[0].upper()}{many[1:]} in the last {span}",
+                f"{one[0].upper()}{one[1:]} in the last {span}")
     return None
 
 
@@ -118,28 +128,30 @@ class FieldWords:
     label: str
     values: Mapping[str, str] = field(default_factory=dict)
     number_first: bool = False
+    one: str | None = None  # the label after the number 1 ("1 demo request in ...")
 
     def to_dict(self) -> dict[str, Any]:
         return {"label": self.label, "values": dict(self.values),
-                "number_first": self.number_first}
+                "number_first": self.number_first, "one": self.one}
 
     @classmethod
     def from_dict(cls, state: Mapping[str, Any]) -> FieldWords:
-        return cls(str(state["label"]), {str(k): str(v) for k, v in
-                                         (state.get("values") or {}).items()},
-                   bool(state.get("number_first", False)))
+        values = {str(k): str(v) for k, v in (state.get("values") or {}).items()}
+        one = state.get("one")
+        return cls(str(state["label"]), values, bool(state.get("number_first", False)),
+                   str(one) if one else None)
 
 
 def field_words(source: str, derive: str | None, given: Mapping[str, Any] | None) -> FieldWords:
     """A field's words: the spec's label and value words (`given`) over the generated ones."""
     values: dict[str, str] = {}
-    number_first = False
-    generated = activity_label(source)
+    number_first, one = False, None
+    generated = activity_words(source)
     if generated is not None:
-        label = generated
-        number_first = not source.endswith("_channel")
+        label, one = generated
+        number_first = one is not None
     elif derive == "count_filled":  # BANT questions answered: "3 BANT questions answered"
-        label, number_first = "BANT questions answered", True
+        label, one, number_first = "BANT questions answered", "BANT question answered", True
     else:
         label = prettify(source)
         if derive in DERIVED_SUFFIX:
@@ -148,9 +160,9 @@ def field_words(source: str, derive: str | None, given: Mapping[str, Any] | None
         values = {"1": PRESENT_WORDS[1.0], "0": PRESENT_WORDS[0.0]}
     if given:
         if given.get("label"):
-            label, number_first = str(given["label"]), False
+            label, number_first, one = str(given["label"]), False, None
         values.update({str(k): str(v) for k, v in (given.get("values") or {}).items()})
-    return FieldWords(label, values, number_first)
+    return FieldWords(label, values, number_first, one)
 
 
 def resolve(features: Iterable[Any], spec_labels: Mapping[str, Any] | None = None
@@ -222,7 +234,8 @@ def reason_text(words: FieldWords, value: Any, impact: float) -> str:
     "3 unanswered calls in the last 14 days: −7 points"."""
     shown = value_text(words, value)
     if words.number_first and isinstance(value, int | float) and not isinstance(value, bool):
-        head = f"{shown} {_lower_first(words.label)}"
+        label = words.one if words.one and value == 1 else words.label
+        head = f"{shown} {_lower_first(label)}"
     else:
         head = f"{words.label} {shown}"
     return f"{head}: {points_text(impact)}"
