@@ -83,6 +83,10 @@ class ModelInfo(BaseModel):
     split: str | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
     tiers: dict[str, float] = Field(default_factory=dict)
+    tier_words: dict[str, str] = Field(default_factory=dict,
+                                       description="Tier → the sales team's word (hot, warm…).")
+    labels: dict[str, str] = Field(default_factory=dict,
+                                   description="Business field → its label in reasons.")
     id_field: str | None = None
     features: dict[str, str] = Field(default_factory=dict,
                                      description="Input field → categorical | numeric.")
@@ -126,6 +130,13 @@ Number = (
 )
 
 
+def categorical_levels(bundle: ModelBundle) -> dict[str, tuple[str, ...]]:
+    """Each plain categorical input field's levels (derived fields such as a job title are free
+    text: no list)."""
+    return {f.source: f.levels for f in bundle.builder.features_
+            if f.kind == "categorical" and not f.derive and f.levels}
+
+
 def lead_model(bundle: ModelBundle, *, forbid_extra: bool = True) -> type[Any]:
     """A lead as a typed dict keyed by the model's own field names (`emp.var.rate` included).
 
@@ -133,6 +144,8 @@ def lead_model(bundle: ModelBundle, *, forbid_extra: bool = True) -> type[Any]:
     dicts, which is what `score_records` reads, so no model instance is built per lead.
     """
     id_field = bundle.id_column
+    levels = categorical_levels(bundle)
+    words = dict(zip(bundle.sources, (w.label for w in bundle.words_), strict=True))
     fields: dict[str, Any] = {
         id_field: Annotated[
             str | StrictInt | None,  # strict: `true` or 1.5 is no id (lax mode echoed "1")
@@ -145,6 +158,16 @@ def lead_model(bundle: ModelBundle, *, forbid_extra: bool = True) -> type[Any]:
         if kind == "numeric":
             fields[name] = Annotated[
                 Number, Field(title=name, description="Number (or a number written as text).")
+            ]
+        elif name in levels:
+            # the levels the model knows, for clients and forms; another value is accepted and
+            # scored as missing (a new category must not fail a CRM webhook)
+            known = list(levels[name])
+            fields[name] = Annotated[
+                Category | None,
+                Field(title=name, json_schema_extra={"enum": [*known, None]},
+                      description=f"{words.get(name, name)}: one of the {len(known)} values the "
+                      "model knows (another value is scored as missing)."),
             ]
         else:
             fields[name] = Annotated[
