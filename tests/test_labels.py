@@ -232,3 +232,20 @@ def test_cli_writes_xlsx(labelled, tmp_path: Path) -> None:  # type: ignore[no-u
     assert len(rows) == 121 and rows[1][1] == "=HYPERLINK(1)"
     assert all(isinstance(r[7], str) and r[7].endswith(("point", "points")) for r in rows[1:]
                if r[7] is not None)
+
+
+def test_value_words_match_however_yaml_reads_the_key(synth_dir: Path, tmp_path: Path) -> None:
+    from leadscore.config import load_spec
+
+    path = labelled_spec_path(synth_dir, tmp_path)
+    text = path.read_text(encoding="utf-8").split("\nlabels:")[0]
+    # unquoted, as people write it: YAML reads yes/no as booleans and 1.0 as a number
+    path.write_text(text + "\nlabels:\n  budget: {label: Budget, values: {yes: confirmed, "
+                    "no: not yet}}\n  need: {values: {1.0: one}}\n", encoding="utf-8")
+    assert yaml.safe_load(path.read_text())["labels"]["budget"]["values"] == \
+        {True: "confirmed", False: "not yet"}
+    spec = load_spec(path)
+    words = field_words("budget", None, spec.labels["budget"].model_dump())
+    assert reason_text(words, "yes", 5.0) == "Budget confirmed: +5 points"
+    assert reason_text(words, "no", -5.0) == "Budget not yet: \N{MINUS SIGN}5 points"
+    assert spec.labels["need"].values["1"] == "one"

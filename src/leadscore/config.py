@@ -25,7 +25,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from leadscore.errors import SpecError
-from leadscore.labels import activity_label
+from leadscore.labels import activity_label, number_text
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -351,16 +351,23 @@ class FieldLabel(_Strict):
         if isinstance(data, str):
             return {"label": data}
         if isinstance(data, dict) and isinstance(data.get("values"), dict):
-            # YAML reads `yes`, 1 and true as other types: values are matched as text
-            values = {_yaml_text(k): _yaml_text(v) for k, v in data["values"].items()}
+            # values are matched as text; YAML reads `yes`, `on` and `true` alike as a boolean
+            # and 1.0 as a number, so a key stands for each way the data may spell it
+            values: dict[str, str] = {}
+            for key, word in data["values"].items():
+                for text in _yaml_texts(key):
+                    values.setdefault(text, str(word))
             return {**data, "values": values}
         return data
 
 
-def _yaml_text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
+def _yaml_texts(key: Any) -> list[str]:
+    if isinstance(key, bool):
+        words = ("true", "yes", "on") if key else ("false", "no", "off")
+        return [spelling for w in words for spelling in (w, w.capitalize(), w.upper())]
+    if isinstance(key, int | float):
+        return [number_text(float(key))]
+    return [str(key)]
 
 
 class TiersSpec(_Strict):

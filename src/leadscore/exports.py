@@ -149,9 +149,11 @@ def _reason_text(reason: Mapping[str, Any]) -> str:
     return f"{reason.get('feature')} {reason.get('value')}: {reason.get('impact')}"
 
 
-def flat_frame(scores: Any, reasons: int | None = None, tier_words_: Mapping[str, str] | None
-               = None) -> Any:
-    """A `scoring.score` DataFrame in flat columns (for a notebook's CSV/XLSX export)."""
+def flat_frame(scores: Any, reasons: int | None = None,
+               words: Mapping[str, str] | None = None) -> Any:
+    """A `scoring.score` DataFrame in flat columns (for a notebook's CSV/XLSX export): 2 ×
+    `reasons` reason columns (default: as many as the longest list), tier `words` (default:
+    hot, warm, cool, cold) when the frame has no `tier_label` yet."""
     import pandas as pd
 
     table = pa.Table.from_pandas(
@@ -161,7 +163,7 @@ def flat_frame(scores: Any, reasons: int | None = None, tier_words_: Mapping[str
     )
     longest = max((len(r) for r in scores["reasons"]), default=0) if "reasons" in scores else 0
     slots = 2 * reasons if reasons is not None else longest
-    schema = table.schema.with_metadata(schema_metadata(max(slots // 2, 0), tier_words_))
+    schema = table.schema.with_metadata(schema_metadata(max(slots // 2, 0), words))
     out: pd.DataFrame = flatten(table, schema, slots).to_pandas()
     return out
 
