@@ -95,8 +95,11 @@ def test_tier_words_name_known_tiers(synth_dir: Path, tmp_path: Path) -> None:
     from leadscore.config import load_spec
 
     path = _spec_with(synth_dir, tmp_path, tiers={"words": {"E": "lukewarm"}})
-    with pytest.raises(SpecError, match="'E', which is not a tier"):
+    with pytest.raises(SpecError, match=r"tiers.words: 'E' is not a tier \(A, B, C, D\)"):
         load_spec(path)
+    same = _spec_with(synth_dir, tmp_path, tiers={"words": {"A": "warm"}})
+    with pytest.raises(SpecError, match="'warm' would name two tiers"):
+        load_spec(same)
     ok = _spec_with(synth_dir, tmp_path, tiers={"words": {"A": "hot lead"}},
                     labels={"activity.call_unanswered.14d": "Missed calls (14 days)"})
     assert load_spec(ok).tiers.words == {"A": "hot lead"}

@@ -25,7 +25,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from leadscore.errors import SpecError
-from leadscore.labels import activity_label, number_text
+from leadscore.labels import activity_label, number_text, tier_words
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -381,10 +381,15 @@ class TiersSpec(_Strict):
     def _known_tiers(cls, words: dict[str, str]) -> dict[str, str]:
         for tier, word in words.items():
             if tier not in ("A", "B", "C", "D"):
-                raise ValueError(f"tiers.words names {tier!r}, which is not a tier (A, B, C, D)")
+                raise ValueError(f"{tier!r} is not a tier (A, B, C, D)")
             if not str(word).strip():
-                raise ValueError(f"tiers.words.{tier} is empty")
-        return {tier: str(word).strip() for tier, word in words.items()}
+                raise ValueError(f"the word for tier {tier} is empty")
+        cleaned = {tier: str(word).strip() for tier, word in words.items()}
+        merged = {**tier_words(), **cleaned}
+        twice = sorted({w for w in merged.values() if list(merged.values()).count(w) > 1})
+        if twice:
+            raise ValueError(f"{twice[0]!r} would name two tiers; give each tier its own word")
+        return cleaned
 
 
 class ModelSpec(_Strict):
