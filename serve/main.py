@@ -21,10 +21,11 @@ from leadscore.config import Settings, get_settings
 from leadscore.errors import LeadscoreError
 from serve import errors
 from serve.deps import ModelHolder, key_digests
+from serve.examples import add_examples
 from serve.models import ModelSet, Plan, plan_models
 from serve.observe import Metrics, ObserveMiddleware
 from serve.reload import poll
-from serve.routes import admin, health, metrics, model, score
+from serve.routes import admin, docs, health, metrics, model, score
 from serve.schemas import request_model
 
 log = logging.getLogger("serve")
@@ -95,6 +96,8 @@ def create_app(settings: Settings | None = None, *, load_model: bool = True) -> 
         version=__version__,
         description="Lead conversion probabilities, scores, tiers and reasons.",
         lifespan=lifespan,
+        docs_url=None,  # served from the package's own files: serve/routes/docs.py
+        redoc_url=None,
     )
     app.state.settings = current
     app.state.metrics = Metrics()
@@ -104,8 +107,10 @@ def create_app(settings: Settings | None = None, *, load_model: bool = True) -> 
     app.state.openapi_model = None
     errors.install(app)
     app.add_middleware(ObserveMiddleware, metrics=app.state.metrics)
-    for router in (score.router, health.router, metrics.router, model.router, admin.router):
+    for router in (score.router, health.router, metrics.router, model.router, admin.router,
+                   docs.router):
         app.include_router(router)
+    app.mount(docs.STATIC_PATH, docs.static_files(), name="static")
 
     def openapi() -> dict[str, Any]:
         """The default schema plus the lead fields of the model being served (rebuilt after a
@@ -135,6 +140,7 @@ def create_app(settings: Settings | None = None, *, load_model: bool = True) -> 
         components["AnyScoreRequest"] = any_request
         if loaded is None:
             components["ScoreRequest"] = any_request
+        add_examples(schema, loaded.bundle if loaded is not None else None)
         if current.api_key_list():
             schema["components"]["securitySchemes"] = {
                 "bearer": {"type": "http", "scheme": "bearer"},

@@ -31,6 +31,14 @@ class Reason(BaseModel):
         description="Score points (0–100 scale, 2 decimals) this field added (> 0) or removed "
         "(< 0), against the average lead; never 0 (fields that rounded to 0 are left out)."
     )
+    label: str = Field(
+        description="The field in words: the spec's label, else the name prettified "
+        "(activity aggregates worded, e.g. `Unanswered calls in the last 14 days`)."
+    )
+    text: str = Field(
+        description="One line for a person: label, value in words, points rounded to whole "
+        "numbers (one decimal below 1), e.g. `Previous campaign succeeded: +18 points`."
+    )
 
 
 class ScoredLead(BaseModel):
@@ -38,6 +46,10 @@ class ScoredLead(BaseModel):
     probability: float = Field(ge=0, le=1, description="Calibrated conversion probability.")
     score: int = Field(ge=0, le=100, description="Probability as a 0–100 score.")
     tier: str = Field(description="A (best) to D, by cutoffs chosen on validation leads.")
+    tier_label: str = Field(
+        description="The sales team's word for the tier: hot, warm, cool, cold by default, or "
+        "the spec's `tiers.words`."
+    )
     percentile: int = Field(ge=0, le=100, description="Share of validation leads scored lower.")
     reasons: list[Reason] = Field(
         default_factory=list,
@@ -71,6 +83,10 @@ class ModelInfo(BaseModel):
     split: str | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
     tiers: dict[str, float] = Field(default_factory=dict)
+    tier_words: dict[str, str] = Field(default_factory=dict,
+                                       description="Tier → the sales team's word (hot, warm…).")
+    labels: dict[str, str] = Field(default_factory=dict,
+                                   description="Business field → its label in reasons.")
     id_field: str | None = None
     features: dict[str, str] = Field(default_factory=dict,
                                      description="Input field → categorical | numeric.")
@@ -117,6 +133,13 @@ Number = (
 ID_MIN, ID_MAX = -(2**63), 2**64 - 1
 
 
+def categorical_levels(bundle: ModelBundle) -> dict[str, tuple[str, ...]]:
+    """Each plain categorical input field's levels (derived fields such as a job title are free
+    text: no list)."""
+    return {f.source: f.levels for f in bundle.builder.features_
+            if f.kind == "categorical" and not f.derive and f.levels}
+
+
 def lead_model(bundle: ModelBundle, *, forbid_extra: bool = True) -> type[Any]:
     """A lead as a typed dict keyed by the model's own field names (`emp.var.rate` included).
 
@@ -124,6 +147,8 @@ def lead_model(bundle: ModelBundle, *, forbid_extra: bool = True) -> type[Any]:
     dicts, which is what `score_records` reads, so no model instance is built per lead.
     """
     id_field = bundle.id_column
+    levels = categorical_levels(bundle)
+    words = dict(zip(bundle.sources, (w.label for w in bundle.words_), strict=True))
     fields: dict[str, Any] = {
         id_field: Annotated[
             # strict: `true` or 1.5 is no id (lax mode echoed "1"); the JSON parser reads whole
@@ -139,6 +164,16 @@ def lead_model(bundle: ModelBundle, *, forbid_extra: bool = True) -> type[Any]:
         if kind == "numeric":
             fields[name] = Annotated[
                 Number, Field(title=name, description="Number (or a number written as text).")
+            ]
+        elif name in levels:
+            # the levels the model knows, for clients and forms; another value is accepted and
+            # scored as missing (a new category must not fail a CRM webhook)
+            known = list(levels[name])
+            fields[name] = Annotated[
+                Category | None,
+                Field(title=name, json_schema_extra={"enum": [*known, None]},
+                      description=f"{words.get(name, name)}: one of the {len(known)} values the "
+                      "model knows (another value is scored as missing)."),
             ]
         else:
             fields[name] = Annotated[

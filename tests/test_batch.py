@@ -108,8 +108,9 @@ def test_csv_with_semicolons_and_quoted_newlines(tiny_bundle: ModelBundle, tmp_p
     out = pd.read_csv(tmp_path / "out.csv", dtype={"note": str}, keep_default_na=False)
     assert out["lead_id"].tolist() == leads["lead_id"].tolist()
     assert out["note"].tolist() == leads["note"].tolist(), "kept columns are copied as they were"
-    assert list(out.columns) == ["lead_id", "note", "probability", "score", "tier", "percentile",
-                                 "warnings", "model_name", "model_version", "scored_at"]
+    assert list(out.columns) == ["lead_id", "note", "probability", "score", "tier", "tier_label",
+                                 "percentile", "warnings", "model_name", "model_version",
+                                 "scored_at"]
     parquet = tmp_path / "leads.parquet"
     leads.to_parquet(parquet, index=False)
     run(tiny_bundle, parquet, tmp_path / "from_parquet.parquet")
@@ -294,17 +295,20 @@ def test_cli_scores_with_a_registered_model(trained, tmp_path: Path,  # type: ig
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "scores.csv.summary.json").read_text())
     scored = pd.read_csv(out)
+    texts = [f"reason_{i}" for i in range(1, 5)]
+    points = [f"reason_{i}_points" for i in range(1, 5)]
     assert list(scored.columns) == [
-        "lead_id", "country", "probability", "score", "tier", "percentile", "reasons",
-        "warnings", "model_name", "model_version", "scored_at"]
+        "lead_id", "country", "probability", "score", "tier", "tier_label", "percentile",
+        *texts, *points, "warnings", "model_name", "model_version", "scored_at"]
     assert len(scored) == summary["rows"] == 4000 and scored["lead_id"].is_unique
     assert set(scored["model_version"].astype(str)) == {trained.version}
     assert summary["drift"]["available"] and summary["drift"]["score_psi"] < 0.2
-    reasons = json.loads(scored["reasons"].iloc[0])
-    assert 1 <= len(reasons) <= 4 and {"feature", "value", "impact"} <= set(reasons[0])
-    up = [r["impact"] for r in reasons if r["impact"] > 0]
-    down = [r["impact"] for r in reasons if r["impact"] < 0]
-    assert [r["impact"] for r in reasons] == up + down and len(up) <= 2 and len(down) <= 2
+    first = scored.iloc[0]
+    given = [p for p in first[points].tolist() if not pd.isna(p)]
+    assert 1 <= len(given) <= 4 and first[texts].notna().sum() == len(given)
+    up, down = [p for p in given if p > 0], [p for p in given if p < 0]
+    assert given == up + down and len(up) <= 2 and len(down) <= 2
+    assert first["reason_1"].endswith(" points") or first["reason_1"].endswith(" point")
 
 
 @pytest.mark.slow

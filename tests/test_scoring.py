@@ -112,7 +112,8 @@ def test_no_code_saves_a_model_with_pickle_or_joblib() -> None:
 
 def test_score_output(bundle: ModelBundle, leads: pd.DataFrame) -> None:
     out = score(bundle, leads)
-    assert list(out.columns[:5]) == ["lead_id", "probability", "score", "tier", "percentile"]
+    assert list(out.columns[:6]) == ["lead_id", "probability", "score", "tier", "tier_label",
+                                     "percentile"]
     assert len(out) == len(leads)
     assert out["lead_id"].tolist() == leads["lead_id"].tolist()
     p = out["probability"].to_numpy()

@@ -38,6 +38,8 @@ def describe(served: Served, models: ModelSet) -> ModelInfo:
         split=meta.get("split"),
         metrics={k: float(v) for k, v in (meta.get("metrics") or {}).items() if v == v},
         tiers=meta.get("tiers") or {},
+        tier_words=bundle.tier_words_,
+        labels={s: w.label for s, w in zip(bundle.sources, bundle.words_, strict=True)},
         id_field=bundle.id_column,
         features=bundle.input_types(),
         pending=pending,

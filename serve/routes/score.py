@@ -194,6 +194,7 @@ def score_payload(loaded: Loaded, leads: list[dict[str, Any]], reasons: int) -> 
     probability = scores.probability.tolist()
     score = scores.score.tolist()
     tier = scores.tier.tolist()
+    tier_label = bundle.tier_labels(tier)
     percentile = scores.percentile.tolist()
     explained = scores.reasons
     warnings = scores.warnings
@@ -203,6 +204,7 @@ def score_payload(loaded: Loaded, leads: list[dict[str, Any]], reasons: int) -> 
             "probability": probability[i],
             "score": score[i],
             "tier": tier[i],
+            "tier_label": tier_label[i],
             "percentile": percentile[i],
             "reasons": explained[i] if explained is not None else [],
             "warnings": warnings[i],

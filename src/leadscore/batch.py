@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 from leadscore.data import check_file, detect_delimiter, detect_encoding
 from leadscore.errors import DataError
 from leadscore.evaluate import PSI_WARNING, bin_counts, population_stability
+from leadscore.exports import FlatCsvWriter, bundle_metadata
 from leadscore.faults import Fault, fault, plainly, refuse_overwriting_input, remove_quietly
 from leadscore.numbers import OUT_OF_RANGE, to_numbers
 from leadscore.ranges import bound_reason, outside_bounds
@@ -512,7 +513,7 @@ def output_schema(
         fields.append(pa.field("reasons", pa.string()))
     fields.append(pa.field("warnings", pa.string()))  # JSON list, "[]" when none
     fields += [pa.field(c, pa.string()) for c in ("model_name", "model_version", "scored_at")]
-    return pa.schema(fields)
+    return pa.schema(fields, metadata=bundle_metadata(bundle, reasons))
 
 
 def scores_table(
@@ -690,7 +691,7 @@ class _Final:
                         str(self.partial), schema, compression="snappy"
                     )
                 else:
-                    self._writer = pacsv.CSVWriter(str(self.partial), schema)
+                    self._writer = FlatCsvWriter(self.partial, schema)
         except BaseException:
             remove_quietly([self.partial])
             raise

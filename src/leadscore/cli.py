@@ -4,6 +4,7 @@ line on stderr and exit code 2, never a traceback."""
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import logging
 import os
@@ -254,7 +255,9 @@ def score(
     input: Annotated[
         Path, typer.Option("--input", "-i", help="CSV, Parquet, or a folder of Parquet.")
     ],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output .parquet or .csv.")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Output .parquet, .csv or .xlsx.")
+    ],
     model: Annotated[
         str | None,
         typer.Option(help="A model name (its @champion), a models:/ URI or a bundle folder "
@@ -277,6 +280,12 @@ def score(
     engine: Annotated[
         str, typer.Option(help="local, or spark (PySpark: pip install leadscore[spark]).")
     ] = "local",
+    output_format: Annotated[
+        str | None,
+        typer.Option("--format", help="parquet (reasons as structured JSON), or csv / xlsx "
+                     "(flat columns a CRM imports: reason_1 … and reason_1_points …; xlsx: pip "
+                     "install leadscore[xlsx]). Default: from the output's suffix."),
+    ] = None,
 ) -> None:
     """Score a file of leads into a file of probabilities, scores and tiers, in chunks.
 
@@ -284,10 +293,16 @@ def score(
     rows/s, drift against the training data) is written to <output>.summary.json.
     """
     from leadscore.batch import rescore, rescore_spark
+    from leadscore.exports import XLSX_INSTALL, format_for
     from leadscore.tracking import load_model, resolve_model_uri
 
     if engine not in {"local", "spark"}:
         raise LeadscoreError("--engine must be local or spark")
+    kind = format_for(output, output_format)
+    if kind == "xlsx":
+        if importlib.util.find_spec("openpyxl") is None:
+            raise LeadscoreError(XLSX_INSTALL)  # before an hour of scoring, not after
+        final, output = output, output.with_name(output.name + ".parquet")
     settings = get_settings()
     uri = resolve_model_uri(model, settings)
     keep_cols = [c.strip() for c in keep.split(",") if c.strip()]
@@ -307,7 +322,29 @@ def score(
             resume=resume,
             console=err if err.is_terminal else None,
         )
-    typer.echo(json.dumps(summary.as_dict(), indent=2))
+    result = summary.as_dict()
+    if kind == "xlsx":
+        result = _to_xlsx(output, final, result)
+    typer.echo(json.dumps(result, indent=2))
+
+
+def _to_xlsx(scored: Path, final: Path, summary: dict[str, Any]) -> dict[str, Any]:
+    """Write the finished Parquet `scored` as the XLSX `final`, then drop it; the rejects and
+    summary files take the XLSX's name."""
+    from leadscore.exports import write_xlsx
+
+    write_xlsx(scored, final)
+    scored.unlink()
+    for suffix in (".rejects.csv", ".summary.json"):
+        beside = scored.with_name(scored.name + suffix)
+        if beside.exists():
+            beside.replace(final.with_name(final.name + suffix))
+    renamed = {str(scored): str(final), f"{scored}.rejects.csv": f"{final}.rejects.csv"}
+    summary = {k: renamed.get(v, v) if isinstance(v, str) else v for k, v in summary.items()}
+    summary_path = final.with_name(final.name + ".summary.json")
+    if summary_path.exists():
+        summary_path.write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    return summary
 
 
 @app.command()
@@ -455,7 +492,9 @@ def server_log_config(level: str) -> dict[str, Any]:
 @friendly
 def features(
     config: Annotated[Path, typer.Option("--config", "-c", help="Dataset spec (YAML).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output .parquet or .csv.")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Output .parquet, .csv or .xlsx.")
+    ],
     as_of: Annotated[
         str | None,
         typer.Option(help="Score leads as of this time (default: the data's latest timestamp)."),

@@ -25,6 +25,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from leadscore.errors import SpecError
+from leadscore.labels import activity_label, number_text, tier_words
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -342,6 +343,60 @@ class ScorecardSpec(_Strict):
     rules: list[ScorecardRule] = Field(default_factory=list)
 
 
+class FieldLabel(_Strict):
+    """What a sales team calls a field and some of its values: `{label: "Previous campaign",
+    values: {success: "succeeded"}}`; a plain string is the label alone."""
+
+    label: str | None = Field(None, min_length=1)
+    values: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {"label": data}
+        if isinstance(data, dict) and isinstance(data.get("values"), dict):
+            # values are matched as text; YAML reads `yes`, `on` and `true` alike as a boolean
+            # and 1.0 as a number, so a key stands for each way the data may spell it
+            values: dict[str, str] = {}
+            for key, word in data["values"].items():
+                for text in _yaml_texts(key):
+                    values.setdefault(text, str(word))
+            return {**data, "values": values}
+        return data
+
+
+def _yaml_texts(key: Any) -> list[str]:
+    if isinstance(key, bool):
+        words = ("true", "yes", "on") if key else ("false", "no", "off")
+        return [spelling for w in words for spelling in (w, w.capitalize(), w.upper())]
+    if isinstance(key, int | float):
+        return [number_text(float(key))]
+    return [str(key)]
+
+
+class TiersSpec(_Strict):
+    """The word the sales team uses for each tier (default hot, warm, cool, cold); only the
+    tiers named change."""
+
+    words: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("words")
+    @classmethod
+    def _known_tiers(cls, words: dict[str, str]) -> dict[str, str]:
+        for tier, word in words.items():
+            if tier not in ("A", "B", "C", "D"):
+                raise ValueError(f"{tier!r} is not a tier (A, B, C, D)")
+            if not str(word).strip():
+                raise ValueError(f"the word for tier {tier} is empty")
+        cleaned = {tier: str(word).strip() for tier, word in words.items()}
+        merged = {**tier_words(), **cleaned}
+        twice = sorted({w for w in merged.values() if list(merged.values()).count(w) > 1})
+        if twice:
+            raise ValueError(f"{twice[0]!r} would name two tiers; give each tier its own word")
+        return cleaned
+
+
 class ModelSpec(_Strict):
     """The registered model this spec trains: one per dataset or line of business, so a second
     dataset never takes the first one's @champion."""
@@ -374,6 +429,9 @@ class DatasetSpec(_Strict):
     train: TrainSpec = Field(default_factory=TrainSpec)
     scorecard: ScorecardSpec = Field(default_factory=lambda: ScorecardSpec())
     model: ModelSpec = Field(default_factory=lambda: ModelSpec())
+    # words for people: field -> {label, values} (reasons, pages) and tier -> word
+    labels: dict[str, FieldLabel] = Field(default_factory=dict)
+    tiers: TiersSpec = Field(default_factory=lambda: TiersSpec())
 
     # set by load_spec, not by the YAML
     source: Path | None = Field(default=None, exclude=True)
@@ -422,7 +480,27 @@ class DatasetSpec(_Strict):
                 )
             if not low < high:
                 raise ValueError(f"bounds.{name}: the low bound must be below the high bound")
+        fields = self.labelable_fields
+        for name in self.labels:
+            activity = self.activities is not None and activity_label(name) is not None
+            if name not in fields and not activity:
+                hint = difflib.get_close_matches(name, fields, n=1)
+                raise ValueError(
+                    f"labels names {name!r}, which is not an input field"
+                    + (f"; did you mean {hint[0]!r}?" if hint else "")
+                )
         return self
+
+    @property
+    def labelable_fields(self) -> list[str]:
+        """The business fields a reason can name: features, dimension fields, fields derived
+        from (job title, email, phone), and `activity.*` aggregates (checked by pattern)."""
+        fields = [*self.feature_columns, *self.derived_sources]
+        for dim in self.dimensions:
+            fields += [f"{dim.name}.{c}" for c in (*dim.categorical, *dim.numeric)]
+        if self.derive.bant:
+            fields.append("BANT answered")
+        return fields
 
     @property
     def derived_sources(self) -> list[str]:

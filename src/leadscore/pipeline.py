@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from leadscore import __version__
+from leadscore import __version__, labels
 from leadscore.audit import LeakReport, audit_leaks
 from leadscore.config import DatasetSpec, Settings, model_name_for
 from leadscore.data import ID, LABEL, check_ready
@@ -84,6 +84,9 @@ def build_bundle(
         "params": {k: v for k, v in trained.params.items() if k != "monotone_constraints"},
         "metrics": metrics,
         "tiers": trained.tiers,
+        # words for people (reasons, tiers), so serving and batch need no spec
+        "labels": labels.resolve(builder.features_, spec.labels),
+        "tier_words": labels.tier_words(spec.tiers.words),
         "percentiles": trained.percentiles,
         "fingerprint": fingerprint(used, hashed),
         "profile": profile_training(trained, used),  # training distributions, for drift
@@ -181,7 +184,7 @@ def cached_build(
         leads, report = build_table(spec, data_path=data_path)
         return scrub_table(leads, spec), report
     # paths in the spec resolve against its own folder; pin them so the key agrees
-    pinned = spec.model_dump(mode="json")
+    pinned = spec.model_dump(mode="json", exclude={"labels", "tiers"})  # words: no rebuild
     pinned["source"] = str(spec.source) if spec.source else None
     key = hashlib.sha256(json.dumps(
         [CACHE_FORMAT, pinned, str(data_path) if data_path else None,

@@ -29,6 +29,7 @@ import pyarrow as pa
 from leadscore.config import get_settings
 from leadscore.errors import ModelError
 from leadscore.features import Columns, FeatureBuilder
+from leadscore.labels import FieldWords, reason_text, resolve, tier_words
 from leadscore.modelcheck import verify_model_text
 from leadscore.ranges import RangeCheck
 from leadscore.train import Calibrator, LinearStart
@@ -162,6 +163,10 @@ class ModelBundle:
             else:
                 first = next(j for j, f in enumerate(features) if f.source == source)
                 self.display_.append(("derived", first))
+        # words for people, stored at training (spec labels); generated for older bundles
+        stored = {**resolve(features), **(self.meta.get("labels") or {})}
+        self.words_: list[FieldWords] = [FieldWords.from_dict(stored[s]) for s in self.sources]
+        self.tier_words_: dict[str, str] = tier_words(self.meta.get("tier_words"))
         cutoffs = self.meta.get("tiers", {})
         self.cutoffs_ = np.array([cutoffs.get(t, -math.inf) for t in TIERS[:-1]])
         self.tier_names_ = np.asarray(TIERS, dtype=object)
@@ -205,6 +210,11 @@ class ModelBundle:
     @property
     def id_column(self) -> str:
         return str(self.meta.get("id_column") or "lead_id")
+
+    def tier_labels(self, tiers: Sequence[str]) -> list[str]:
+        """The sales team's word for each tier (hot, warm, cool, cold unless the spec says)."""
+        words = self.tier_words_
+        return [words.get(tier, tier) for tier in tiers]
 
     def input_types(self) -> dict[str, str]:
         """Raw field → "categorical" | "numeric": the schema the API and pyfunc expose."""
@@ -457,7 +467,9 @@ def top_reasons(
     k: int,
     matrix: np.ndarray | None = None,
 ) -> list[list[dict[str, Any]]]:
-    """Each lead's top factors, as {feature, value, impact} with impact in score points.
+    """Each lead's top factors, as {feature, value, impact, label, text} with impact in score
+    points, `label` the field in words and `text` one line for a person ("Previous campaign
+    succeeded: +18 points"; points rounded to whole numbers, to one decimal below 1).
 
     Up to k fields that raised the lead's score (largest first), then up to k that lowered it
     (most negative first); a field whose impact rounds to 0.00 points is neither and is left
@@ -471,6 +483,7 @@ def top_reasons(
     order = np.argsort(-impacts, axis=1, kind="stable").tolist()
     points = impacts.tolist()
     sources, display, features = bundle.sources, bundle.display_, bundle.builder.features_
+    words = bundle.words_
     out = []
     for i, ranked in enumerate(order):
         row = points[i]
@@ -485,7 +498,9 @@ def top_reasons(
                 value = _decode(features[where], matrix[i, where])
             else:
                 value = None
-            reasons.append({"feature": sources[j], "value": value, "impact": impact})
+            reasons.append({"feature": sources[j], "value": value, "impact": impact,
+                            "label": words[j].label,
+                            "text": reason_text(words[j], value, impact)})
         out.append(reasons)
     return out
 
@@ -538,8 +553,9 @@ def score_arrays(bundle: ModelBundle, leads: Columns, reasons: int = 0) -> Score
 
 
 def score(bundle: ModelBundle, leads: Columns, reasons: int = 0) -> pd.DataFrame:
-    """One row per lead: id, probability (0–1), score (0–100), tier (A–D), percentile, reasons
-    (when asked for) and warnings (a list, empty unless a value is far outside training).
+    """One row per lead: id, probability (0–1), score (0–100), tier (A–D), tier_label (hot,
+    warm, cool, cold or the spec's words), percentile, reasons (when asked for) and warnings (a
+    list, empty unless a value is far outside training).
 
     Columns are matched by name; absent fields and unseen categories are scored as missing.
     """
@@ -554,6 +570,7 @@ def score(bundle: ModelBundle, leads: Columns, reasons: int = 0) -> pd.DataFrame
             "probability": scores.probability,
             "score": scores.score,
             "tier": scores.tier,
+            "tier_label": pd.Series(bundle.tier_labels(scores.tier.tolist()), dtype=object),
             "percentile": scores.percentile,
         }
     )

@@ -72,13 +72,15 @@ def test_readyz_is_503_without_a_model(make_client: Callable[..., TestClient],
 def test_result_fields_and_reasons(client: TestClient, bundles: dict[str, Path]) -> None:
     lead = {"lead_id": "L1", "industry": "software", "budget": "yes", "country": "GB"}
     default = client.post("/v1/score", json={"leads": [lead]}).json()["results"][0]
-    assert set(default) == {"id", "probability", "score", "tier", "percentile", "reasons",
-                            "warnings", "model_name", "model_version"}
+    assert set(default) == {"id", "probability", "score", "tier", "tier_label", "percentile",
+                            "reasons", "warnings", "model_name", "model_version"}
+    words = {"A": "hot", "B": "warm", "C": "cool", "D": "cold"}
+    assert default["tier_label"] == words[default["tier"]]
     assert default["warnings"] == []
     assert default["id"] == "L1" and default["model_name"] == "test-leads"
     assert default["score"] == round(default["probability"] * 100)
     assert 1 <= len(default["reasons"]) <= 6, "up to 3 raisers and up to 3 lowerers"
-    assert {"feature", "value", "impact"} == set(default["reasons"][0])
+    assert {"feature", "value", "impact", "label", "text"} == set(default["reasons"][0])
     none = client.post("/v1/score?reasons=0", json={"leads": [lead]}).json()["results"][0]
     assert none["reasons"] == []
     assert none["probability"] == pytest.approx(default["probability"], abs=1e-12)
