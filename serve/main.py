@@ -118,7 +118,9 @@ def create_app(settings: Settings | None = None, *, load_model: bool = True) -> 
         models: ModelSet = app.state.models
         default = models.models.get(models.default) if models.default else None
         loaded = default.holder.loaded if default is not None else None
-        if app.openapi_schema and app.state.openapi_model is loaded:
+        served = {name: s.holder.loaded for name, s in models.models.items()}
+        key = (loaded, tuple(served.items()))
+        if app.openapi_schema and app.state.openapi_model == key:
             return app.openapi_schema
         from fastapi.openapi.utils import get_openapi
 
@@ -141,6 +143,7 @@ def create_app(settings: Settings | None = None, *, load_model: bool = True) -> 
         if loaded is None:
             components["ScoreRequest"] = any_request
         add_examples(schema, loaded.bundle if loaded is not None else None)
+        per_model_paths(schema, {n: m for n, m in served.items() if m is not None}, current)
         if current.api_key_list():
             schema["components"]["securitySchemes"] = {
                 "bearer": {"type": "http", "scheme": "bearer"},
@@ -150,11 +153,48 @@ def create_app(settings: Settings | None = None, *, load_model: bool = True) -> 
                 if path.startswith("/v1/"):
                     for operation in operations.values():
                         operation["security"] = [{"bearer": []}, {"apiKey": []}]
-        app.openapi_schema, app.state.openapi_model = schema, loaded
+        app.openapi_schema, app.state.openapi_model = schema, key
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def per_model_paths(schema: dict[str, Any], served: dict[str, Any], settings: Settings) -> None:
+    """`POST /v1/models/{name}/score` written out once per served model, each with that model's
+    own lead fields, examples and levels: one template path could only promise "some object",
+    and a client (or a schema-driven test) could not know which fields a name takes."""
+    import copy
+
+    from serve.examples import example_lead, example_results
+
+    paths: dict[str, Any] = schema.get("paths", {})
+    template = paths.get("/v1/models/{name}/score", {}).get("post")
+    if template is None or not served:
+        return
+    components = schema["components"]["schemas"]
+    del paths["/v1/models/{name}/score"]
+    for name, loaded in served.items():
+        body = request_model(
+            loaded.lead, settings.max_batch, forbid_extra=not settings.ignore_unknown_fields
+        ).model_json_schema(ref_template=f"#/components/schemas/{{model}}_{name}")
+        for part, definition in body.pop("$defs", {}).items():
+            components[f"{part}_{name}"] = definition
+        components[f"ScoreRequest_{name}"] = body
+        operation = copy.deepcopy(template)
+        operation["operationId"] = f"{template.get('operationId', 'score_model')}_{name}"
+        operation["summary"] = f"Score leads with {name}"
+        operation["parameters"] = [p for p in operation.get("parameters", [])
+                                   if p.get("name") != "name"]
+        content = operation["requestBody"]["content"]["application/json"]
+        content["schema"] = {"$ref": f"#/components/schemas/ScoreRequest_{name}"}
+        lead = example_lead(loaded.bundle)
+        content["example"] = {"leads": [lead]}
+        answer = example_results(loaded.bundle, lead)
+        if answer is not None:
+            response = operation["responses"].setdefault("200", {}).setdefault("content", {})
+            response.setdefault("application/json", {})["example"] = answer
+        paths[f"/v1/models/{name}/score"] = {"post": operation}
 
 
 app = create_app()

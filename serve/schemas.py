@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictFloat,
@@ -133,6 +134,17 @@ Number = (
 ID_MIN, ID_MAX = -(2**63), 2**64 - 1
 
 
+def _whole_float_as_int(value: Any) -> Any:
+    """JSON has one number type: `-511.0` is the integer -511 to JSON Schema and to any client
+    that serialises through a double, so it is accepted as that id (echoed "-511"); `1.5`,
+    `true` and everything else go on to the strict check unchanged."""
+    # only up to 2**53, where every whole number is exactly a double: beyond, the float may
+    # already be another number than the one sent (-2**63-1 parses as -2**63)
+    if type(value) is float and value.is_integer() and abs(value) <= 2**53:
+        return int(value)
+    return value
+
+
 def categorical_levels(bundle: ModelBundle) -> dict[str, tuple[str, ...]]:
     """Each plain categorical input field's levels (derived fields such as a job title are free
     text: no list)."""
@@ -154,6 +166,7 @@ def lead_model(bundle: ModelBundle, *, forbid_extra: bool = True) -> type[Any]:
             # strict: `true` or 1.5 is no id (lax mode echoed "1"); the JSON parser reads whole
             # numbers up to 64 bits exactly, so that is the stated limit (bigger: send text)
             str | Annotated[StrictInt, Field(ge=ID_MIN, le=ID_MAX)] | None,
+            BeforeValidator(_whole_float_as_int),
             Field(title=id_field, description="Lead id, echoed back in the result: text, or a "
                   f"whole number from {ID_MIN} to {ID_MAX} (send bigger ids as text)."),
         ]

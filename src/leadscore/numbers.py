@@ -20,7 +20,16 @@ import pyarrow.compute as pc
 
 from leadscore.errors import DataError
 
-NUMBER_TEXT = r"^ *[+-]?([0-9]{1,30}(\.[0-9]{0,30})?|\.[0-9]{1,30})([eE][+-]?[0-9]{1,3})? *$"
+# Every match is finite, so the schema's pattern and the check agree (a schema-driven client
+# never meets a pattern-valid number that is refused): up to 30+30 digits with a 2-digit
+# exponent (< 1e129), or one digit (and a fraction) with a 3-digit exponent: any negative one
+# (it underflows towards 0), 100 to 307, or 308 below 1.7 (the largest double is 1.797e308).
+# So "-1e+308", how pandas writes a huge float, is a number; "1e400" and ".1e509" are not.
+NUMBER_TEXT = (
+    r"^ *[+-]?(?:(?:[0-9]{1,30}(?:\.[0-9]{0,30})?|\.[0-9]{1,30})(?:[eE][+-]?[0-9]{1,2})?"
+    r"|[0-9](?:\.[0-9]{0,15})?[eE](?:-[0-9]{3}|\+?(?:[12][0-9]{2}|30[0-7]))"
+    r"|1(?:\.[0-6][0-9]{0,14})?[eE]\+?308) *$"
+)
 _NUMBER = re.compile(NUMBER_TEXT)
 # the reject reason for a value that reads as a number the rule refuses (counted in the summary)
 OUT_OF_RANGE = "is NaN, infinite or out of range"

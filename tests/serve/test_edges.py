@@ -39,6 +39,13 @@ def test_integer_ids_up_to_64_bits(client: TestClient) -> None:
         body = f'{{"leads": [{{"lead_id": {value}}}]}}'.encode()
         error = assert_error(client.post("/v1/score", content=body), 422, "invalid_lead")
         assert "send bigger ids as text" in error["message"]
+    # a whole number written as a float is that integer (JSON has one number type), as long as
+    # a double holds it exactly
+    body = b'{"leads": [{"lead_id": -511.0}, {"lead_id": 9007199254740992.0}]}'
+    response = client.post("/v1/score", content=body)
+    assert [r["id"] for r in response.json()["results"]] == ["-511", "9007199254740992"]
+    assert_error(client.post("/v1/score", content=b'{"leads": [{"lead_id": 1.5}]}'), 422)
+    assert_error(client.post("/v1/score", content=b'{"leads": [{"lead_id": true}]}'), 422)
     lead = client.get("/openapi.json").json()["components"]["schemas"]["Lead"]
     as_int = next(s for s in lead["properties"]["lead_id"]["anyOf"] if s.get("type") == "integer")
     assert as_int["maximum"] == 2**64 - 1 and as_int["minimum"] == -(2**63)

@@ -229,6 +229,16 @@ def test_two_datasets_two_models_one_server(store: Store, serve: Any) -> None:
         np.testing.assert_allclose([a["probability"] for a in answers],
                                    batch["probability"].to_numpy(), rtol=0, atol=1e-9)
         assert {a["model_name"] for a in answers} == {name}
+    # the schema writes each model's scoring path out with that model's own fields
+    schema = both.get("/openapi.json")
+    assert "/v1/models/{name}/score" not in schema["paths"]
+    for name, field in ((BANK, "nr.employed"), (SYNTH, "need")):
+        operation = schema["paths"][f"/v1/models/{name}/score"]["post"]
+        ref = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        lead_ref = schema["components"]["schemas"][ref.rsplit("/", 1)[1]]["properties"][
+            "leads"]["items"]["$ref"]
+        lead = schema["components"]["schemas"][lead_ref.rsplit("/", 1)[1]]
+        assert field in lead["properties"] and lead["additionalProperties"] is False
     metrics = httpx.get(f"{both.url}/metrics").text
     assert f'leadscore_scored_leads_total{{model="{SYNTH}",tier="A"}}' in metrics
 
