@@ -180,11 +180,12 @@ def lead_model(bundle: ModelBundle, *, forbid_extra: bool = True) -> type[Any]:
             ]
         elif name in levels:
             # the levels the model knows, for clients and forms; another value is accepted and
-            # scored as missing (a new category must not fail a CRM webhook)
+            # scored as missing (a new category must not fail a CRM webhook), so they are
+            # `examples`, not an `enum` the server would then have to enforce
             known = list(levels[name])
             fields[name] = Annotated[
                 Category | None,
-                Field(title=name, json_schema_extra={"enum": [*known, None]},
+                Field(title=name, json_schema_extra={"examples": known},
                       description=f"{words.get(name, name)}: one of the {len(known)} values the "
                       "model knows (another value is scored as missing)."),
             ]

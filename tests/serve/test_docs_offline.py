@@ -110,11 +110,12 @@ def test_openapi_lists_categorical_values_and_examples(labelled_client: TestClie
                    if f.kind == "categorical" and not f.derive}
     assert {"industry", "country", "activity.last_channel"} <= set(categorical)
     for name, levels in categorical.items():
-        assert lead[name]["enum"] == [*levels, None], name
-    assert "software" in lead["industry"]["enum"]
+        assert lead[name]["examples"] == list(levels), name
+        assert "enum" not in lead[name], "another value is scored, so it is no enum"
+    assert "software" in lead["industry"]["examples"]
     assert lead["industry"]["description"].startswith("Sector: one of the")
-    assert "enum" not in lead["job_title"], "free text (derived from): no list"
-    assert "enum" not in lead["activity.demo_request.7d"]
+    assert "examples" not in lead["job_title"], "free text (derived from): no list"
+    assert "examples" not in lead["activity.demo_request.7d"]
     for path, operations in schema["paths"].items():
         for method, operation in operations.items():
             response = operation["responses"]["200"]["content"]
