@@ -29,7 +29,9 @@ def source_fingerprint(uri: str, settings: Settings) -> str:
             meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return "folder:unreadable"
-        return f"folder:{meta.get('version')}:{meta.get('model_sha256')}"
+        # the flag too: `promote --allow-schema-change` republishes the same model with it
+        allowed = "allowed" if meta.get("schema_change_allowed") else ""
+        return f"folder:{meta.get('version')}:{meta.get('model_sha256')}:{allowed}"
     if uri.startswith("models:/") and "@" in uri:
         from leadscore import tracking
 

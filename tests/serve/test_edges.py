@@ -80,3 +80,29 @@ def test_admin_keys_are_separate_from_scoring_keys(
     # without admin keys, the scoring keys open the admin routes as before
     plain = make_client(bundles["v1"], api_keys=API_KEY)
     assert plain.post("/v1/admin/reload", headers=scoring).status_code == 200
+
+
+def test_a_bundle_folder_with_other_fields_is_held_until_allowed(
+    make_client: Callable[..., TestClient], bundles: dict[str, Path], mixed_bundle: Path,
+    tmp_path: Path,
+) -> None:
+    import json
+    import shutil
+
+    live = tmp_path / "live"
+    shutil.copytree(bundles["v1"], live)
+    api = make_client(live)
+    shutil.rmtree(live)
+    shutil.copytree(mixed_bundle, live)  # a model taking other fields (plan, visits, ...)
+    error = assert_error(api.post("/v1/admin/reload"), 409, "model_refused")
+    assert "takes other input fields than the served version 1" in error["message"]
+    info = api.get("/v1/models/test-leads").json()
+    assert info["version"] == "1" and "industry" in info["features"]
+    assert "--allow-schema-change" in info["pending"]["reason"]
+    assert api.post("/v1/score", json={"leads": [{"industry": "software"}]}).status_code == 200
+    # what `leadscore promote NAME VERSION --allow-schema-change` writes into the folder
+    meta = json.loads((live / "bundle.json").read_text())
+    (live / "bundle.json").write_text(json.dumps({**meta, "schema_change_allowed": True}))
+    assert api.post("/v1/admin/reload").status_code == 200
+    info = api.get("/v1/models/test-leads").json()
+    assert info["pending"] is None and "plan" in info["features"]
