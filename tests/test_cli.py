@@ -239,3 +239,42 @@ def test_cache_clear(run, tmp_path: Path, monkeypatch) -> None:  # type: ignore[
 def test_no_arguments_shows_help(run) -> None:  # type: ignore[no-untyped-def]
     result = run()
     assert "train" in result.output and "score" in result.output
+
+
+def test_importing_the_cli_imports_no_heavy_library() -> None:
+    """`leadscore --help` and a spec mistake must not pay for MLflow, LightGBM, scikit-learn,
+    pandas or PySpark: each is imported inside the command that uses it."""
+    import subprocess
+    import sys
+
+    heavy = ("mlflow", "lightgbm", "sklearn", "pandas", "pyspark", "pandera", "optuna")
+    code = (
+        "import sys, leadscore.cli; "
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]"
+    assert out.stderr == ""
+
+
+def test_version_and_short_help(run) -> None:  # type: ignore[no-untyped-def]
+    from leadscore import __version__
+
+    result = run("--version")
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"leadscore {__version__}"
+    for args in (("-h",), ("score", "-h"), ("train", "-h"), ("cache", "clear", "-h")):
+        result = run(*args)
+        assert result.exit_code == 0, (args, result.output)
+        assert "Usage:" in result.stdout
+    # help is plain text, not Rich markup: the extra's brackets survive
+    assert "leadscore[spark]" in run("score", "-h").stdout.replace("\n", " ").replace(" ", "")
+
+
+def test_tune_without_optuna_is_one_line(run, synth_spec, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import sys
+
+    monkeypatch.setitem(sys.modules, "optuna", None)  # as if not installed: import fails
+    line = one_line_error(run("train", "--config", str(synth_spec), "--tune", "3"))
+    assert "pip install 'leadscore[tune]'" in line

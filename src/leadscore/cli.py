@@ -1,5 +1,10 @@
 """The `leadscore` command line. Sets up logging once; turns every LeadscoreError into one plain
-line on stderr and exit code 2, never a traceback."""
+line on stderr and exit code 2, never a traceback.
+
+Start-up is part of the interface: `--help`, `--version` and a spec mistake answer in well
+under a second, so this module imports only typer, rich and the settings; MLflow, LightGBM,
+scikit-learn and pandas are imported inside the command that uses them (tests/test_cli.py
+checks, benchmarks/cli.py measures)."""
 
 from __future__ import annotations
 
@@ -10,21 +15,26 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.logging import RichHandler
-from rich.table import Table
 
+from leadscore import __version__
 from leadscore.config import get_settings, load_spec, model_name_for
 from leadscore.errors import LeadscoreError
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 app = typer.Typer(
     help="Lead conversion probabilities learned from your own CRM history.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # help texts are plain text: "leadscore[spark]" must not be read as Rich markup
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 console = Console()
 err = Console(stderr=True)
@@ -34,8 +44,18 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def setup_logging(level: str) -> None:
+    """Our own records at `level`; third-party libraries only from WARNING up, and their
+    Python warnings (deprecations, PySpark's pandas notice) kept out of a user's terminal."""
+    import warnings
+
+    if not sys.warnoptions:  # `python -W ...` still wins, for whoever debugs
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"(mlflow|pydantic)")
     handler: logging.Handler
     if sys.stderr.isatty():
+        from rich.logging import RichHandler
+
         handler = RichHandler(console=err, show_path=False, rich_tracebacks=False)
         fmt = "%(message)s"
     else:
@@ -62,9 +82,20 @@ def friendly(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"leadscore {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True,
+                     help="Print the version and exit."),
+    ] = False,
 ) -> None:
     setup_logging("DEBUG" if verbose else get_settings().log_level)
 
@@ -145,10 +176,17 @@ def train(
 ) -> None:
     """Train on a lead table, evaluate on its most recent slice, log and register the model
     (the spec's `model.name`, e.g. lead-bank-marketing; LEADSCORE_MODEL_NAME overrides)."""
-    from leadscore.pipeline import run_training
-
+    # the cheap checks first: a spec mistake must not wait for pandas, LightGBM and MLflow
     params = parse_params(param)
     spec = load_spec(config)
+    if tune:
+        from leadscore.tuning import require_optuna
+
+        require_optuna()
+    from rich.table import Table
+
+    from leadscore.pipeline import run_training
+
     settings = get_settings()
     name = model_name_for(spec, settings)
     result = run_training(
@@ -220,10 +258,12 @@ def backtest(
     param: ParamOption = None,
 ) -> None:
     """Replay history: retrain on everything before each step, score the step (ROC AUC)."""
-    from leadscore.backtest import run_backtest
-
     params = parse_params(param)
     spec = load_spec(config)
+    from rich.table import Table
+
+    from leadscore.backtest import run_backtest
+
     result = run_backtest(spec, get_settings(), steps, data_path=data, params=params)
     table = Table(title=f"{spec.name}: {len(result.steps)}-step backtest")
     for column in ("step", "trained on", "scored", "conversion", "mean probability", "roc_auc"):
@@ -319,6 +359,8 @@ def models(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """List registered models with their @champion and @challenger, or one model's versions."""
+    from rich.table import Table
+
     from leadscore.tracking import list_models, list_versions
 
     settings = get_settings()
@@ -367,6 +409,8 @@ def _when(stamp: str) -> str:
 
 def _models_table(entry: dict[str, Any]) -> Table:
     """One small table per model, titled with its full name: readable at 80 columns."""
+    from rich.table import Table
+
     table = Table(title=entry["name"], title_justify="left", title_style="bold")
     for column in ("alias", "version", "dataset", "ROC AUC", "ECE", "trained (UTC)"):
         table.add_column(column, overflow="fold")
@@ -469,9 +513,9 @@ def features(
 ) -> None:
     """Build the table of leads to score (or the training table) from the spec's raw exports:
     joins, activity aggregates as of one moment, every lead kept. Feed it to `leadscore score`."""
+    spec = load_spec(config)
     from leadscore.features import build_table, export_table
 
-    spec = load_spec(config)
     types = None
     if model:
         from leadscore.tracking import load_model, resolve_model_uri
