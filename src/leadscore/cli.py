@@ -76,7 +76,11 @@ def friendly(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except LeadscoreError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+            from rich.markup import escape
+
+            # the message is text, not markup: "pip install 'leadscore[tune]'" keeps its brackets
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True,
+                      soft_wrap=True)
             raise typer.Exit(code=exc.exit_code) from None
 
     return wrapper  # type: ignore[return-value]
@@ -292,9 +296,15 @@ def backtest(
 @friendly
 def score(
     input: Annotated[
-        Path, typer.Option("--input", "-i", help="CSV, Parquet, or a folder of Parquet.")
+        Path,
+        typer.Option("--input", "-i", help="CSV, Parquet, or a folder of Parquet; - reads CSV "
+                     "or JSON lines from stdin."),
     ],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output .parquet or .csv.")],
+    output: Annotated[
+        Path,
+        typer.Option("--output", "-o", help="Output .parquet or .csv; - writes to stdout (JSON "
+                     "lines when the input was JSON lines, else CSV)."),
+    ],
     model: Annotated[
         str | None,
         typer.Option(help="A model name (its @champion), a models:/ URI or a bundle folder "
@@ -317,17 +327,35 @@ def score(
     engine: Annotated[
         str, typer.Option(help="local, or spark (PySpark: pip install leadscore[spark]).")
     ] = "local",
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the full JSON summary instead of a few lines.")
+    ] = False,
 ) -> None:
     """Score a file of leads into a file of probabilities, scores and tiers, in chunks.
 
     Rows that cannot be scored go to <output>.rejects.csv; a JSON summary (rows, rejects,
     rows/s, drift against the training data) is written to <output>.summary.json.
+    One lead from the terminal: echo '{"id": ...}' | leadscore score -i - -o - --reasons 3
     """
+    import tempfile
+    from contextlib import ExitStack
+
     from leadscore.batch import rescore, rescore_spark
     from leadscore.tracking import load_model, resolve_model_uri
 
     if engine not in {"local", "spark"}:
         raise LeadscoreError("--engine must be local or spark")
+    stack = ExitStack()
+    piped_in, piped_out = str(input) == "-", str(output) == "-"
+    fmt = "csv"
+    if piped_in or piped_out:
+        if resume:
+            raise LeadscoreError("--resume needs a file for --input and --output, not -")
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="leadscore-")))
+        if piped_in:
+            input, fmt = _stdin_to_file(scratch)
+        if piped_out:
+            output = scratch / "scores.parquet"
     settings = get_settings()
     uri = resolve_model_uri(model, settings)
     keep_cols = [c.strip() for c in keep.split(",") if c.strip()]
@@ -347,7 +375,97 @@ def score(
             resume=resume,
             console=err if err.is_terminal else None,
         )
-    typer.echo(json.dumps(summary.as_dict(), indent=2))
+    with stack:
+        if piped_out:
+            _file_to_stdout(output, fmt)
+        report = summary.as_dict()
+        if piped_out:  # no file: the summary of a piped job is printed, never kept
+            report["output"] = "-"
+            report.pop("rejects_file", None)
+        if piped_in:
+            report["input"] = "-"
+        if as_json:
+            (err if piped_out else console).print_json(json.dumps(report))
+        else:
+            for line in summary_lines(report, piped=piped_out):
+                (err if piped_out else console).print(line, highlight=False, markup=False)
+
+
+def _stdin_to_file(folder: Path) -> tuple[Path, str]:
+    """Leads piped in as CSV or JSON lines (told apart by the first character), written to a
+    CSV in `folder` so they take the same reading and checking path as a file would."""
+    import io
+
+    import pandas as pd
+
+    text = sys.stdin.read()
+    if not text.strip():
+        raise LeadscoreError("--input -: nothing on stdin (pipe CSV or JSON lines in)")
+    path = folder / "leads.csv"
+    if text.lstrip()[0] in "{[":
+        try:
+            # dtype=False: an id such as "007" stays text, as the CSV reader would keep it
+            leads = pd.read_json(io.StringIO(text), lines=text.lstrip()[0] == "{", dtype=False)
+        except ValueError as exc:
+            raise LeadscoreError(f"--input -: not valid JSON lines ({exc})") from None
+        leads.to_csv(path, index=False)
+        return path, "jsonl"
+    path.write_text(text, encoding="utf-8")
+    return path, "csv"
+
+
+def _file_to_stdout(path: Path, fmt: str) -> None:
+    """The scored rows on stdout: CSV, or JSON lines (reasons as a list, not a string) when the
+    leads came in as JSON."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    if fmt == "csv":
+        frame = table.to_pandas()
+        frame.to_csv(sys.stdout, index=False, lineterminator="\n")
+        return
+    for row in table.to_pylist():
+        if isinstance(row.get("reasons"), str):
+            row["reasons"] = json.loads(row["reasons"])
+        sys.stdout.write(json.dumps(row, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def summary_lines(report: dict[str, Any], piped: bool = False) -> list[str]:
+    """At most ten lines for a person; the full summary is in OUT.summary.json and `--json`."""
+    seconds = report.get("seconds", 0.0)
+    lines = [
+        f"scored {report['scored']:,} of {report['rows']:,} rows with "
+        f"{report['model_name']} version {report['model_version']} in {seconds:.1f} s"
+        f" ({report.get('rows_per_s', 0):,.0f} rows/s)"
+    ]
+    if report.get("rejected"):
+        where = report.get("rejects_file") or "not kept (output is stdout)"
+        lines.append(f"rejected: {report['rejected']:,} rows -> {where}")
+    if report.get("absent_fields"):
+        lines.append(f"absent fields (scored as missing): {', '.join(report['absent_fields'])}")
+    if report.get("range_warnings"):
+        lines.append(f"far outside the training range: {report['range_warnings']:,} lead(s) "
+                     "(see the warnings column)")
+    lines.append(drift_line(report.get("drift") or {}))
+    if not piped:
+        lines.append(f"output:  {report['output']}")
+        lines.append(f"summary: {report['output']}.summary.json")
+    return lines
+
+
+def drift_line(drift: dict[str, Any]) -> str:
+    """Drift against the training data in one line."""
+    if not drift.get("available"):
+        return f"drift: not measured ({drift.get('reason', 'no training profile')})"
+    drifted = drift.get("drifted") or []
+    if not drifted:
+        return (f"drift: none (every PSI at or below {drift['threshold']}, "
+                f"{drift.get('sampled_rows', 0):,} rows sampled)")
+    psi = {**drift.get("feature_psi", {}), "score": drift.get("score_psi")}
+    shown = ", ".join(f"{name} {psi[name]:.2f}" for name in drifted[:5])
+    more = f" and {len(drifted) - 5} more" if len(drifted) > 5 else ""
+    return f"drift: PSI above {drift['threshold']} for {shown}{more}"
 
 
 @app.command()
