@@ -13,7 +13,8 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -21,11 +22,12 @@ import typer
 from rich.console import Console
 
 from leadscore import __version__
-from leadscore.config import get_settings, load_spec, model_name_for
 from leadscore.errors import LeadscoreError
 
 if TYPE_CHECKING:
     from rich.table import Table
+
+    from leadscore.config import DatasetSpec, Settings
 
 app = typer.Typer(
     help="Lead conversion probabilities learned from your own CRM history.",
@@ -41,6 +43,25 @@ err = Console(stderr=True)
 log = logging.getLogger("leadscore")
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+# pydantic and pydantic-settings cost a third of a second: `--help` and `--version` skip them
+def get_settings() -> Settings:
+    from leadscore.config import get_settings as settings
+
+    return settings()
+
+
+def load_spec(path: Path) -> DatasetSpec:
+    from leadscore.config import load_spec as load
+
+    return load(path)
+
+
+def model_name_for(spec: DatasetSpec, settings: Settings) -> str:
+    from leadscore.config import model_name_for as name_for
+
+    return name_for(spec, settings)
 
 
 def setup_logging(level: str) -> None:
@@ -157,6 +178,57 @@ def synth(
         console.print(f"{table:12s} {path}")
 
 
+@contextmanager
+def training_progress() -> Iterator[None]:
+    """Each stage of a training on stderr: on a terminal a Rich display (a line per stage with
+    its time, the boosting round, the tuning trial), else one log line per stage."""
+    from leadscore import progress
+
+    if not err.is_terminal:
+        with progress.listening(progress.Listener(on_stage=lambda name: log.info("%s", name))):
+            yield
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    bar = Progress(SpinnerColumn(finished_text="[green]✓[/]"),
+                   TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), console=err)
+    current: list[Any] = []
+
+    def on_stage(name: str) -> None:
+        if current:
+            bar.update(current[-1], total=1, completed=1)
+            bar.stop_task(current[-1])
+        current.append(bar.add_task(name, total=None))
+
+    def on_round(done: int, total: int) -> None:
+        # tuning trials boost too: their rounds would hide the trial count
+        if current and not bar.tasks[-1].description.startswith("tuning"):
+            bar.update(current[-1], total=total, completed=done,
+                       description=f"training: boosting round {done}")
+
+    def on_trial(done: int, total: int, best: float | None) -> None:
+        if current:
+            best_text = f", best validation ROC AUC {best:.4f}" if best is not None else ""
+            bar.update(current[-1], total=total, completed=done,
+                       description=f"tuning: trial {done}{best_text}")
+
+    with bar, progress.listening(progress.Listener(on_stage, on_round, on_trial)):
+        try:
+            yield
+        finally:
+            if current:
+                bar.update(current[-1], total=1, completed=1)
+                bar.stop_task(current[-1])
+
+
 @app.command()
 @friendly
 def train(
@@ -193,16 +265,17 @@ def train(
 
     settings = get_settings()
     name = model_name_for(spec, settings)
-    result = run_training(
-        spec,
-        settings,
-        data_path=data,
-        track=not no_track,
-        params=params,
-        tune=tune,
-        keep_tiers=keep_tiers,
-        bundle_out=bundle_out,
-    )
+    with training_progress():
+        result = run_training(
+            spec,
+            settings,
+            data_path=data,
+            track=not no_track,
+            params=params,
+            tune=tune,
+            keep_tiers=keep_tiers,
+            bundle_out=bundle_out,
+        )
     m = result.metrics
     table = Table(title=f"{spec.name}: test slice ({result.trained.split.kind} split)")
     for key in ("roc_auc", "pr_auc", "log_loss", "brier", "ece"):

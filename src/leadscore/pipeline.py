@@ -290,12 +290,16 @@ def run_training(
     The bundle goes to `models/<name>/` only when this version becomes @champion, and to
     `bundle_out` when given (the only place a `track=False` run writes one).
     """
+    from leadscore import progress
+
     name = model_name_for(spec, settings)
+    progress.stage("reading the data and building features")
     leads, report = cached_build(spec, settings, data_path)
     source = str(data_path or spec.resolve(spec.leads.path))
     check_ready(leads, spec, source)
     # always: the personal-data scan runs even with the leak statistics switched off
     split = split_leads(leads, spec)
+    progress.stage("leak audit")
     leak = audit_leaks(leads, spec, np.concatenate([split.train, split.valid]))
     if leak.dropped:
         spec = spec.model_copy(update={"drop": [*spec.drop, *leak.dropped]})
@@ -303,8 +307,10 @@ def run_training(
     if tune > 0:
         from leadscore.tuning import tune as run_tuning
 
+        progress.stage(f"tuning ({tune} trials)")
         tuning = run_tuning(leads, spec, tune, params)
         params = {**(params or {}), **tuning["params"]}
+    progress.stage("training")
     trained = fit_model(leads, spec, params)
     if keep_tiers:
         previous = _champion_tiers(settings, name, track)
@@ -313,6 +319,7 @@ def run_training(
         else:
             log.warning("--keep-tiers: no previous champion with tiers; new cutoffs chosen")
             keep_tiers = False
+    progress.stage("evaluating on the test slice")
     metrics = {f"test_{k}": v for k, v in evaluate_test(trained, leads).items()}
     log.info(
         "test ROC AUC %.4f, PR AUC %.4f, log loss %.4f, Brier %.4f (%s split)",
@@ -328,6 +335,7 @@ def run_training(
     result = TrainingResult(bundle, None, trained, metrics, report, leak)
     card: dict[str, Any] | None = None
     if with_report or baselines:
+        progress.stage("baselines and the evaluation report")
         card = _evaluation(trained, leads, spec, leak, tuning, keep_tiers, baselines)
         result.baselines = card["baselines"]
         for baseline, values in card["baselines"].items():
@@ -340,12 +348,14 @@ def run_training(
         log.warning("%s: not fit to serve: %s", name, result.quality_problem)
     if with_report and card is not None:
         card["report"]["verdict"] = result.quality_problem
+        progress.stage("writing the report")
         result.report_dir = _write_report(card, settings, spec.name)
     if bundle_out is not None:
         result.bundle_dir = publish_bundle(bundle, bundle_out)
     if not track:
         return result
 
+    progress.stage("logging to MLflow and registering")
     from leadscore import tracking  # imported late: MLflow costs seconds to import
 
     split = trained.split
@@ -410,6 +420,7 @@ def run_training(
     if result.report_dir is not None and card is not None:
         from leadscore.report import write_card
 
+        progress.stage("writing the model card")
         registry = {"version": logged.version, "promoted": logged.promoted,
                     "reason": logged.reason, "run_id": logged.run_id, "name": name}
         write_card(result.report_dir, card["report"], registry)

@@ -87,7 +87,13 @@ def tune(
         direction="maximize", sampler=optuna.samplers.TPESampler(seed=spec.train.seed)
     )
     study.enqueue_trial({k: start.params[k] for k in search_space_keys() if k in start.params})
-    study.optimize(objective, n_trials=n_trials)
+    from leadscore import progress
+
+    def told(study: Any, finished: Any) -> None:
+        done = [t.value for t in study.trials if t.value is not None]
+        progress.trial(len(study.trials), n_trials, max(done) if done else None)
+
+    study.optimize(objective, n_trials=n_trials, callbacks=[told])
     best = study.best_trial
     log.info(
         "tuning: best validation ROC AUC %.4f after %d trials: %s",
