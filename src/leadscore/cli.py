@@ -201,18 +201,20 @@ def training_progress() -> Iterator[None]:
                    TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn(), console=err)
     current: list[Any] = []
+    names: list[str] = []
 
     def on_stage(name: str) -> None:
         if current:
             bar.update(current[-1], total=1, completed=1)
             bar.stop_task(current[-1])
         current.append(bar.add_task(name, total=None))
+        names.append(name)
 
     def on_round(done: int, total: int) -> None:
         # tuning trials boost too: their rounds would hide the trial count
-        if current and not bar.tasks[-1].description.startswith("tuning"):
+        if current and not names[-1].startswith("tuning"):
             bar.update(current[-1], total=total, completed=done,
-                       description=f"training: boosting round {done}")
+                       description=f"{names[-1]}: boosting round {done}")
 
     def on_trial(done: int, total: int, best: float | None) -> None:
         if current:
@@ -294,9 +296,9 @@ def train(
             "[yellow]no created-at or order column: the test slice is a stratified "
             "random 20%, which flatters a model when conversion drifts over time[/]"
         )
-    for name, b in (result.baselines or {}).items():
+    for baseline, b in (result.baselines or {}).items():
         console.print(
-            f"baseline {name:10s} ROC AUC {b['roc_auc']:.4f}  ECE {b['ece']:.4f}  "
+            f"baseline {baseline:10s} ROC AUC {b['roc_auc']:.4f}  ECE {b['ece']:.4f}  "
             f"(LightGBM {m['test_roc_auc'] - b['roc_auc']:+.4f} ROC AUC)"
         )
     if result.quality_problem:

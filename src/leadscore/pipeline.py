@@ -97,7 +97,23 @@ def build_bundle(
     if trained.linear is not None:
         meta["linear"] = trained.linear.to_dict()  # the trees' starting log-odds, as numbers
     meta.update(measure_limits(builder, used, spec))
+    meta["whole_number_fields"] = whole_number_fields(builder, used)
     return ModelBundle(trained.booster, trained.builder, trained.calibrator, meta)
+
+
+def whole_number_fields(builder: Any, used: pd.DataFrame) -> list[str]:
+    """Numeric input fields that were whole numbers on every training row, none missing: the
+    model's MLflow signature types them `long` (as `mlflow.models.infer_signature` would on the
+    training table) so a pandas int64 column from `read_csv` passes MLflow's schema check, which
+    refuses to cast int64 to double. Other numeric fields are `double`."""
+    fields = []
+    for name, kind in builder.input_kinds_.items():
+        if kind != "numeric" or name not in used:
+            continue
+        values = pd.to_numeric(used[name], errors="coerce").to_numpy(dtype=float)
+        if len(values) and np.isfinite(values).all() and (values == np.round(values)).all():
+            fields.append(name)
+    return fields
 
 
 def measure_limits(builder: Any, used: pd.DataFrame, spec: DatasetSpec) -> dict[str, Any]:
@@ -290,8 +306,11 @@ def run_training(
     The bundle goes to `models/<name>/` only when this version becomes @champion, and to
     `bundle_out` when given (the only place a `track=False` run writes one).
     """
+    import time
+
     from leadscore import progress
 
+    started = time.time()  # the MLflow run's start: its duration is the whole training
     name = model_name_for(spec, settings)
     progress.stage("reading the data and building features")
     leads, report = cached_build(spec, settings, data_path)
@@ -400,8 +419,15 @@ def run_training(
                 "leadscore.dataset": spec.name,
                 "leadscore.model_name": name,
                 "leadscore.split": split.kind,
-                "leadscore.data_sha256": bundle.meta["fingerprint"]["sha256"],
             },
+            started=started,
+            dataset=tracking.TrainingData(leads, source, spec.name,
+                                          bundle.meta["fingerprint"]["sha256"]),
+            description=(
+                f"{spec.description or spec.name}: LightGBM on {len(split.train):,} leads "
+                f"({split.kind} split), calibration {trained.calibrator.state_['method']}, "
+                f"test ROC AUC {metrics['test_roc_auc']:.3f}, ECE {metrics['test_ece']:.3f}."
+            ),
             evaluate=lambda other: _score_on(other, leads.iloc[split.test]),
             challenger_metrics=_score_on(bundle, leads.iloc[split.test]),
             report_dir=result.report_dir,
