@@ -181,11 +181,12 @@ def synth(
 @contextmanager
 def training_progress() -> Iterator[None]:
     """Each stage of a training on stderr: on a terminal a Rich display (a line per stage with
-    its time, the boosting round, the tuning trial), else one log line per stage."""
+    its time, the boosting round, the tuning trial); else (a pipe, a log file) a debug line
+    per stage, shown with -v, so a script's stderr stays the one line of an error."""
     from leadscore import progress
 
     if not err.is_terminal:
-        with progress.listening(progress.Listener(on_stage=lambda name: log.info("%s", name))):
+        with progress.listening(progress.Listener(on_stage=lambda name: log.debug("%s", name))):
             yield
         return
     from rich.progress import (
@@ -463,7 +464,8 @@ def score(
             (err if piped_out else console).print_json(json.dumps(report))
         else:
             for line in summary_lines(report, piped=piped_out):
-                (err if piped_out else console).print(line, highlight=False, markup=False)
+                (err if piped_out else console).print(line, highlight=False, markup=False,
+                                                      soft_wrap=True)
 
 
 def _stdin_to_file(folder: Path) -> tuple[Path, str]:
@@ -500,8 +502,9 @@ def _file_to_stdout(path: Path, fmt: str) -> None:
         frame.to_csv(sys.stdout, index=False, lineterminator="\n")
         return
     for row in table.to_pylist():
-        if isinstance(row.get("reasons"), str):
-            row["reasons"] = json.loads(row["reasons"])
+        for key in ("reasons", "warnings"):  # lists kept as JSON text in the file formats
+            if isinstance(row.get(key), str):
+                row[key] = json.loads(row[key])
         sys.stdout.write(json.dumps(row, default=str) + "\n")
     sys.stdout.flush()
 

@@ -254,6 +254,8 @@ def _fmt(value: Any, digits: int = 4) -> str:
 # the probabilities sum to a forecast when the total is this close to what happened (or
 # within two standard deviations of chance, for a small test slice)
 FORECAST_TOLERANCE = 0.10
+# above this calibration error, sums over a subset of leads are not to be trusted either
+ECE_SUBSET_WARNING = 0.05
 
 
 def forecast_verdict(report: Mapping[str, Any]) -> list[str]:
@@ -271,9 +273,17 @@ def forecast_verdict(report: Mapping[str, Any]) -> list[str]:
                 "cannot be judged."]
     gap = (expected - actual) / actual
     chance = 2.0 * np.sqrt(max(expected * (1.0 - expected / max(leads, 1)), 1e-9))
+    ece = float((report.get("test") or {}).get("ece", float("nan")))
     if abs(gap) <= FORECAST_TOLERANCE or abs(expected - actual) <= chance:
-        return [first, f"The probabilities **can be summed as a forecast** ({gap:+.0%}, within "
-                f"{FORECAST_TOLERANCE:.0%} or chance)."]
+        lines = [first, f"Summed over all leads, the probabilities **can be used as a "
+                 f"forecast** ({gap:+.0%}, within {FORECAST_TOLERANCE:.0%} or chance)."]
+        if ece > ECE_SUBSET_WARNING:
+            lines.append(
+                f"Lead by lead they are off by {ece:.3f} on average (ECE; calibration: "
+                f"{report['model'].get('calibration')}), so a sum over part of the leads (one "
+                "tier, one campaign) can miss: check the calibration plot before using one."
+            )
+        return lines
     direction = "over-predict" if gap > 0 else "under-predict"
     lines = [first, f"**Do not sum the probabilities as a forecast**: they {direction} by "
              f"{abs(gap):.0%}. They still rank leads (see ROC AUC below)."]
