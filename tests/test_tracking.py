@@ -147,8 +147,9 @@ def test_pyfunc_loads_without_pickle_and_matches_score(
     model = mlflow.pyfunc.load_model(f"models:/{trained.settings.model_name}@champion")
     leads = synth_leads.iloc[:300]
     out = model.predict(leads)
-    assert list(out.columns) == ["probability"]
+    assert list(out.columns) == ["probability", "score", "tier"]  # the output schema's
     assert len(out) == 300
+    assert out["score"].tolist() == score(bundle, leads)["score"].tolist()
     expected = score(bundle, leads)["probability"].to_numpy()
     np.testing.assert_allclose(out["probability"].to_numpy(), expected, rtol=0, atol=1e-9)
 
