@@ -238,13 +238,14 @@ def test_drift_is_reported_and_warned(tiny_bundle: ModelBundle, tmp_path: Path,
 
 def test_an_absent_field_is_named_and_scored_as_blank(tiny_bundle: ModelBundle, tmp_path: Path,
                                                      caplog: pytest.LogCaptureFixture) -> None:
-    leads = make_leads(300, seed=12)
+    leads = make_leads(600, seed=12)  # drift is measured from 500 rows
     renamed = leads.rename(columns={"budget": "Budget (EUR)"})
     with caplog.at_level("WARNING", logger="leadscore.batch"):
         summary = run(tiny_bundle, write_csv(renamed, tmp_path / "renamed.csv"),
                       tmp_path / "renamed.parquet")
     assert summary["absent_fields"] == ["budget"]
-    assert summary["scored"] == 300, "no row is lost for a missing column"
+    assert summary["scored"] == 600, "no row is lost for a missing column"
+    assert summary["drift"]["available"]
     assert "budget" not in summary["drift"]["drifted"], "absent is not reported as drift"
     warned = [r.getMessage() for r in caplog.records if "no column for" in r.getMessage()]
     assert len(warned) == 1 and "(budget)" in warned[0] and "1 of the model's" in warned[0]
@@ -368,3 +369,15 @@ def test_two_jobs_never_write_one_output(tiny_bundle: ModelBundle, tmp_path: Pat
         holder.wait()
     assert run(tiny_bundle, src, out)["scored"] == 300
     assert not (tmp_path / "out.parquet.lock").exists(), "the lock file goes with the job"
+
+
+def test_drift_is_not_measured_below_its_minimum_rows(tiny_bundle: ModelBundle,
+                                                      tmp_path: Path) -> None:
+    """A handful of leads says nothing about the population: no PSI, no drift warning."""
+    from leadscore.batch import DRIFT_MIN_ROWS
+
+    shifted = make_leads(DRIFT_MIN_ROWS - 1, seed=10).assign(channel="event", visits="29")
+    report = run(tiny_bundle, write_csv(shifted, tmp_path / "few.csv"),
+                 tmp_path / "few.parquet")["drift"]
+    assert report["available"] is False and report["drifted"] == []
+    assert report["reason"] == f"fewer than {DRIFT_MIN_ROWS} rows ({DRIFT_MIN_ROWS - 1:,} sampled)"

@@ -622,6 +622,7 @@ class Drift:
                 "reason": f"fewer than {DRIFT_MIN_ROWS} rows ({self.sampled:,} sampled)",
                 "sampled_rows": self.sampled,
                 "min_rows": DRIFT_MIN_ROWS,
+                "drifted": [],
             }
         psi = {
             name: round(
