@@ -13,8 +13,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -178,60 +177,6 @@ def synth(
         console.print(f"{table:12s} {path}")
 
 
-@contextmanager
-def training_progress() -> Iterator[None]:
-    """Each stage of a training on stderr: on a terminal a Rich display (a line per stage with
-    its time, the boosting round, the tuning trial); else (a pipe, a log file) a debug line
-    per stage, shown with -v, so a script's stderr stays the one line of an error."""
-    from leadscore import progress
-
-    if not err.is_terminal:
-        with progress.listening(progress.Listener(on_stage=lambda name: log.debug("%s", name))):
-            yield
-        return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        SpinnerColumn,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-
-    bar = Progress(SpinnerColumn(finished_text="[green]✓[/]"),
-                   TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), console=err)
-    current: list[Any] = []
-    names: list[str] = []
-
-    def on_stage(name: str) -> None:
-        if current:
-            bar.update(current[-1], total=1, completed=1)
-            bar.stop_task(current[-1])
-        current.append(bar.add_task(name, total=None))
-        names.append(name)
-
-    def on_round(done: int, total: int) -> None:
-        # tuning trials boost too: their rounds would hide the trial count
-        if current and not names[-1].startswith("tuning"):
-            bar.update(current[-1], total=total, completed=done,
-                       description=f"{names[-1]}: boosting round {done}")
-
-    def on_trial(done: int, total: int, best: float | None) -> None:
-        if current:
-            best_text = f", best validation ROC AUC {best:.4f}" if best is not None else ""
-            bar.update(current[-1], total=total, completed=done,
-                       description=f"tuning: trial {done}{best_text}")
-
-    with bar, progress.listening(progress.Listener(on_stage, on_round, on_trial)):
-        try:
-            yield
-        finally:
-            if current:
-                bar.update(current[-1], total=1, completed=1)
-                bar.stop_task(current[-1])
-
-
 @app.command()
 @friendly
 def train(
@@ -265,10 +210,11 @@ def train(
     from rich.table import Table
 
     from leadscore.pipeline import run_training
+    from leadscore.terminal import training_progress
 
     settings = get_settings()
     name = model_name_for(spec, settings)
-    with training_progress():
+    with training_progress(err):
         result = run_training(
             spec,
             settings,
@@ -417,6 +363,7 @@ def score(
     from contextlib import ExitStack
 
     from leadscore.batch import rescore, rescore_spark
+    from leadscore.terminal import file_to_stdout, stdin_to_file, summary_lines
     from leadscore.tracking import load_model, resolve_model_uri
 
     if engine not in {"local", "spark"}:
@@ -429,7 +376,7 @@ def score(
             raise LeadscoreError("--resume needs a file for --input and --output, not -")
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="leadscore-")))
         if piped_in:
-            input, fmt = _stdin_to_file(scratch)
+            input, fmt = stdin_to_file(scratch)
         if piped_out:
             output = scratch / "scores.parquet"
     settings = get_settings()
@@ -453,7 +400,7 @@ def score(
         )
     with stack:
         if piped_out:
-            _file_to_stdout(output, fmt)
+            file_to_stdout(output, fmt)
         report = summary.as_dict()
         if piped_out:  # no file: the summary of a piped job is printed, never kept
             report["output"] = "-"
@@ -466,84 +413,6 @@ def score(
             for line in summary_lines(report, piped=piped_out):
                 (err if piped_out else console).print(line, highlight=False, markup=False,
                                                       soft_wrap=True)
-
-
-def _stdin_to_file(folder: Path) -> tuple[Path, str]:
-    """Leads piped in as CSV or JSON lines (told apart by the first character), written to a
-    CSV in `folder` so they take the same reading and checking path as a file would."""
-    import io
-
-    import pandas as pd
-
-    text = sys.stdin.read()
-    if not text.strip():
-        raise LeadscoreError("--input -: nothing on stdin (pipe CSV or JSON lines in)")
-    path = folder / "leads.csv"
-    if text.lstrip()[0] in "{[":
-        try:
-            # dtype=False: an id such as "007" stays text, as the CSV reader would keep it
-            leads = pd.read_json(io.StringIO(text), lines=text.lstrip()[0] == "{", dtype=False)
-        except ValueError as exc:
-            raise LeadscoreError(f"--input -: not valid JSON lines ({exc})") from None
-        leads.to_csv(path, index=False)
-        return path, "jsonl"
-    path.write_text(text, encoding="utf-8")
-    return path, "csv"
-
-
-def _file_to_stdout(path: Path, fmt: str) -> None:
-    """The scored rows on stdout: CSV, or JSON lines (reasons as a list, not a string) when the
-    leads came in as JSON."""
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(path)
-    if fmt == "csv":
-        frame = table.to_pandas()
-        frame.to_csv(sys.stdout, index=False, lineterminator="\n")
-        return
-    for row in table.to_pylist():
-        for key in ("reasons", "warnings"):  # lists kept as JSON text in the file formats
-            if isinstance(row.get(key), str):
-                row[key] = json.loads(row[key])
-        sys.stdout.write(json.dumps(row, default=str) + "\n")
-    sys.stdout.flush()
-
-
-def summary_lines(report: dict[str, Any], piped: bool = False) -> list[str]:
-    """At most ten lines for a person; the full summary is in OUT.summary.json and `--json`."""
-    seconds = report.get("seconds", 0.0)
-    lines = [
-        f"scored {report['scored']:,} of {report['rows']:,} rows with "
-        f"{report['model_name']} version {report['model_version']} in {seconds:.1f} s"
-        f" ({report.get('rows_per_s', 0):,.0f} rows/s)"
-    ]
-    if report.get("rejected"):
-        where = report.get("rejects_file") or "not kept (output is stdout)"
-        lines.append(f"rejected: {report['rejected']:,} rows -> {where}")
-    if report.get("absent_fields"):
-        lines.append(f"absent fields (scored as missing): {', '.join(report['absent_fields'])}")
-    if report.get("range_warnings"):
-        lines.append(f"far outside the training range: {report['range_warnings']:,} lead(s) "
-                     "(see the warnings column)")
-    lines.append(drift_line(report.get("drift") or {}))
-    if not piped:
-        lines.append(f"output:  {report['output']}")
-        lines.append(f"summary: {report['output']}.summary.json")
-    return lines
-
-
-def drift_line(drift: dict[str, Any]) -> str:
-    """Drift against the training data in one line."""
-    if not drift.get("available"):
-        return f"drift: not measured ({drift.get('reason', 'no training profile')})"
-    drifted = drift.get("drifted") or []
-    if not drifted:
-        return (f"drift: none (every PSI at or below {drift['threshold']}, "
-                f"{drift.get('sampled_rows', 0):,} rows sampled)")
-    psi = {**drift.get("feature_psi", {}), "score": drift.get("score_psi")}
-    shown = ", ".join(f"{name} {psi[name]:.2f}" for name in drifted[:5])
-    more = f" and {len(drifted) - 5} more" if len(drifted) > 5 else ""
-    return f"drift: PSI above {drift['threshold']} for {shown}{more}"
 
 
 @app.command()

@@ -14,10 +14,11 @@ from pathlib import Path
 from rich.console import Console
 
 from leadscore.batch import rescore
-from leadscore.cli import setup_logging, training_progress
+from leadscore.cli import err, setup_logging
 from leadscore.config import get_settings, load_spec, model_name_for, project_root
 from leadscore.errors import LeadscoreError
 from leadscore.pipeline import run_training
+from leadscore.terminal import training_progress
 from leadscore.tracking import load_model, local_tracking_hint
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ def main() -> int:
     output = root / "data" / "scored" / "bank_marketing.parquet"
     name = model_name_for(spec, settings)
     try:
-        with training_progress():
+        with training_progress(err):
             result = run_training(spec, settings)
         bundle = load_model(f"models:/{name}@champion", settings)  # the champion scores
         summary = rescore(bundle, spec.resolve(spec.leads.path), output, reasons=3)
