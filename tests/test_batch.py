@@ -381,3 +381,40 @@ def test_drift_is_not_measured_below_its_minimum_rows(tiny_bundle: ModelBundle,
                  tmp_path / "few.parquet")["drift"]
     assert report["available"] is False and report["drifted"] == []
     assert report["reason"] == f"fewer than {DRIFT_MIN_ROWS} rows ({DRIFT_MIN_ROWS - 1:,} sampled)"
+
+
+def test_scoring_the_training_file_raises_no_drift(tmp_path: Path) -> None:
+    """With a time split the test period is the latest: a field that trends over time (an
+    interest rate) differs there from the training slice. Scoring the file the model was built
+    from must not call that drift: the profile covers every labelled lead."""
+    import yaml
+
+    from leadscore.config import Settings, load_spec
+    from leadscore.pipeline import run_training
+
+    rng = np.random.default_rng(5)
+    n = 3000
+    created = pd.date_range("2024-01-01", periods=n, freq="2h")
+    rate = np.linspace(1.0, 5.0, n) + rng.normal(0, 0.1, n)  # drifts over the period
+    channel = rng.choice(["web", "event", "referral"], n)
+    logit = -1.0 + 0.4 * (channel == "referral") - 0.2 * rate
+    leads = pd.DataFrame({
+        "lead_id": [f"L{i:05d}" for i in range(n)], "created_at": created.astype(str),
+        "rate": rate.round(3), "channel": channel,
+        "converted": (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int),
+    })
+    src = write_csv(leads, tmp_path / "leads.csv")
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump({
+        "name": "trend", "leads": {"path": str(src), "id": "lead_id", "created_at": "created_at"},
+        "outcome": {"column": "converted", "positive": ["1"], "negative": ["0"]},
+        "features": {"categorical": ["channel"], "numeric": ["rate"]},
+        "train": {"min_per_class": 20},
+    }), encoding="utf-8")
+    result = run_training(load_spec(spec_path), Settings(home=tmp_path / "home"), track=False,
+                          with_report=False, baselines=False)
+    report = run(result.bundle, src, tmp_path / "scored.parquet")["drift"]
+    assert report["available"] and report["drifted"] == [], report
+    # while the latest leads alone still differ from the whole: drift is still seen
+    late = write_csv(leads.tail(800), tmp_path / "late.csv")
+    assert "rate" in run(result.bundle, late, tmp_path / "late.parquet")["drift"]["drifted"]

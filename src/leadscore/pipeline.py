@@ -86,7 +86,11 @@ def build_bundle(
         "tiers": trained.tiers,
         "percentiles": trained.percentiles,
         "fingerprint": fingerprint(used, hashed),
-        "profile": profile_training(trained, used),  # training distributions, for drift
+        # the reference drift is measured against: every labelled lead of the table (train,
+        # validation and test), so scoring the training file itself shows none, while a time
+        # split's later test period (macro rates, new campaigns) counts as seen, not as drift
+        "profile": profile_training(trained, leads.iloc[np.concatenate(
+            [trained.split.train, trained.split.valid, trained.split.test])]),
         "spec": spec.model_dump(mode="json", exclude={"source"}),
         "training": {
             "drift": trained.extras.get("drift"),
