@@ -6,12 +6,15 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+SPARK_STAMP := $(VENV)/.installed-spark
 CONFIG ?= configs/bank_marketing.yaml
 INPUT ?= data/raw/bank_marketing/bank-additional-full.csv
 OUTPUT ?= data/scored/bank_marketing.parquet
+# a registered model's name (its @champion), a models:/ URI or a bundle folder
 MODEL ?= lead-bank-marketing
 HOST ?= 127.0.0.1
-PORT ?= 8000
+# empty: `serve` and `mlflow-serve` take 8000, `mlflow-ui` 5000 (`make mlflow-ui PORT=5001`)
+PORT ?=
 PYTEST_ARGS ?=
 
 export PYTHONDONTWRITEBYTECODE := 1
@@ -19,16 +22,21 @@ export PYTHONDONTWRITEBYTECODE := 1
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+# PySpark (~0.5 GB) and Java only for the Spark tests: `make test` and CI, never `make demo`
+$(SPARK_STAMP): $(STAMP)
 	@command -v java >/dev/null || { apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless; }
 	$(BIN)/python -m pip install --quiet -e '.[dev,spark]'
-	@touch $(STAMP)
+	@touch $(SPARK_STAMP)
 
 .PHONY: help
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: install
-install: $(STAMP) ## Create .venv and install leadscore with its dev tools
+install: $(STAMP) ## Create .venv and install leadscore with its dev tools (no PySpark)
 
 .PHONY: demo
 demo: $(STAMP) ## Train on bank marketing, register @champion, batch-score, print a summary
@@ -44,10 +52,10 @@ score: $(STAMP) ## Batch-score INPUT into OUTPUT with MODEL (a name: its @champi
 
 .PHONY: serve
 serve: $(STAMP) ## Serve every model with a @champion on HOST:PORT (default 127.0.0.1:8000)
-	$(BIN)/leadscore serve --host $(HOST) --port $(PORT)
+	$(BIN)/leadscore serve --host $(HOST) --port $(or $(PORT),8000)
 
 .PHONY: test
-test: $(STAMP) ## Run the test suite
+test: $(SPARK_STAMP) ## Run the test suite (adds PySpark and Java for the Spark tests)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 .PHONY: lint
@@ -56,8 +64,15 @@ lint: $(STAMP) ## ruff and mypy
 	$(BIN)/mypy src serve
 
 .PHONY: mlflow-ui
-mlflow-ui: $(STAMP) ## Open the MLflow UI on the embedded store (127.0.0.1:5000)
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+mlflow-ui: $(STAMP) ## Open the MLflow UI on the embedded store (127.0.0.1:PORT, default 5000)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db \
+	  --host $(HOST) --port $(or $(PORT),5000)
+
+.PHONY: mlflow-serve
+mlflow-serve: $(STAMP) ## Serve MODEL@champion with MLflow's own server (HOST:PORT, default 8000)
+	PATH="$(abspath $(BIN)):$$PATH" MLFLOW_TRACKING_URI=sqlite:///mlflow.db \
+	  $(BIN)/mlflow models serve -m models:/$(MODEL)@champion --env-manager local \
+	  --host $(HOST) --port $(or $(PORT),8000)
 
 .PHONY: clean
 clean: ## Remove build outputs (models, MLflow store, scores, caches); keeps .venv and data/raw

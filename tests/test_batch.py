@@ -239,13 +239,14 @@ def test_drift_is_reported_and_warned(tiny_bundle: ModelBundle, tmp_path: Path,
 
 def test_an_absent_field_is_named_and_scored_as_blank(tiny_bundle: ModelBundle, tmp_path: Path,
                                                      caplog: pytest.LogCaptureFixture) -> None:
-    leads = make_leads(300, seed=12)
+    leads = make_leads(600, seed=12)  # drift is measured from 500 rows
     renamed = leads.rename(columns={"budget": "Budget (EUR)"})
     with caplog.at_level("WARNING", logger="leadscore.batch"):
         summary = run(tiny_bundle, write_csv(renamed, tmp_path / "renamed.csv"),
                       tmp_path / "renamed.parquet")
     assert summary["absent_fields"] == ["budget"]
-    assert summary["scored"] == 300, "no row is lost for a missing column"
+    assert summary["scored"] == 600, "no row is lost for a missing column"
+    assert summary["drift"]["available"]
     assert "budget" not in summary["drift"]["drifted"], "absent is not reported as drift"
     warned = [r.getMessage() for r in caplog.records if "no column for" in r.getMessage()]
     assert len(warned) == 1 and "(budget)" in warned[0] and "1 of the model's" in warned[0]
@@ -372,3 +373,52 @@ def test_two_jobs_never_write_one_output(tiny_bundle: ModelBundle, tmp_path: Pat
         holder.wait()
     assert run(tiny_bundle, src, out)["scored"] == 300
     assert not (tmp_path / "out.parquet.lock").exists(), "the lock file goes with the job"
+
+
+def test_drift_is_not_measured_below_its_minimum_rows(tiny_bundle: ModelBundle,
+                                                      tmp_path: Path) -> None:
+    """A handful of leads says nothing about the population: no PSI, no drift warning."""
+    from leadscore.batch import DRIFT_MIN_ROWS
+
+    shifted = make_leads(DRIFT_MIN_ROWS - 1, seed=10).assign(channel="event", visits="29")
+    report = run(tiny_bundle, write_csv(shifted, tmp_path / "few.csv"),
+                 tmp_path / "few.parquet")["drift"]
+    assert report["available"] is False and report["drifted"] == []
+    assert report["reason"] == f"fewer than {DRIFT_MIN_ROWS} rows ({DRIFT_MIN_ROWS - 1:,} sampled)"
+
+
+def test_scoring_the_training_file_raises_no_drift(tmp_path: Path) -> None:
+    """With a time split the test period is the latest: a field that trends over time (an
+    interest rate) differs there from the training slice. Scoring the file the model was built
+    from must not call that drift: the profile covers every labelled lead."""
+    import yaml
+
+    from leadscore.config import Settings, load_spec
+    from leadscore.pipeline import run_training
+
+    rng = np.random.default_rng(5)
+    n = 3000
+    created = pd.date_range("2024-01-01", periods=n, freq="2h")
+    rate = np.linspace(1.0, 5.0, n) + rng.normal(0, 0.1, n)  # drifts over the period
+    channel = rng.choice(["web", "event", "referral"], n)
+    logit = -1.0 + 0.4 * (channel == "referral") - 0.2 * rate
+    leads = pd.DataFrame({
+        "lead_id": [f"L{i:05d}" for i in range(n)], "created_at": created.astype(str),
+        "rate": rate.round(3), "channel": channel,
+        "converted": (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int),
+    })
+    src = write_csv(leads, tmp_path / "leads.csv")
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump({
+        "name": "trend", "leads": {"path": str(src), "id": "lead_id", "created_at": "created_at"},
+        "outcome": {"column": "converted", "positive": ["1"], "negative": ["0"]},
+        "features": {"categorical": ["channel"], "numeric": ["rate"]},
+        "train": {"min_per_class": 20},
+    }), encoding="utf-8")
+    result = run_training(load_spec(spec_path), Settings(home=tmp_path / "home"), track=False,
+                          with_report=False, baselines=False)
+    report = run(result.bundle, src, tmp_path / "scored.parquet")["drift"]
+    assert report["available"] and report["drifted"] == [], report
+    # while the latest leads alone still differ from the whole: drift is still seen
+    late = write_csv(leads.tail(800), tmp_path / "late.csv")
+    assert "rate" in run(result.bundle, late, tmp_path / "late.parquet")["drift"]["drifted"]

@@ -31,8 +31,8 @@ def run(trained, monkeypatch: pytest.MonkeyPatch) -> Iterator:  # type: ignore[n
     get_settings.cache_clear()
     runner = CliRunner()
 
-    def invoke(*args: str):  # type: ignore[no-untyped-def]
-        return runner.invoke(cli.app, list(args), catch_exceptions=False)
+    def invoke(*args: str, input: str | None = None):  # type: ignore[no-untyped-def]
+        return runner.invoke(cli.app, list(args), input=input, catch_exceptions=False)
 
     yield invoke
     get_settings.cache_clear()
@@ -239,3 +239,101 @@ def test_cache_clear(run, tmp_path: Path, monkeypatch) -> None:  # type: ignore[
 def test_no_arguments_shows_help(run) -> None:  # type: ignore[no-untyped-def]
     result = run()
     assert "train" in result.output and "score" in result.output
+
+
+def test_importing_the_cli_imports_no_heavy_library() -> None:
+    """`leadscore --help` and a spec mistake must not pay for MLflow, LightGBM, scikit-learn,
+    pandas or PySpark: each is imported inside the command that uses it."""
+    import subprocess
+    import sys
+
+    heavy = ("mlflow", "lightgbm", "sklearn", "pandas", "pyspark", "pandera", "optuna")
+    code = (
+        "import sys, leadscore.cli; "
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]"
+    assert out.stderr == ""
+
+
+def test_version_and_short_help(run) -> None:  # type: ignore[no-untyped-def]
+    from leadscore import __version__
+
+    result = run("--version")
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"leadscore {__version__}"
+    for args in (("-h",), ("score", "-h"), ("train", "-h"), ("cache", "clear", "-h")):
+        result = run(*args)
+        assert result.exit_code == 0, (args, result.output)
+        assert "Usage:" in result.stdout
+    # help is plain text, not Rich markup: the extra's brackets survive
+    assert "leadscore[spark]" in run("score", "-h").stdout.replace("\n", " ").replace(" ", "")
+
+
+def test_tune_without_optuna_is_one_line(run, synth_spec, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import sys
+
+    monkeypatch.setitem(sys.modules, "optuna", None)  # as if not installed: import fails
+    line = one_line_error(run("train", "--config", str(synth_spec.source), "--tune", "3"))
+    assert "pip install 'leadscore[tune]'" in line
+
+
+def test_score_prints_a_short_summary_and_json_on_request(  # type: ignore[no-untyped-def]
+    run, synth_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "scored.parquet"
+    result = run("score", "--input", str(synth_dir / "leads.csv"), "--output", str(out))
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.strip().splitlines()
+    assert 3 <= len(lines) <= 10, result.stdout
+    assert lines[0].startswith("scored 4,000 of 4,000 rows")
+    drift = [line for line in lines if line.startswith("drift:")]
+    assert len(drift) == 1
+    # the training file itself has not drifted from the training data
+    assert drift[0].startswith("drift: none"), drift
+    assert f"summary: {out}.summary.json" in lines
+    full = run("score", "--input", str(synth_dir / "leads.csv"), "--output", str(out), "--json")
+    report = json.loads(full.stdout)
+    assert report["rows"] == 4000 and report["drift"]["drifted"] == []
+    assert report == {**json.loads(Path(f"{out}.summary.json").read_text()),
+                      "seconds": report["seconds"], "rows_per_s": report["rows_per_s"],
+                      "rows_this_run": report["rows_this_run"]}
+
+
+def test_score_stdin_to_stdout_equals_the_file_path(  # type: ignore[no-untyped-def]
+    run, synth_dir: Path, tmp_path: Path
+) -> None:
+    leads = pd.read_csv(synth_dir / "leads.csv", dtype=str).head(40)
+    leads.to_csv(tmp_path / "leads.csv", index=False)
+    out = tmp_path / "scored.csv"
+    by_file = run("score", "-i", str(tmp_path / "leads.csv"), "-o", str(out), "--reasons", "3")
+    assert by_file.exit_code == 0, by_file.output
+    expected = pd.read_csv(out).drop(columns="scored_at")
+
+    piped = run("score", "-i", "-", "-o", "-", "--reasons", "3",
+                input=(tmp_path / "leads.csv").read_text())
+    assert piped.exit_code == 0, piped.output
+    import io
+
+    got = pd.read_csv(io.StringIO(piped.stdout)).drop(columns="scored_at")
+    pd.testing.assert_frame_equal(got, expected)
+    assert "drift: not measured (fewer than 500 rows" in piped.stderr
+
+    # one lead as JSON lines in, JSON lines out, reasons as a list
+    one = leads.iloc[0].dropna().to_dict()
+    single = run("score", "-i", "-", "-o", "-", "--reasons", "3", input=json.dumps(one) + "\n")
+    assert single.exit_code == 0, single.output
+    rows = [json.loads(line) for line in single.stdout.splitlines()]
+    assert len(rows) == 1
+    first = expected.iloc[0]
+    assert rows[0]["lead_id"] == first["lead_id"]
+    assert rows[0]["probability"] == pytest.approx(first["probability"], abs=1e-12)
+    assert rows[0]["reasons"] == json.loads(first["reasons"])
+    assert not list(tmp_path.glob("-*")), "no file named '-' is written"
+
+
+def test_score_stdin_that_is_empty_is_one_line(run) -> None:  # type: ignore[no-untyped-def]
+    line = one_line_error(run("score", "-i", "-", "-o", "-", input=""))
+    assert "nothing on stdin" in line

@@ -70,3 +70,44 @@ def test_report_holds_no_lead_values(report_dir: Path, synth_leads: pd.DataFrame
         values = [v for v in synth_leads[column].head(300) if isinstance(v, str) and len(v) > 5]
         leaked = [v for v in values if v in text]
         assert not leaked, f"{column} values in the report"
+
+
+def test_card_opens_with_expected_vs_actual(report_dir: Path) -> None:
+    card = (report_dir / "model_card.md").read_text(encoding="utf-8")
+    report = json.loads((report_dir / "report.json").read_text(encoding="utf-8"))
+    ev = report["expected_vs_actual"]
+    opening = card.split("\n\n")[1] if card.startswith("# ") else card.split("\n\n")[2]
+    assert f"expected **{ev['expected_conversions']:,.0f}** conversions" in opening
+    assert f"**{ev['actual_conversions']:,.0f}** happened" in opening
+    assert "can be used as a forecast" in opening or "sum the probabilities" in opening
+
+
+def _report(expected: float, actual: float, *, valid_rate: float, test_rate: float,
+            calibration: str = "platt") -> dict:
+    return {"expected_vs_actual": {"expected_conversions": expected,
+                                   "actual_conversions": actual, "test_leads": 5000,
+                                   "valid_rate": valid_rate, "test_rate": test_rate},
+            "split": {"rows_test": 5000}, "model": {"calibration": calibration}}
+
+
+def test_forecast_verdict_in_plain_words() -> None:
+    from leadscore.report import forecast_verdict
+
+    good = " ".join(forecast_verdict(_report(505, 500, valid_rate=0.1, test_rate=0.1)))
+    assert "expected **505** conversions; **500** happened" in good
+    assert "**can be used as a forecast** (+1%" in good and "Lead by lead" not in good
+    # the demo's case: the total holds, but each lead's probability is off
+    mixed = _report(2380, 2540, valid_rate=0.3, test_rate=0.31, calibration="none")
+    mixed["test"] = {"ece": 0.086}
+    text = " ".join(forecast_verdict(mixed))
+    assert "can be used as a forecast** (-6%" in text
+    assert "off by 0.086 on average (ECE; calibration: none)" in text
+    # the demo's case: conversion rose on the later leads and nothing recalibrated
+    off = " ".join(forecast_verdict(_report(420, 600, valid_rate=0.08, test_rate=0.12,
+                                            calibration="none")))
+    assert "**Do not sum the probabilities as a forecast**: they under-predict by 30%" in off
+    assert "conversion moved from 8.0% on the validation leads to 12.0%" in off
+    assert "calibration: none" in off and "What to do: retrain" in off
+    # a small slice: 12 expected, 17 happened is chance, not a miscount
+    small = " ".join(forecast_verdict(_report(12, 17, valid_rate=0.1, test_rate=0.1)))
+    assert "can be used as a forecast" in small

@@ -187,3 +187,20 @@ def test_more_visits_never_hurts_when_monotone() -> None:
     p = model.predict_proba(grid)
     assert np.all(np.diff(p) >= -1e-12)
     assert p[-1] > p[0]
+
+
+def test_training_tells_its_stages_and_every_boosting_round() -> None:
+    """What `leadscore train` draws: the stages in order and each round up to the last tree."""
+    from leadscore import progress
+
+    stages: list[str] = []
+    rounds: list[tuple[int, int]] = []
+    listener = progress.Listener(on_stage=stages.append,
+                                 on_round=lambda done, total: rounds.append((done, total)))
+    with progress.listening(listener):
+        model = fit_model(make_leads(2000, seed=3), make_spec())
+    assert "calibration" in stages
+    assert [r[0] for r in rounds[:3]] == [1, 2, 3]
+    assert rounds[-1][0] >= model.best_iteration  # early stopping ran past the best tree
+    # nobody listening: the same fit, no callback added
+    assert progress.round_callback(100) is None

@@ -232,7 +232,20 @@ def fit_baselines(
     trained: TrainedModel, leads: pd.DataFrame, spec: Any, seed: int = 42
 ) -> BaselineResult:
     """Fit each baseline on the rows the final LightGBM learned from (train, plus valid when it
-    was refitted), calibrate on validation where LightGBM was (Platt), score the test slice."""
+    was refitted), calibrate on validation where LightGBM was (Platt), score the test slice.
+
+    On one thread, as LightGBM trains here: scikit-learn's OpenMP threads spin-wait for each
+    other, and on a busy 2-core machine HistGradientBoosting took 48 s of a 20k-lead report
+    with them against about a quarter of that without (benchmarks/train.py)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        return _fit_baselines(trained, leads, spec, seed)
+
+
+def _fit_baselines(
+    trained: TrainedModel, leads: pd.DataFrame, spec: Any, seed: int
+) -> BaselineResult:
     split = trained.split
     builder = trained.builder
     features = builder.features_

@@ -564,6 +564,11 @@ def scores_table(
 # --------------------------------------------------------------------------- drift
 
 
+# below this many sampled rows PSI measures the sample's noise, not the population: with ten
+# bins, 100 leads drawn from the training distribution itself score PSI ~0.1 and often > 0.2
+DRIFT_MIN_ROWS = 500
+
+
 class Drift:
     """The scored input's counts in the training profile's bins (`evaluate.feature_profile`)."""
 
@@ -632,6 +637,14 @@ class Drift:
                 "available": False,
                 "reason": "the model bundle has no training profile (trained before drift "
                 "checks existed); retrain to get one",
+            }
+        if self.sampled < DRIFT_MIN_ROWS:
+            return {
+                "available": False,
+                "reason": f"fewer than {DRIFT_MIN_ROWS} rows ({self.sampled:,} sampled)",
+                "sampled_rows": self.sampled,
+                "min_rows": DRIFT_MIN_ROWS,
+                "drifted": [],
             }
         psi = {
             name: round(

@@ -1,5 +1,10 @@
 """The `leadscore` command line. Sets up logging once; turns every LeadscoreError into one plain
-line on stderr and exit code 2, never a traceback."""
+line on stderr and exit code 2, never a traceback.
+
+Start-up is part of the interface: `--help`, `--version` and a spec mistake answer in well
+under a second, so this module imports only typer, rich and the settings; MLflow, LightGBM,
+scikit-learn and pandas are imported inside the command that uses them (tests/test_cli.py
+checks, benchmarks/cli.py measures)."""
 
 from __future__ import annotations
 
@@ -11,21 +16,27 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.logging import RichHandler
-from rich.table import Table
 
-from leadscore.config import get_settings, load_spec, model_name_for
+from leadscore import __version__
 from leadscore.errors import LeadscoreError
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from leadscore.config import DatasetSpec, Settings
 
 app = typer.Typer(
     help="Lead conversion probabilities learned from your own CRM history.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # help texts are plain text: "leadscore[spark]" must not be read as Rich markup
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 console = Console()
 err = Console(stderr=True)
@@ -34,9 +45,38 @@ log = logging.getLogger("leadscore")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+# pydantic and pydantic-settings cost a third of a second: `--help` and `--version` skip them
+def get_settings() -> Settings:
+    from leadscore.config import get_settings as settings
+
+    return settings()
+
+
+def load_spec(path: Path) -> DatasetSpec:
+    from leadscore.config import load_spec as load
+
+    return load(path)
+
+
+def model_name_for(spec: DatasetSpec, settings: Settings) -> str:
+    from leadscore.config import model_name_for as name_for
+
+    return name_for(spec, settings)
+
+
 def setup_logging(level: str) -> None:
+    """Our own records at `level`; third-party libraries only from WARNING up, and their
+    Python warnings (deprecations, PySpark's pandas notice) kept out of a user's terminal."""
+    import warnings
+
+    if not sys.warnoptions:  # `python -W ...` still wins, for whoever debugs
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"(mlflow|pydantic)")
     handler: logging.Handler
     if sys.stderr.isatty():
+        from rich.logging import RichHandler
+
         handler = RichHandler(console=err, show_path=False, rich_tracebacks=False)
         fmt = "%(message)s"
     else:
@@ -57,15 +97,30 @@ def friendly(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except LeadscoreError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+            from rich.markup import escape
+
+            # the message is text, not markup: "pip install 'leadscore[tune]'" keeps its brackets
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True,
+                      soft_wrap=True)
             raise typer.Exit(code=exc.exit_code) from None
 
     return wrapper  # type: ignore[return-value]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"leadscore {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True,
+                     help="Print the version and exit."),
+    ] = False,
 ) -> None:
     setup_logging("DEBUG" if verbose else get_settings().log_level)
 
@@ -146,22 +201,31 @@ def train(
 ) -> None:
     """Train on a lead table, evaluate on its most recent slice, log and register the model
     (the spec's `model.name`, e.g. lead-bank-marketing; LEADSCORE_MODEL_NAME overrides)."""
-    from leadscore.pipeline import run_training
-
+    # the cheap checks first: a spec mistake must not wait for pandas, LightGBM and MLflow
     params = parse_params(param)
     spec = load_spec(config)
+    if tune:
+        from leadscore.tuning import require_optuna
+
+        require_optuna()
+    from rich.table import Table
+
+    from leadscore.pipeline import run_training
+    from leadscore.terminal import training_progress
+
     settings = get_settings()
     name = model_name_for(spec, settings)
-    result = run_training(
-        spec,
-        settings,
-        data_path=data,
-        track=not no_track,
-        params=params,
-        tune=tune,
-        keep_tiers=keep_tiers,
-        bundle_out=bundle_out,
-    )
+    with training_progress(err):
+        result = run_training(
+            spec,
+            settings,
+            data_path=data,
+            track=not no_track,
+            params=params,
+            tune=tune,
+            keep_tiers=keep_tiers,
+            bundle_out=bundle_out,
+        )
     m = result.metrics
     table = Table(title=f"{spec.name}: test slice ({result.trained.split.kind} split)")
     for key in ("roc_auc", "pr_auc", "log_loss", "brier", "ece"):
@@ -221,10 +285,12 @@ def backtest(
     param: ParamOption = None,
 ) -> None:
     """Replay history: retrain on everything before each step, score the step (ROC AUC)."""
-    from leadscore.backtest import run_backtest
-
     params = parse_params(param)
     spec = load_spec(config)
+    from rich.table import Table
+
+    from leadscore.backtest import run_backtest
+
     result = run_backtest(spec, get_settings(), steps, data_path=data, params=params)
     table = Table(title=f"{spec.name}: {len(result.steps)}-step backtest")
     for column in ("step", "trained on", "scored", "conversion", "mean probability", "roc_auc"):
@@ -253,10 +319,14 @@ def backtest(
 @friendly
 def score(
     input: Annotated[
-        Path, typer.Option("--input", "-i", help="CSV, Parquet, or a folder of Parquet.")
+        Path,
+        typer.Option("--input", "-i", help="CSV, Parquet, or a folder of Parquet; - reads CSV "
+                     "or JSON lines from stdin."),
     ],
     output: Annotated[
-        Path, typer.Option("--output", "-o", help="Output .parquet, .csv or .xlsx.")
+        Path,
+        typer.Option("--output", "-o", help="Output .parquet, .csv or .xlsx; - writes to stdout "
+                     "(JSON lines when the input was JSON lines, else CSV)."),
     ],
     model: Annotated[
         str | None,
@@ -286,19 +356,38 @@ def score(
                      "(flat columns a CRM imports: reason_1 … and reason_1_points …; xlsx: pip "
                      "install leadscore[xlsx]). Default: from the output's suffix."),
     ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the full JSON summary instead of a few lines.")
+    ] = False,
 ) -> None:
     """Score a file of leads into a file of probabilities, scores and tiers, in chunks.
 
     Rows that cannot be scored go to <output>.rejects.csv; a JSON summary (rows, rejects,
     rows/s, drift against the training data) is written to <output>.summary.json.
+    One lead from the terminal: echo '{"id": ...}' | leadscore score -i - -o - --reasons 3
     """
+    import tempfile
+    from contextlib import ExitStack
+
     from leadscore.batch import rescore, rescore_spark
     from leadscore.exports import XLSX_INSTALL, format_for
+    from leadscore.terminal import file_to_stdout, stdin_to_file, summary_lines
     from leadscore.tracking import load_model, resolve_model_uri
 
     if engine not in {"local", "spark"}:
         raise LeadscoreError("--engine must be local or spark")
-    kind = format_for(output, output_format)
+    stack = ExitStack()
+    piped_in, piped_out = str(input) == "-", str(output) == "-"
+    fmt = "csv"
+    if piped_in or piped_out:
+        if resume:
+            raise LeadscoreError("--resume needs a file for --input and --output, not -")
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="leadscore-")))
+        if piped_in:
+            input, fmt = stdin_to_file(scratch)
+        if piped_out:
+            output = scratch / "scores.parquet"
+    kind = "parquet" if piped_out else format_for(output, output_format)
     if kind == "xlsx":
         if importlib.util.find_spec("openpyxl") is None:
             raise LeadscoreError(XLSX_INSTALL)  # before an hour of scoring, not after
@@ -322,10 +411,23 @@ def score(
             resume=resume,
             console=err if err.is_terminal else None,
         )
-    result = summary.as_dict()
-    if kind == "xlsx":
-        result = _to_xlsx(output, final, result)
-    typer.echo(json.dumps(result, indent=2))
+    with stack:
+        if piped_out:
+            file_to_stdout(output, fmt)
+        report = summary.as_dict()
+        if kind == "xlsx":
+            report = _to_xlsx(output, final, report)
+        if piped_out:  # no file: the summary of a piped job is printed, never kept
+            report["output"] = "-"
+            report.pop("rejects_file", None)
+        if piped_in:
+            report["input"] = "-"
+        if as_json:
+            (err if piped_out else console).print_json(json.dumps(report))
+        else:
+            for line in summary_lines(report, piped=piped_out):
+                (err if piped_out else console).print(line, highlight=False, markup=False,
+                                                      soft_wrap=True)
 
 
 def _to_xlsx(scored: Path, final: Path, summary: dict[str, Any]) -> dict[str, Any]:
@@ -356,6 +458,8 @@ def models(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """List registered models with their @champion and @challenger, or one model's versions."""
+    from rich.table import Table
+
     from leadscore.tracking import list_models, list_versions
 
     settings = get_settings()
@@ -404,6 +508,8 @@ def _when(stamp: str) -> str:
 
 def _models_table(entry: dict[str, Any]) -> Table:
     """One small table per model, titled with its full name: readable at 80 columns."""
+    from rich.table import Table
+
     table = Table(title=entry["name"], title_justify="left", title_style="bold")
     for column in ("alias", "version", "dataset", "ROC AUC", "ECE", "trained (UTC)"):
         table.add_column(column, overflow="fold")
@@ -508,9 +614,9 @@ def features(
 ) -> None:
     """Build the table of leads to score (or the training table) from the spec's raw exports:
     joins, activity aggregates as of one moment, every lead kept. Feed it to `leadscore score`."""
+    spec = load_spec(config)
     from leadscore.features import build_table, export_table
 
-    spec = load_spec(config)
     types = None
     if model:
         from leadscore.tracking import load_model, resolve_model_uri

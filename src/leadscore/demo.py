@@ -6,6 +6,7 @@ again and a new version is registered.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -13,10 +14,11 @@ from pathlib import Path
 from rich.console import Console
 
 from leadscore.batch import rescore
-from leadscore.cli import setup_logging
+from leadscore.cli import err, setup_logging
 from leadscore.config import get_settings, load_spec, model_name_for, project_root
 from leadscore.errors import LeadscoreError
 from leadscore.pipeline import run_training
+from leadscore.terminal import training_progress
 from leadscore.tracking import load_model, local_tracking_hint
 
 log = logging.getLogger(__name__)
@@ -24,6 +26,17 @@ log = logging.getLogger(__name__)
 
 def _short(path: Path, root: Path) -> Path:
     return path.relative_to(root) if path.is_relative_to(root) else path
+
+
+def _forecast(report_dir: Path | None) -> list[str]:
+    """The card's opening (expected vs actual, can the probabilities be summed), so the demo
+    claims no more about calibration than the card shows."""
+    from leadscore.report import forecast_verdict
+
+    if report_dir is None or not (report_dir / "report.json").is_file():
+        return []
+    report = json.loads((report_dir / "report.json").read_text(encoding="utf-8"))
+    return [line.replace("**", "") for line in forecast_verdict(report)]
 
 
 def main() -> int:
@@ -35,7 +48,8 @@ def main() -> int:
     output = root / "data" / "scored" / "bank_marketing.parquet"
     name = model_name_for(spec, settings)
     try:
-        result = run_training(spec, settings)
+        with training_progress(err):
+            result = run_training(spec, settings)
         bundle = load_model(f"models:/{name}@champion", settings)  # the champion scores
         summary = rescore(bundle, spec.resolve(spec.leads.path), output, reasons=3)
     except LeadscoreError as exc:
@@ -52,6 +66,7 @@ def main() -> int:
          else f"registry       NOT promoted, @champion stays version {result.champion_version}: "
          f"{result.promotion_reason}"),
         f"model card     {result.report_dir / 'model_card.html' if result.report_dir else '-'}",
+        *(f"               {line}" for line in _forecast(result.report_dir)),
         f"tracking       {settings.resolved_tracking_uri()}  run {result.run_id}",
         f"champion       {_short(settings.resolved_models_dir() / name, root)}  "
         f"(version {bundle.version})",

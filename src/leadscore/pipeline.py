@@ -89,7 +89,11 @@ def build_bundle(
         "tier_words": labels.tier_words(spec.tiers.words),
         "percentiles": trained.percentiles,
         "fingerprint": fingerprint(used, hashed),
-        "profile": profile_training(trained, used),  # training distributions, for drift
+        # the reference drift is measured against: every labelled lead of the table (train,
+        # validation and test), so scoring the training file itself shows none, while a time
+        # split's later test period (macro rates, new campaigns) counts as seen, not as drift
+        "profile": profile_training(trained, leads.iloc[np.concatenate(
+            [trained.split.train, trained.split.valid, trained.split.test])]),
         "spec": spec.model_dump(mode="json", exclude={"source"}),
         "training": {
             "drift": trained.extras.get("drift"),
@@ -100,7 +104,23 @@ def build_bundle(
     if trained.linear is not None:
         meta["linear"] = trained.linear.to_dict()  # the trees' starting log-odds, as numbers
     meta.update(measure_limits(builder, used, spec))
+    meta["whole_number_fields"] = whole_number_fields(builder, used)
     return ModelBundle(trained.booster, trained.builder, trained.calibrator, meta)
+
+
+def whole_number_fields(builder: Any, used: pd.DataFrame) -> list[str]:
+    """Numeric input fields that were whole numbers on every training row, none missing: the
+    model's MLflow signature types them `long` (as `mlflow.models.infer_signature` would on the
+    training table) so a pandas int64 column from `read_csv` passes MLflow's schema check, which
+    refuses to cast int64 to double. Other numeric fields are `double`."""
+    fields = []
+    for name, kind in builder.input_kinds_.items():
+        if kind != "numeric" or name not in used:
+            continue
+        values = pd.to_numeric(used[name], errors="coerce").to_numpy(dtype=float)
+        if len(values) and np.isfinite(values).all() and (values == np.round(values)).all():
+            fields.append(name)
+    return fields
 
 
 def measure_limits(builder: Any, used: pd.DataFrame, spec: DatasetSpec) -> dict[str, Any]:
@@ -293,12 +313,19 @@ def run_training(
     The bundle goes to `models/<name>/` only when this version becomes @champion, and to
     `bundle_out` when given (the only place a `track=False` run writes one).
     """
+    import time
+
+    from leadscore import progress
+
+    started = time.time()  # the MLflow run's start: its duration is the whole training
     name = model_name_for(spec, settings)
+    progress.stage("reading the data and building features")
     leads, report = cached_build(spec, settings, data_path)
     source = str(data_path or spec.resolve(spec.leads.path))
     check_ready(leads, spec, source)
     # always: the personal-data scan runs even with the leak statistics switched off
     split = split_leads(leads, spec)
+    progress.stage("leak audit")
     leak = audit_leaks(leads, spec, np.concatenate([split.train, split.valid]))
     if leak.dropped:
         spec = spec.model_copy(update={"drop": [*spec.drop, *leak.dropped]})
@@ -306,8 +333,10 @@ def run_training(
     if tune > 0:
         from leadscore.tuning import tune as run_tuning
 
+        progress.stage(f"tuning ({tune} trials)")
         tuning = run_tuning(leads, spec, tune, params)
         params = {**(params or {}), **tuning["params"]}
+    progress.stage("training")
     trained = fit_model(leads, spec, params)
     if keep_tiers:
         previous = _champion_tiers(settings, name, track)
@@ -316,6 +345,7 @@ def run_training(
         else:
             log.warning("--keep-tiers: no previous champion with tiers; new cutoffs chosen")
             keep_tiers = False
+    progress.stage("evaluating on the test slice")
     metrics = {f"test_{k}": v for k, v in evaluate_test(trained, leads).items()}
     log.info(
         "test ROC AUC %.4f, PR AUC %.4f, log loss %.4f, Brier %.4f (%s split)",
@@ -331,6 +361,7 @@ def run_training(
     result = TrainingResult(bundle, None, trained, metrics, report, leak)
     card: dict[str, Any] | None = None
     if with_report or baselines:
+        progress.stage("baselines and the evaluation report")
         card = _evaluation(trained, leads, spec, leak, tuning, keep_tiers, baselines)
         result.baselines = card["baselines"]
         for baseline, values in card["baselines"].items():
@@ -343,12 +374,14 @@ def run_training(
         log.warning("%s: not fit to serve: %s", name, result.quality_problem)
     if with_report and card is not None:
         card["report"]["verdict"] = result.quality_problem
+        progress.stage("writing the report")
         result.report_dir = _write_report(card, settings, spec.name)
     if bundle_out is not None:
         result.bundle_dir = publish_bundle(bundle, bundle_out)
     if not track:
         return result
 
+    progress.stage("logging to MLflow and registering")
     from leadscore import tracking  # imported late: MLflow costs seconds to import
 
     split = trained.split
@@ -393,8 +426,15 @@ def run_training(
                 "leadscore.dataset": spec.name,
                 "leadscore.model_name": name,
                 "leadscore.split": split.kind,
-                "leadscore.data_sha256": bundle.meta["fingerprint"]["sha256"],
             },
+            started=started,
+            dataset=tracking.TrainingData(leads, source, spec.name,
+                                          bundle.meta["fingerprint"]["sha256"]),
+            description=(
+                f"{spec.description or spec.name}: LightGBM on {len(split.train):,} leads "
+                f"({split.kind} split), calibration {trained.calibrator.state_['method']}, "
+                f"test ROC AUC {metrics['test_roc_auc']:.3f}, ECE {metrics['test_ece']:.3f}."
+            ),
             evaluate=lambda other: _score_on(other, leads.iloc[split.test]),
             challenger_metrics=_score_on(bundle, leads.iloc[split.test]),
             report_dir=result.report_dir,
@@ -413,6 +453,7 @@ def run_training(
     if result.report_dir is not None and card is not None:
         from leadscore.report import write_card
 
+        progress.stage("writing the model card")
         registry = {"version": logged.version, "promoted": logged.promoted,
                     "reason": logged.reason, "run_id": logged.run_id, "name": name}
         write_card(result.report_dir, card["report"], registry)

@@ -122,6 +122,10 @@ def build_report(
         "expected_vs_actual": {
             "expected_conversions": test["expected_conversions"],
             "actual_conversions": test["actual_conversions"],
+            "test_leads": int(len(y_test)),
+            "valid_rate": float(np.mean(y_valid)) if len(y_valid) else None,
+            "valid_expected_rate": float(np.mean(p_valid)) if len(p_valid) else None,
+            "test_rate": float(np.mean(y_test)) if len(y_test) else None,
         },
         "deciles": decile_table(y_test, p_test),
         "reliability": reliability_table(y_test, p_test),
@@ -247,6 +251,62 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
+# the probabilities sum to a forecast when the total is this close to what happened (or
+# within two standard deviations of chance, for a small test slice)
+FORECAST_TOLERANCE = 0.10
+# above this calibration error, sums over a subset of leads are not to be trusted either
+ECE_SUBSET_WARNING = 0.05
+
+
+def forecast_verdict(report: Mapping[str, Any]) -> list[str]:
+    """The card's opening, in plain words: expected vs actual conversions on the test slice,
+    whether the probabilities can be added up as a forecast and, when not, why and what to do.
+    A model that ranks well but miscounts is still useful for ordering leads, not for planning;
+    the reader must learn which one they have before any table."""
+    ev = report["expected_vs_actual"]
+    expected, actual = float(ev["expected_conversions"]), float(ev["actual_conversions"])
+    leads = int(ev.get("test_leads") or report["split"]["rows_test"])
+    first = (f"On the {leads:,} most recent (test) leads the model expected "
+             f"**{expected:,.0f}** conversions; **{actual:,.0f}** happened.")
+    if actual <= 0:
+        return [first, "No conversions in the test slice: whether the probabilities add up "
+                "cannot be judged."]
+    gap = (expected - actual) / actual
+    chance = 2.0 * np.sqrt(max(expected * (1.0 - expected / max(leads, 1)), 1e-9))
+    ece = float((report.get("test") or {}).get("ece", float("nan")))
+    if abs(gap) <= FORECAST_TOLERANCE or abs(expected - actual) <= chance:
+        lines = [first, f"Summed over all leads, the probabilities **can be used as a "
+                 f"forecast** ({gap:+.0%}, within {FORECAST_TOLERANCE:.0%} or chance)."]
+        if ece > ECE_SUBSET_WARNING:
+            lines.append(
+                f"Lead by lead they are off by {ece:.3f} on average (ECE; calibration: "
+                f"{report['model'].get('calibration')}), so a sum over part of the leads (one "
+                "tier, one campaign) can miss: check the calibration plot before using one."
+            )
+        return lines
+    direction = "over-predict" if gap > 0 else "under-predict"
+    lines = [first, f"**Do not sum the probabilities as a forecast**: they {direction} by "
+             f"{abs(gap):.0%}. They still rank leads (see ROC AUC below)."]
+    why = []
+    valid_rate, test_rate = ev.get("valid_rate"), ev.get("test_rate")
+    if valid_rate and test_rate and abs(test_rate - valid_rate) > 0.2 * valid_rate:
+        why.append(f"conversion moved from {valid_rate:.1%} on the validation leads to "
+                   f"{test_rate:.1%} on the later test leads, which a model fitted on older "
+                   "leads cannot know")
+    method = report["model"].get("calibration")
+    if method in (None, "none"):
+        why.append("the probabilities are the model's own (calibration: none)")
+    if not why:
+        why.append("the calibration fitted on the validation leads does not carry over to the "
+                   "test leads")
+    lines.append(
+        f"Why: {'; '.join(why)}. What to do: retrain on the most recent leads (or with "
+        "`--param refit=true`), and compare expected with actual conversions each month "
+        "before using the total for planning."
+    )
+    return lines
+
+
 def model_card(report: Mapping[str, Any], registry: Mapping[str, Any] | None = None) -> str:
     """The one-page model card in Markdown."""
     t = report["test"]
@@ -258,6 +318,8 @@ def model_card(report: Mapping[str, Any], registry: Mapping[str, Any] | None = N
         lines += [f"**Not fit to serve, never promoted automatically: {verdict}.**", ""]
     lines += [
         f"# Model card: {report['dataset']}",
+        "",
+        " ".join(forecast_verdict(report)),
         "",
         f"Trained {report['created']}. Split: **{s['kind']}** "
         f"({s['rows_train']:,} train / {s['rows_valid']:,} validation / "

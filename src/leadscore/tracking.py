@@ -17,7 +17,6 @@ import logging
 import os
 import re
 import tempfile
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,6 @@ from mlflow.models import ModelSignature
 from mlflow.pyfunc import PythonModel, PythonModelContext
 from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, Schema
-from mlflow.types.schema import AnyType
 
 from leadscore.config import MODEL_NAME_PATTERN, Settings
 from leadscore.errors import LeadscoreError, ModelError
@@ -50,6 +48,7 @@ log = logging.getLogger(__name__)
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 BUNDLE_ARTIFACT = "bundle"
+WHEEL_ARTIFACT = "leadscore_wheel"
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 
@@ -75,7 +74,9 @@ class LeadScorePyfunc(PythonModel):
         params: dict[str, Any] | None = None,
     ) -> pd.DataFrame:
         scores = score(self.bundle, pd.DataFrame(model_input))
-        return scores[["probability"]]
+        return scores[["probability", "score", "tier"]].astype(
+            {"probability": "float64", "score": "int64", "tier": "object"}
+        )
 
 
 def configure(settings: Settings) -> str:
@@ -108,16 +109,64 @@ def _experiment(name: str, tracking_uri: str) -> str:
     return str(client.create_experiment(name, artifact_location=location))
 
 
+def _input_type(bundle: ModelBundle, name: str, kind: str) -> str:
+    if kind == "categorical":
+        return "string"
+    # `long` for a field that was whole numbers on every training row (what `read_csv` gives
+    # for it, and MLflow refuses to cast int64 to double); `double` for the rest
+    whole = bundle.meta.get("whole_number_fields")
+    return "long" if whole is not None and name in whole else "double"
+
+
 def signature_for(bundle: ModelBundle) -> ModelSignature:
-    """Raw lead columns, all optional. Numbers are `Any` because MLflow refuses to cast a pandas
-    int64 column to double, and an integer column (age, visits) is what `read_csv` gives."""
-    columns: list[Any] = [
-        ColSpec("string" if kind == "categorical" else AnyType(), name, required=False)
+    """The lead's id and raw fields, all optional (a missing field is scored as missing):
+    categories as strings, numbers as `long` or `double` as they were in training. Out come the
+    calibrated probability, the 0-100 score and the A-D tier."""
+    columns: list[Any] = [ColSpec("string", bundle.id_column, required=False)]
+    columns += [
+        ColSpec(_input_type(bundle, name, kind), name, required=False)
         for name, kind in bundle.input_types().items()
+        if name != bundle.id_column
     ]
-    return ModelSignature(
-        inputs=Schema(columns), outputs=Schema([ColSpec("double", "probability")])
-    )
+    outputs = Schema([ColSpec("double", "probability"), ColSpec("long", "score"),
+                      ColSpec("string", "tier")])
+    return ModelSignature(inputs=Schema(columns), outputs=outputs)
+
+
+def input_example_for(bundle: ModelBundle) -> pd.DataFrame:
+    """Two made-up leads from the model's own metadata, never copied from the data (a lead's
+    row may hold names and emails): each category's first and last level, each number at a
+    third and two thirds of its training range, text the model only derives from left blank."""
+    builder = bundle.builder
+    ranges = bundle.meta.get("ranges") or {}
+    levels = {f.source: f.levels for f in builder.features_
+              if f.kind == "categorical" and not f.derive}
+    hidden = set(builder.sensitive_inputs_)
+    rows: list[dict[str, Any]] = [{bundle.id_column: "example-1"},
+                                  {bundle.id_column: "example-2"}]
+    for name, kind in bundle.input_types().items():
+        if name == bundle.id_column:
+            continue
+        for i, row in enumerate(rows):
+            value: Any = None
+            if kind == "categorical" and name not in hidden and levels.get(name):
+                value = levels[name][0 if i == 0 else -1]
+            elif kind == "numeric" and name in ranges:
+                low, high = ranges[name]
+                value = low + (high - low) * (i + 1) / 3
+                value = round(value) if _input_type(bundle, name, kind) == "long" else value
+            row[name] = value
+    frame = pd.DataFrame(rows)
+    for name, kind in bundle.input_types().items():
+        if name in frame and name != bundle.id_column:
+            kind_type = _input_type(bundle, name, kind)
+            if kind_type == "long" and frame[name].notna().all():
+                frame[name] = frame[name].astype("int64")
+            elif kind_type == "double":
+                frame[name] = frame[name].astype("float64")
+            else:
+                frame[name] = frame[name].astype(object)
+    return frame
 
 
 @dataclass(frozen=True)
@@ -207,8 +256,11 @@ def judge(
             f"leadscore promote {name} VERSION --allow-schema-change"
         ), champion, change)
     if evaluate is None:
-        tags = _version_tags(name, champion.version)
-        stored = {k: float(tags.get(f"metric.test_{k}", "nan")) for k in ("roc_auc", "ece")}
+        try:
+            logged = _version_metrics(MlflowClient().get_model_version(name, champion.version))
+        except MlflowException:
+            logged = {}
+        stored = {k: float(logged.get(f"test_{k}", float("nan"))) for k in ("roc_auc", "ece")}
         ok, reason = decide(
             mine, stored, settings.promote_auc_tolerance, settings.promote_ece_tolerance
         )
@@ -236,6 +288,26 @@ def _tag_champion_metrics(name: str, version: str, metrics: Mapping[str, float])
             )
 
 
+def _version_metrics(mv: Any) -> dict[str, float]:
+    """A version's test metrics: those of its logged model (MLflow 3, what the UI shows on the
+    model's page), over the `metric.*` tags versions logged before carried."""
+    tags = mv.tags or {}
+    found = {k.removeprefix("metric."): float(v) for k, v in tags.items()
+             if k.startswith("metric.")}
+    source = str(mv.source or "")
+    # the registry keeps the logged model in `source` (models:/m-...); not every store fills
+    # `model_id` back in
+    model_id = getattr(mv, "model_id", None) or (
+        source.removeprefix("models:/") if source.startswith("models:/m-") else None)
+    if model_id:
+        try:
+            logged = MlflowClient().get_logged_model(model_id)
+        except MlflowException:
+            return found
+        found.update({m.key: float(m.value) for m in logged.metrics or []})
+    return found
+
+
 def _version_tags(name: str, version: str) -> dict[str, str]:
     try:
         return dict(MlflowClient().get_model_version(name, version).tags or {})
@@ -258,6 +330,9 @@ def log_training(
     challenger_metrics: Mapping[str, float] | None = None,
     report_dir: Path | None = None,
     quality: str | None = None,
+    started: float | None = None,
+    dataset: TrainingData | None = None,
+    description: str = "",
 ) -> LoggedModel:
     """Log a run (params, metrics, reports, model), register a version of `name` as
     `@challenger`, and point `@champion` at it only if it passes the promotion gates (`judge`).
@@ -267,48 +342,63 @@ def log_training(
     `quality` is why the model is not worth serving on its own (None: it is).
     Params and artifacts come from the caller, which keeps PII out: only column names, counts
     and metrics are logged, never a lead's values.
+
+    The run is named `<spec>-<UTC time>` and starts at `started` (epoch seconds: when training
+    began, so its duration is the training's); `dataset` becomes the run's MLflow dataset input.
+    Everything the run writes besides the model goes to one folder, `report/`.
     """
+    import time
+
     tracking_uri = configure(settings)
     experiment_id = _experiment(experiment, tracking_uri)
-    with mlflow.start_run(experiment_id=experiment_id) as run:
+    begun = started if started is not None else time.time()
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(begun))
+    created_run = MlflowClient().create_run(
+        experiment_id,
+        start_time=int(begun * 1000),
+        run_name=f"{experiment}-{stamp}",
+        tags={"mlflow.note.content": description} if description else None,
+    )
+    with mlflow.start_run(run_id=created_run.info.run_id) as run:
         mlflow.set_tags(dict(tags))
         mlflow.log_params({k: _param(v) for k, v in params.items()})
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v == v})  # drop NaN
+        if dataset is not None:
+            mlflow.log_input(dataset.as_mlflow(), context="training")
         for filename, content in artifacts.items():
-            mlflow.log_text(json.dumps(content, indent=2, default=str), f"reports/{filename}")
+            mlflow.log_text(json.dumps(content, indent=2, default=str), f"report/{filename}")
         if report_dir is not None and report_dir.is_dir():
             mlflow.log_artifacts(str(report_dir), "report")
         with tempfile.TemporaryDirectory() as tmp:
             shim = Path(tmp) / "leadscore_model.py"
             shim.write_text(_SHIM, encoding="utf-8")
-            with warnings.catch_warnings():
-                # no input example on purpose: it would copy leads (PII) into the artifact
-                warnings.filterwarnings("ignore", message=".*input example was not provided.*")
-                info = mlflow.pyfunc.log_model(
-                    name="model",
-                    python_model=str(shim),
-                    artifacts={BUNDLE_ARTIFACT: str(bundle_dir)},
-                    signature=signature_for(bundle),
-                    pip_requirements=_requirements(),
-                )
+            wheel = build_wheel(Path(tmp))
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(shim),
+                artifacts={BUNDLE_ARTIFACT: str(bundle_dir), WHEEL_ARTIFACT: str(wheel)},
+                signature=signature_for(bundle),
+                # made up from the model's levels and ranges: never a lead (PII)
+                input_example=input_example_for(bundle),
+                pip_requirements=_requirements(wheel),
+            )
+        # the run's metrics, linked to the logged model: the version's page shows them
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v == v},  # drop NaN
+                           model_id=info.model_id)
         run_id = run.info.run_id
     client = MlflowClient()
     with contextlib.suppress(MlflowException):  # already registered
         client.create_registered_model(name)
-    dataset = str(bundle.meta.get("dataset") or experiment)
+    dataset_name = str(bundle.meta.get("dataset") or experiment)
     # model_id: a tracking server refuses a `models:/m-...` source without it
     created = client.create_model_version(
         name=name,
         source=info.model_uri,
         run_id=run_id,
-        tags={"spec": experiment, "dataset": dataset,
+        tags={"spec": experiment, "dataset": dataset_name,
               "trained_at": str(bundle.meta.get("trained_at", ""))},
         model_id=info.model_id,
     )
     version = str(created.version)
-    for key, value in metrics.items():
-        if value == value:
-            client.set_model_version_tag(name, version, f"metric.{key}", f"{float(value):.6f}")
     mine = challenger_metrics or {
         "roc_auc": float(metrics.get("test_roc_auc", float("nan"))),
         "ece": float(metrics.get("test_ece", float("nan"))),
@@ -349,13 +439,91 @@ def _param(value: Any) -> str:
     return text[:6000]  # MLflow's param value limit
 
 
-def _requirements() -> list[str]:
+def _requirements(wheel: Path | None = None) -> list[str]:
+    """What `--env-manager virtualenv`/`uv` installs to rebuild the model's environment: the
+    libraries it runs on, pinned, and leadscore itself from the wheel logged beside the model
+    (`artifacts/<wheel>`, a path MLflow resolves inside the model folder), so a machine
+    without this checkout, or a PyPI release of leadscore, can load it."""
     from importlib.metadata import version
 
-    return [
+    pinned = [
         f"{pkg}=={version(pkg)}"
         for pkg in ("lightgbm", "numpy", "pandas", "pyarrow", "scikit-learn", "mlflow")
     ]
+    return [*pinned, f"artifacts/{wheel.name}"] if wheel is not None else pinned
+
+
+def build_wheel(folder: Path) -> Path:
+    """A pure-Python wheel of the installed leadscore package (its modules and metadata,
+    dependencies declared), written into `folder`. Built from what is installed, so it works
+    from an editable checkout and from a wheel install alike, with no build tools."""
+    import base64
+    import hashlib
+    import zipfile
+    from importlib.metadata import distribution
+
+    import leadscore
+
+    dist = distribution("leadscore")
+    version = dist.version
+    info = f"leadscore-{version}.dist-info"
+    path = folder / f"leadscore-{version}-py3-none-any.whl"
+    package = Path(leadscore.__file__).parent
+    metadata = dist.read_text("METADATA") or f"Metadata-Version: 2.1\nName: leadscore\n" \
+        f"Version: {version}\n"
+    files: dict[str, bytes] = {}
+    for source in sorted(package.rglob("*")):
+        if source.is_file() and "__pycache__" not in source.parts and source.suffix != ".pyc":
+            files[f"leadscore/{source.relative_to(package).as_posix()}"] = source.read_bytes()
+    files[f"{info}/METADATA"] = metadata.encode()
+    files[f"{info}/WHEEL"] = (b"Wheel-Version: 1.0\nGenerator: leadscore.tracking\n"
+                              b"Root-Is-Purelib: true\nTag: py3-none-any\n")
+    record = []
+    for name, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{name},sha256={digest},{len(data)}")
+    record.append(f"{info}/RECORD,,")
+    files[f"{info}/RECORD"] = ("\n".join(record) + "\n").encode()
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in files.items():
+            archive.writestr(zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0)), data,
+                             compress_type=zipfile.ZIP_DEFLATED)
+    return path
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """The lead table a model was trained on, as the run's MLflow dataset input: where it was
+    read from, leadscore's digest of it and its size (column names and types, never values)."""
+
+    frame: pd.DataFrame
+    source: str
+    name: str
+    digest: str
+
+    def as_mlflow(self) -> Any:
+        import warnings
+        from functools import cached_property
+
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+        from mlflow.data.pandas_dataset import PandasDataset
+        from mlflow.types.utils import _infer_schema
+
+        class LeadTable(PandasDataset):
+            # MLflow infers a column's type from every value: 13 s of a 20k-lead training.
+            # The table is typed already, so its first rows tell the same.
+            @cached_property
+            def schema(self) -> Any:
+                return _infer_schema(self._df.head(1000))
+
+        with warnings.catch_warnings():
+            # "can be interpreted in multiple ways" (a local path) and the integer-column hint
+            # of schema inference: notes for MLflow's developers, not for ours
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = LeadTable(df=self.frame, source=resolve_dataset_source(self.source),
+                                name=self.name, digest=self.digest[:32])
+            _ = dataset.schema, dataset.profile  # computed here, under the filter
+        return dataset
 
 
 def resolve_model(uri: str, settings: Settings) -> tuple[Path, dict[str, str]]:
@@ -458,10 +626,7 @@ def _version_row(mv: Any, aliases: list[str]) -> dict[str, Any]:
         "run_id": mv.run_id,
         "created": created,
         "trained_at": tags.get("trained_at") or created,
-        "metrics": {
-            k.removeprefix("metric."): float(v) for k, v in tags.items()
-            if k.startswith("metric.")
-        },
+        "metrics": _version_metrics(mv),
         "dataset": _dataset_tag(tags),
         "promotion": tags.get("promotion", ""),
         "reason": tags.get("promotion_reason", ""),

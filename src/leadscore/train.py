@@ -507,9 +507,13 @@ def boost(
         free_raw_data=True,
         params={"verbosity": -1},
     )
+    from leadscore import progress
+
+    reporter = progress.round_callback(rounds)
+    extra = [reporter] if reporter is not None else []
     try:
         if x_valid is None:
-            booster = lgb.train(params, train_set, num_boost_round=rounds)
+            booster = lgb.train(params, train_set, num_boost_round=rounds, callbacks=extra)
             return booster, rounds
         valid_set = lgb.Dataset(
             x_valid, label=y_valid, init_score=init_valid, reference=train_set
@@ -520,7 +524,10 @@ def boost(
             num_boost_round=rounds,
             valid_sets=[valid_set],
             valid_names=["valid"],
-            callbacks=[lgb.early_stopping(EARLY_STOPPING, first_metric_only=True, verbose=False)],
+            callbacks=[
+                lgb.early_stopping(EARLY_STOPPING, first_metric_only=True, verbose=False),
+                *extra,
+            ],
         )
     except lgb.basic.LightGBMError as exc:  # a bad value (num_leaves=abc, learning_rate=-1)
         detail = str(exc).split(" at /")[0].strip()  # without the C++ source path
@@ -793,6 +800,9 @@ def fit_model(
     method: Literal["auto", "platt", "none"] = "auto"
     if refit:
         method = "none" if drift["drift"] else "platt"
+    from leadscore import progress
+
+    progress.stage("calibration")
     calibrator = Calibrator(method).fit(margin_valid, y[split.valid], seed=spec.train.seed)
     p_valid = calibrator.transform(margin_valid)
     extras: dict[str, Any] = {
@@ -805,6 +815,7 @@ def fit_model(
     }
 
     if refit:
+        progress.stage("refit on the training and validation slices")
         rows = np.concatenate([split.train, split.valid])
         # categories first seen in the validation slice (this season's campaign) count too
         builder = builder_for(spec, leads).fit(leads.iloc[rows])

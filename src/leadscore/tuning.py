@@ -11,6 +11,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from leadscore.config import DatasetSpec
+from leadscore.errors import LeadscoreError
 from leadscore.train import boost, plan_start, prepare
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,18 @@ def search_space(trial: Any) -> dict[str, Any]:
     }
 
 
+INSTALL_HINT = "--tune needs Optuna: pip install 'leadscore[tune]'"
+
+
+def require_optuna() -> None:
+    """Optuna is an extra (`leadscore[tune]`): say how to get it before any data is read,
+    rather than failing with an ImportError after minutes of feature building."""
+    try:
+        import optuna  # noqa: F401
+    except ImportError:
+        raise LeadscoreError(INSTALL_HINT) from None
+
+
 def tune(
     leads: pd.DataFrame,
     spec: DatasetSpec,
@@ -38,6 +51,7 @@ def tune(
     """Run `n_trials` Optuna trials; each trains on the training slice with early stopping and
     is scored by ROC AUC on the validation slice. Returns the best parameters and the study's
     summary (logged to MLflow by the caller)."""
+    require_optuna()
     import optuna
 
     prepared = prepare(leads, spec)
@@ -73,7 +87,13 @@ def tune(
         direction="maximize", sampler=optuna.samplers.TPESampler(seed=spec.train.seed)
     )
     study.enqueue_trial({k: start.params[k] for k in search_space_keys() if k in start.params})
-    study.optimize(objective, n_trials=n_trials)
+    from leadscore import progress
+
+    def told(study: Any, finished: Any) -> None:
+        done = [t.value for t in study.trials if t.value is not None]
+        progress.trial(len(study.trials), n_trials, max(done) if done else None)
+
+    study.optimize(objective, n_trials=n_trials, callbacks=[told])
     best = study.best_trial
     log.info(
         "tuning: best validation ROC AUC %.4f after %d trials: %s",
