@@ -185,7 +185,7 @@ def lead_model(bundle: ModelBundle, *, forbid_extra: bool = True) -> type[Any]:
             known = list(levels[name])
             fields[name] = Annotated[
                 Category | None,
-                Field(title=name, json_schema_extra={"examples": known},
+                Field(title=name, examples=known,
                       description=f"{words.get(name, name)}: one of the {len(known)} values the "
                       "model knows (another value is scored as missing)."),
             ]
