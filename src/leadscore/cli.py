@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
+from leadscore import cli_memory
 from leadscore.config import get_settings, load_spec, model_name_for
 from leadscore.errors import LeadscoreError
 
@@ -277,13 +278,20 @@ def score(
     engine: Annotated[
         str, typer.Option(help="local, or spark (PySpark: pip install leadscore[spark]).")
     ] = "local",
+    history: Annotated[
+        bool,
+        typer.Option("--history/--no-history",
+                     help="Append the scores to the score history (LEADSCORE_HOME/scores)."),
+    ] = True,
 ) -> None:
     """Score a file of leads into a file of probabilities, scores and tiers, in chunks.
 
     Rows that cannot be scored go to <output>.rejects.csv; a JSON summary (rows, rejects,
-    rows/s, drift against the training data) is written to <output>.summary.json.
+    rows/s, drift against the training data) is written to <output>.summary.json. The scores
+    are added to the score history (`leadscore history`) unless --no-history.
     """
     from leadscore.batch import rescore, rescore_spark
+    from leadscore.store import ScoreStore
     from leadscore.tracking import load_model, resolve_model_uri
 
     if engine not in {"local", "spark"}:
@@ -292,6 +300,9 @@ def score(
     uri = resolve_model_uri(model, settings)
     keep_cols = [c.strip() for c in keep.split(",") if c.strip()]
     if engine == "spark":
+        if history:
+            log.warning("the spark engine does not record a score history yet: write the "
+                        "scores with `score_spark` and the store's layout (see the README)")
         summary = rescore_spark(
             uri, input, output, settings=settings, reasons=reasons, keep=keep_cols
         )
@@ -306,6 +317,7 @@ def score(
             keep=keep_cols,
             resume=resume,
             console=err if err.is_terminal else None,
+            history=ScoreStore.of(settings) if history else None,
         )
     typer.echo(json.dumps(summary.as_dict(), indent=2))
 
@@ -528,5 +540,11 @@ def serve(
         )
 
 
+# the score history, monitoring and recalibration commands live in their own module (this one
+# would pass 600 lines); passed what they share, since under `python -m leadscore.cli` this
+# module is `__main__` and importing it from there would build a second `app`
+cli_memory.register(app, friendly, console)
+
 if __name__ == "__main__":
     app()
+

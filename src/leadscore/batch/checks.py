@@ -115,15 +115,16 @@ def output_schema(
     return pa.schema(fields)
 
 
-def scores_table(
+def score_chunk(
     bundle: ModelBundle,
     checked: Checked,
     raw: pa.Table,
     reasons: int,
     keep: Sequence[str],
     scored_at: str,
-) -> pa.Table:
-    """The output rows for a checked chunk's scorable rows: id, kept columns, then the scores.
+) -> tuple[pa.Table, np.ndarray]:
+    """The output rows for a checked chunk's scorable rows (id, kept columns, then the scores)
+    and the encoded features they were scored from (what the score history keeps).
 
     The rows' 1-based numbers in the input are the id when the model's spec has no id column;
     `raw` is the chunk as read, whose `keep` columns are copied as they were.
@@ -157,5 +158,18 @@ def scores_table(
     columns["model_name"] = pa.repeat(pa.scalar(bundle.name, pa.string()), n)
     columns["model_version"] = pa.repeat(pa.scalar(bundle.version, pa.string()), n)
     columns["scored_at"] = pa.repeat(pa.scalar(scored_at, pa.string()), n)
-    return pa.table(columns)
+    assert result.matrix is not None
+    return pa.table(columns), result.matrix
+
+
+def scores_table(
+    bundle: ModelBundle,
+    checked: Checked,
+    raw: pa.Table,
+    reasons: int,
+    keep: Sequence[str],
+    scored_at: str,
+) -> pa.Table:
+    """The output rows for a checked chunk's scorable rows (`score_chunk` without features)."""
+    return score_chunk(bundle, checked, raw, reasons, keep, scored_at)[0]
 

@@ -12,7 +12,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from leadscore.batch.checks import Checked, check_chunk, output_schema, scores_table
+import pyarrow as pa
+
+from leadscore.batch.checks import Checked, check_chunk, output_schema, score_chunk
 from leadscore.batch.drift import Drift, _drift_stride
 from leadscore.batch.job import BatchSummary, Job, _write_atomic
 from leadscore.batch.sources import Chunk, Source, absent_fields, iter_chunks, open_source
@@ -21,6 +23,7 @@ from leadscore.evaluate import PSI_WARNING
 from leadscore.faults import Fault
 from leadscore.rejects import LineFinder
 from leadscore.scoring import ModelBundle
+from leadscore.store import ScoreStore, history_rows, job_key
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -137,8 +140,10 @@ class _Writer:
         job: Job,
         on_done: Callable[[dict[str, list[int]]], dict[str, Any]],
         on_kept: Callable[[int], None],
+        on_history: Callable[[int, pa.Table], None] | None = None,
     ) -> None:
         self.job = job
+        self.on_history = on_history
         self.on_done = on_done
         self.on_kept = on_kept
         self.slots: queue.Queue[Any] = queue.Queue(maxsize=2)
@@ -155,8 +160,10 @@ class _Writer:
                 item = self.slots.get()
                 if item is _DONE:
                     return
-                index, table, rejects, rows_in, counts, bytes_read = item
+                index, table, rejects, rows_in, counts, bytes_read, history = item
                 self.job.add(index, table, rejects, rows_in, self.on_done(counts))
+                if history is not None and self.on_history is not None:
+                    self.on_history(index, history)
                 self.on_kept(bytes_read)
         except BaseException as exc:
             self.error = exc
@@ -188,6 +195,7 @@ def rescore(
     console: Console | None = None,
     scored_at: str | None = None,
     after_chunk: Callable[[int], None] | None = None,
+    history: ScoreStore | None = None,
 ) -> BatchSummary:
     """Score a CSV/Parquet file (or folder of Parquet files) into a Parquet or CSV file.
 
@@ -195,6 +203,8 @@ def rescore(
     completed chunk when the input, model, chunk size and options are unchanged; the output is
     the same as an uninterrupted run's (`scored_at` included). `console`: a terminal to draw a
     progress bar on. `after_chunk(index)` is called once each chunk is kept (tests use it).
+    `history`: the score store each kept chunk's scores are appended to (`store.py`); a resumed
+    job rewrites its chunks' history files rather than adding their rows twice.
     """
     if chunk_rows < 1:
         raise DataError("--chunk-rows must be at least 1")
@@ -241,18 +251,29 @@ def rescore(
         if after_chunk is not None:
             after_chunk(int(job.state["chunks_done"]) - 1)
 
-    writer = _Writer(job, on_done, on_kept)
+    key = job_key(str(output_path.resolve()), scored_at)
+
+    def on_history(index: int, rows: pa.Table) -> None:
+        assert history is not None
+        history.append(bundle.name, rows, key, index)
+
+    writer = _Writer(job, on_done, on_kept, on_history if history is not None else None)
     stop = threading.Event()
     start = time.perf_counter()
     writer.start()
     try:
         for chunk in _prefetch(_checked(iter_chunks(source, chunk_rows), bundle, skip), 2, stop):
             checked, raw = chunk
+            rows: pa.Table | None = None
             if checked.table.num_rows:
-                table = scores_table(bundle, checked, raw.table, reasons, keep, scored_at)
-                counts = drift.counts_for(
-                    bundle, checked.table, checked.rows, table.column("probability").to_numpy()
-                )
+                table, matrix = score_chunk(bundle, checked, raw.table, reasons, keep, scored_at)
+                probability = table.column("probability").to_numpy()
+                counts = drift.counts_for(bundle, checked.table, checked.rows, probability)
+                if history is not None:
+                    rows = history_rows(
+                        table.column(bundle.id_column), bundle.version, scored_at, probability,
+                        table.column("score").to_numpy(), table.column("tier"), matrix,
+                    )
             else:
                 table, counts = schema.empty_table(), {}
             writer.put(
@@ -263,6 +284,7 @@ def rescore(
                     raw.table.num_rows + len(raw.malformed),
                     counts,
                     raw.bytes_read,
+                    rows,
                 )
             )
         writer.finish()
