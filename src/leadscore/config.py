@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     # set: bundles are written with an HMAC-SHA256 signature and refused on load without a
     # valid one (a checksum only catches accidents). A secret: never logged, never in a bundle.
     signing_key: SecretStr | None = None
+    # the API appends what it scores to the score history (`store.py`), buffered and written
+    # by a background thread at least every `record_flush_seconds`
+    record_scores: bool = False
+    record_flush_seconds: float = Field(2.0, gt=0.0, le=60.0)
 
     def signing_secret(self) -> str | None:
         """The signing key, or None when unset or empty."""
