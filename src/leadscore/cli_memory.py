@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime
 from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -13,7 +15,13 @@ from rich.console import Console
 from rich.table import Table
 
 from leadscore.config import Settings, get_settings
-from leadscore.errors import ModelError
+from leadscore.errors import DataError, ModelError
+from leadscore.monitor import (
+    DEFAULT_HORIZON_DAYS,
+    MAX_AUC_DROP,
+    MAX_CALIBRATION_GAP,
+    MIN_COHORT,
+)
 
 if TYPE_CHECKING:  # LightGBM loads when a command needs it, not when the CLI starts
     from leadscore.scoring import ModelBundle
@@ -69,6 +77,72 @@ def register(app: typer.Typer, friendly: Callable[[Any], Any], console: Console)
             typer.echo(json.dumps(result, indent=2))
             return
         _print_history(console, result)
+
+
+    @app.command()
+    @friendly
+    def monitor(
+        name: Annotated[str, typer.Argument(help="The model (registered name) to judge.")],
+        outcomes: Annotated[
+            Path, typer.Option(help="CSV/Parquet: lead_id, converted, converted_at.")
+        ],
+        horizon_days: Annotated[
+            int, typer.Option(min=1, help="Days after a score its conversion may come.")
+        ] = DEFAULT_HORIZON_DAYS,
+        cohort: Annotated[str, typer.Option(help="week or month.")] = "week",
+        as_of: Annotated[
+            str | None, typer.Option(help="Judge as of this date (default: now, UTC).")
+        ] = None,
+        max_auc_drop: Annotated[float, typer.Option(min=0.0)] = MAX_AUC_DROP,
+        max_calibration_gap: Annotated[float, typer.Option(min=0.0)] = MAX_CALIBRATION_GAP,
+        min_cohort: Annotated[
+            int, typer.Option(min=1, help="Matured leads a cohort needs to raise an alarm.")
+        ] = MIN_COHORT,
+        report_dir: Annotated[
+            Path | None,
+            typer.Option(help="Where to write monitor.json and monitor.md (default: "
+                         "LEADSCORE_HOME/reports/monitoring/NAME)."),
+        ] = None,
+        track: Annotated[
+            bool, typer.Option(help="Log a run in the MLflow `monitoring` experiment.")
+        ] = True,
+    ) -> None:
+        """Join outcomes to the scores given before them; report per cohort and version, and
+        exit 3 with one line per alarm (AUC drop, calibration gap) for a scheduler to act on."""
+        from leadscore import monitor as monitoring
+        from leadscore.store import ScoreStore
+
+        settings = get_settings()
+        store = ScoreStore.of(settings)
+        when = _date(as_of, "--as-of") if as_of else None
+        report = monitoring.monitor(
+            store, name, monitoring.read_outcomes(outcomes), horizon_days=horizon_days,
+            as_of=when, period=cohort,
+            thresholds=monitoring.Thresholds(max_auc_drop, max_calibration_gap, min_cohort),
+            bundle_for=bundles_of(name, settings),
+        )
+        folder = report_dir or settings.resolved_reports_dir() / "monitoring" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "monitor.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+        (folder / "monitor.md").write_text(monitoring.markdown(report), encoding="utf-8")
+        if track:
+            from leadscore.tracking import log_monitoring
+
+            report["mlflow_run_id"] = log_monitoring(report, folder, settings)
+        typer.echo(json.dumps(report, indent=2))
+        if report["alarms"]:
+            for line in report["alarms"]:
+                typer.echo(f"alarm: {line}", err=True)
+            raise typer.Exit(code=monitoring.ALARM_EXIT)
+
+
+def _date(text: str, option: str) -> datetime:
+    """A date or timestamp option, UTC unless it says otherwise."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise DataError(f"{option} {text!r} is not a date or timestamp (YYYY-MM-DD)") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _print_history(console: Console, result: dict[str, Any]) -> None:
