@@ -135,6 +135,43 @@ def register(app: typer.Typer, friendly: Callable[[Any], Any], console: Console)
                 typer.echo(f"alarm: {line}", err=True)
             raise typer.Exit(code=monitoring.ALARM_EXIT)
 
+    @app.command()
+    @friendly
+    def recalibrate(
+        name: Annotated[str, typer.Argument(help="The registered model to recalibrate.")],
+        outcomes: Annotated[
+            Path, typer.Option(help="CSV/Parquet: lead_id, converted, converted_at.")
+        ],
+        since: Annotated[
+            str | None, typer.Option(help="Only scorings from this date on (YYYY-MM-DD).")
+        ] = None,
+        horizon_days: Annotated[
+            int, typer.Option(min=1, help="Days after a score its conversion may come.")
+        ] = DEFAULT_HORIZON_DAYS,
+        as_of: Annotated[
+            str | None, typer.Option(help="Outcomes known as of this date (default: now).")
+        ] = None,
+        holdout: Annotated[
+            float, typer.Option(help="Share of the latest matured scorings held out to check.")
+        ] = 0.3,
+    ) -> None:
+        """Fit a new calibration (trees unchanged) on the champion's recent matured outcomes,
+        check it on held-out later ones and register it as a new version through the promotion
+        gate (calibration error and ROC AUC on the held-out outcomes)."""
+        from leadscore import monitor as monitoring
+        from leadscore import recalibrate as recal
+        from leadscore.store import ScoreStore
+        from leadscore.tracking import load_model
+
+        settings = get_settings()
+        champion = load_model(f"models:/{name}@champion", settings)
+        result = recal.recalibrate(
+            ScoreStore.of(settings), name, monitoring.read_outcomes(outcomes), champion,
+            since=_date(since, "--since") if since else None, horizon_days=horizon_days,
+            as_of=_date(as_of, "--as-of") if as_of else None, holdout=holdout,
+        )
+        typer.echo(json.dumps(recal.register(name, result, settings), indent=2))
+
 
 def _date(text: str, option: str) -> datetime:
     """A date or timestamp option, UTC unless it says otherwise."""
