@@ -230,3 +230,27 @@ def test_cli_history_and_no_history(scored: Scored, tmp_path: Path) -> None:
     compacted = subprocess.run([*cli, "history", "compact"], env=env, capture_output=True,
                                text=True)
     assert compacted.returncode == 0 and json.loads(compacted.stdout)["files_after"] == 1
+
+
+def test_lookup_by_row_group_statistics_finds_every_lead(scored: Scored, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Compacted into row groups of 16 rows, a lead's lookup (row groups chosen by their lead-id
+    bounds, a binary search in a sorted file) finds exactly what a full scan finds; `history`
+    reads the features of the last two scorings only."""
+    import shutil
+
+    from leadscore import store as store_module
+
+    monkeypatch.setattr(store_module, "COMPACT_ROW_GROUP", 16)
+    store = ScoreStore(tmp_path / "scores")
+    shutil.copytree(scored.store.root, store.root)
+    store.compact()
+    assert pq.read_metadata(store.files("hist")[0]).num_row_groups == 13
+    everything = store.rows("hist").to_pandas()
+    for lead_id in [*everything["lead_id"].unique()[::7], LEAD]:
+        found = store.lead("hist", lead_id).to_pandas()
+        expected = everything[everything["lead_id"] == lead_id].reset_index(drop=True)
+        assert found[["scored_at", "probability"]].equals(expected[["scored_at", "probability"]])
+    last_two = store.lead("hist", LEAD, with_features=2).column("features").to_pylist()
+    full = store.lead("hist", LEAD).column("features").to_pylist()
+    assert last_two[0] == [] and last_two[1:] == full[1:]

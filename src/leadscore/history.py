@@ -148,7 +148,7 @@ def lead_history(store: ScoreStore, model: str | None, lead_id: str,
     or when a version cannot be loaded, `why_changed` says so instead of guessing.
     """
     model = store.resolve_model(model)
-    table = store.lead(model, lead_id)
+    table = store.lead(model, lead_id, with_features=2)
     rows = _as_rows(table)
     scorings = [
         {

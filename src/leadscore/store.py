@@ -16,6 +16,7 @@ is a free-mail flag, a category its code), never a lead's name, email or phone.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import logging
 import os
@@ -23,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -49,8 +50,8 @@ FEATURE_PREFIX = "f_"  # f_000, f_001, ...: the encoded features, in the version
 FEATURES = "features"  # how readers get them back: one list per row
 # compacted files are sorted by lead id in row groups of this size, so a lookup of one lead
 # reads the row groups whose min/max hold its id, not the whole day
-COMPACT_ROW_GROUP = 64 * 1024
-_METADATA: dict[tuple[str, int, int], pq.FileMetaData] = {}  # footers of files already read
+COMPACT_ROW_GROUP = 8 * 1024
+_FOOTERS: dict[tuple[str, int, int], _Footer] = {}  # footers of the part files already read
 
 
 def feature_column(j: int) -> str:
@@ -210,12 +211,48 @@ class ScoreStore:
             table = table.sort_by([("scored_at", "ascending")])
         return table.select(wanted)
 
-    def lead(self, model: str, lead_id: str) -> pa.Table:
-        """One lead's scorings, oldest first; one plain line when there are none."""
-        found = self.rows(model, lead_id)
+    def lead(self, model: str, lead_id: str, with_features: int | None = None) -> pa.Table:
+        """One lead's scorings, oldest first; one plain line when there are none.
+
+        `with_features`: only the last that many scorings get their features (the others an
+        empty list). A lead's history needs them for its last two; reading the 6 small columns
+        of every day and the features of one or two days is what keeps a lookup fast.
+        """
+        if with_features is None:
+            found = self.rows(model, lead_id)
+        else:
+            found = self._lead_with_last(model, lead_id, with_features)
         if found.num_rows == 0:
             raise DataError(f"lead {lead_id!r} has no scores in the history of model {model!r}")
         return found
+
+    def _lead_with_last(self, model: str, lead_id: str, last: int) -> pa.Table:
+        files = self.files(model)
+        parts = []
+        for i, path in enumerate(files):
+            part = _read_part(path, BASE_SCHEMA.names, lead_id)
+            if part is not None and part.num_rows:
+                parts.append(part.select(BASE_SCHEMA.names).append_column(
+                    "_file", pa.repeat(pa.scalar(i, pa.int64()), part.num_rows)))
+        if not parts:
+            return self.rows(model, lead_id).slice(0, 0)
+        table = pa.concat_tables(parts).sort_by([("scored_at", "ascending")])
+        n = table.num_rows
+        wanted = {int(i) for i in table.column("_file").slice(max(0, n - last)).to_pylist()}
+        features: dict[tuple[Any, str], list[float]] = {}
+        for i in sorted(wanted):
+            full = _read_part(files[i], [*BASE_SCHEMA.names, FEATURES], lead_id)
+            assert full is not None
+            full = with_features(full)
+            for when, version, values in zip(full.column("scored_at").to_pylist(),
+                                             full.column("model_version").to_pylist(),
+                                             full.column(FEATURES).to_pylist(), strict=True):
+                features[(when, version)] = values
+        keys = zip(table.column("scored_at").to_pylist(),
+                   table.column("model_version").to_pylist(), strict=True)
+        lists = [features.get(key, []) if k >= n - last else [] for k, key in enumerate(keys)]
+        return table.drop_columns(["_file"]).append_column(
+            FEATURES, pa.array(lists, pa.list_(pa.float64())))
 
     # ------------------------------------------------------------------ upkeep
 
@@ -243,46 +280,70 @@ class ScoreStore:
                     if p != target:
                         p.unlink()
                 after += 1
-        _METADATA.clear()
+        _FOOTERS.clear()
         log.info("compacted the score history: %d file(s) into %d", before, after)
         return {"models": models, "files_before": before, "files_after": after}
 
 
-def _metadata(path: Path) -> pq.FileMetaData:
-    """A part file's footer, read once per file version (the API looks leads up all day)."""
+@dataclass(frozen=True)
+class _Footer:
+    """A part file's footer and its row groups' lead-id bounds (sorted in a compacted file)."""
+
+    meta: pq.FileMetaData
+    low: list[str | None]
+    high: list[str | None]
+    ordered: bool
+
+
+def _footer(path: Path) -> _Footer:
+    """Read once per file version: the API looks leads up all day, the files seldom change."""
     stat = path.stat()
     key = (str(path), stat.st_mtime_ns, stat.st_size)
-    found = _METADATA.get(key)
+    found = _FOOTERS.get(key)
     if found is None:
-        if len(_METADATA) > 10_000:
-            _METADATA.clear()
-        found = _METADATA[key] = pq.read_metadata(path)
+        if len(_FOOTERS) > 4096:
+            _FOOTERS.clear()
+        meta = pq.read_metadata(path)
+        where = meta.schema.names.index("lead_id")
+        low: list[str | None] = []
+        high: list[str | None] = []
+        for g in range(meta.num_row_groups):
+            stats = meta.row_group(g).column(where).statistics
+            known = stats is not None and stats.has_min_max
+            low.append(stats.min if known else None)
+            high.append(stats.max if known else None)
+        ordered = None not in low and all(
+            a <= b for a, b in zip(high, low[1:], strict=False)  # type: ignore[operator]
+        )
+        found = _FOOTERS[key] = _Footer(meta, low, high, ordered)
     return found
+
+
+def _groups(footer: _Footer, lead_id: str) -> list[int]:
+    """The row groups that may hold `lead_id` (a binary search when the file is sorted)."""
+    if footer.ordered:
+        lo = bisect.bisect_left(cast(list[str], footer.high), lead_id)
+        hi = bisect.bisect_right(cast(list[str], footer.low), lead_id)
+        return list(range(lo, hi))
+    return [g for g, (a, b) in enumerate(zip(footer.low, footer.high, strict=True))
+            if a is None or b is None or a <= lead_id <= b]
 
 
 def _read_part(path: Path, wanted: list[str], lead_id: str | None) -> pa.Table | None:
     """The wanted columns of one part file (the rows of `lead_id` only, when given)."""
-    meta = _metadata(path)
-    names = meta.schema.names
+    footer = _footer(path)
+    names = footer.meta.schema.names
     columns = [c for c in wanted if c != FEATURES and c in names]
     if FEATURES in wanted:
         columns += [c for c in names if c.startswith(FEATURE_PREFIX)]
-    groups = list(range(meta.num_row_groups))
+    groups = list(range(footer.meta.num_row_groups))
     if lead_id is not None:
         if "lead_id" not in columns:
             columns.append("lead_id")
-        where = names.index("lead_id")
-        groups = [g for g in groups if _may_hold(meta.row_group(g).column(where), lead_id)]
+        groups = _groups(footer, lead_id)
         if not groups:
             return None
-    table = pq.ParquetFile(path, metadata=meta).read_row_groups(groups, columns=columns)
+    table = pq.ParquetFile(path, metadata=footer.meta).read_row_groups(groups, columns=columns)
     if lead_id is not None:
         table = table.filter(pc.equal(table.column("lead_id"), lead_id))
     return table
-
-
-def _may_hold(column: Any, lead_id: str) -> bool:
-    stats = column.statistics
-    if stats is None or not stats.has_min_max:
-        return True
-    return bool(stats.min <= lead_id <= stats.max)
