@@ -61,6 +61,6 @@ mlflow-ui: $(STAMP) ## Open the MLflow UI on the embedded store (127.0.0.1:5000)
 
 .PHONY: clean
 clean: ## Remove build outputs (models, MLflow store, scores, caches); keeps .venv and data/raw
-	rm -rf models/lead-conversion mlflow.db mlartifacts mlruns data/scored data/synthetic reports \
+	rm -rf models/lead-conversion mlflow.db mlartifacts mlruns data/scored data/synthetic reports scores \
 	  .pytest_cache .mypy_cache .ruff_cache .hypothesis
 	find . -name __pycache__ -not -path './.venv/*' -prune -exec rm -rf {} +
