@@ -196,6 +196,8 @@ def test_cli_exits_3_with_one_line_per_alarm(trained: Any, bundle: Any,
     assert report["mlflow_run_id"]
     folder = home / "reports" / "monitoring" / "test-leads"
     assert "## Expected vs actual" in (folder / "monitor.md").read_text()
+    for plot in ("calibration_over_time.png", "auc_over_time.png", "tier_conversion.png"):
+        assert (folder / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((folder / "monitor.json").read_text())["alarms"] == report["alarms"]
 
     from leadscore.tracking import configure

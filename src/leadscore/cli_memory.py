@@ -125,6 +125,7 @@ def register(app: typer.Typer, friendly: Callable[[Any], Any], console: Console)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "monitor.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
         (folder / "monitor.md").write_text(monitoring.markdown(report), encoding="utf-8")
+        monitoring.write_plots(folder, report)
         if track:
             from leadscore.tracking import log_monitoring
 

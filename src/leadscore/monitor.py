@@ -276,9 +276,61 @@ def markdown(report: dict[str, Any]) -> str:
             worst = sorted(c["psi"].items(), key=lambda kv: -kv[1])[:5]
             text = ", ".join(f"{k} {v:.3f}" for k, v in worst)
             lines.append(f"- {c['cohort']} (version {c['model_version']}): {text}")
+    lines += ["", "## Plots", ""]
+    lines += [f"![{name}]({file})" for name, file in PLOTS.items()]
     lines += ["", "## Alarms", ""]
     lines += [f"- {a}" for a in report["alarms"]] or ["None."]
     return "\n".join(lines) + "\n"
+
+
+PLOTS = {"calibration": "calibration_over_time.png", "auc": "auc_over_time.png",
+         "tiers": "tier_conversion.png"}
+
+
+def write_plots(folder: Path, report: dict[str, Any]) -> list[Path]:
+    """Expected vs actual conversions, realized ROC AUC (the test AUC dashed) and conversion rate
+    per tier, each over the matured cohorts, one line per version (PNG, Agg)."""
+    from leadscore.report import _figure, _save
+
+    matured = [c for c in report["cohorts"] if c["matured"]]
+    versions = sorted({c["model_version"] for c in matured}, key=str)
+    paths = []
+    figure, ax = _figure("Expected vs actual conversions")
+    for version in versions:
+        rows = [c for c in matured if c["model_version"] == version]
+        ax.plot([c["cohort"] for c in rows], [c["expected"] for c in rows], marker="o", ls="--",
+                label=f"v{version} expected")
+        ax.plot([c["cohort"] for c in rows], [c["actual"] for c in rows], marker="o",
+                label=f"v{version} actual")
+    ax.set_ylabel("conversions (matured leads)")
+    ax.legend(fontsize=8)
+    ax.tick_params(axis="x", labelrotation=45, labelsize=7)
+    paths.append(_save(figure, folder / PLOTS["calibration"]))
+
+    figure, ax = _figure("Realized ROC AUC by cohort")
+    for version in versions:
+        rows = [c for c in matured if c["model_version"] == version and c["roc_auc"] is not None]
+        line = ax.plot([c["cohort"] for c in rows], [c["roc_auc"] for c in rows], marker="o",
+                       label=f"v{version}")
+        tests = {c["test_roc_auc"] for c in rows if c["test_roc_auc"] is not None}
+        for test in tests:
+            ax.axhline(test, ls="--", lw=0.8, color=line[0].get_color())
+    ax.set_ylabel("ROC AUC (dashed: the version's test AUC)")
+    ax.legend(fontsize=8)
+    ax.tick_params(axis="x", labelrotation=45, labelsize=7)
+    paths.append(_save(figure, folder / PLOTS["auc"]))
+
+    figure, ax = _figure("Conversion rate per tier")
+    for tier in TIERS:
+        rows = [c for c in matured if c["tiers"][tier]["conversion_rate"] is not None]
+        ax.plot([f"{c['cohort']} v{c['model_version']}" for c in rows],
+                [c["tiers"][tier]["conversion_rate"] for c in rows], marker="o",
+                label=f"tier {tier}")
+    ax.set_ylabel("conversion rate (matured leads)")
+    ax.legend(fontsize=8)
+    ax.tick_params(axis="x", labelrotation=45, labelsize=7)
+    paths.append(_save(figure, folder / PLOTS["tiers"]))
+    return paths
 
 
 def _cell(value: float | None) -> str:
