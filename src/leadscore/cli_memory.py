@@ -14,14 +14,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from leadscore.config import Settings, get_settings
-from leadscore.errors import DataError, ModelError
-from leadscore.monitor import (
+from leadscore.config import (
     DEFAULT_HORIZON_DAYS,
     MAX_AUC_DROP,
     MAX_CALIBRATION_GAP,
     MIN_COHORT,
+    Settings,
+    get_settings,
 )
+from leadscore.errors import DataError, ModelError
 
 if TYPE_CHECKING:  # LightGBM loads when a command needs it, not when the CLI starts
     from leadscore.scoring import ModelBundle

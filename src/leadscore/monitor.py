@@ -24,6 +24,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from leadscore.config import (  # noqa: F401  (ALARM_EXIT: re-exported)
+    ALARM_EXIT,
+    DEFAULT_HORIZON_DAYS,
+    MAX_AUC_DROP,
+    MAX_CALIBRATION_GAP,
+    MIN_COHORT,
+)
 from leadscore.errors import DataError, LeadscoreError
 from leadscore.evaluate import (
     PSI_WARNING,
@@ -36,13 +43,6 @@ from leadscore.store import ScoreStore
 
 log = logging.getLogger(__name__)
 
-DEFAULT_HORIZON_DAYS = 90
-MAX_AUC_DROP = 0.05
-MAX_CALIBRATION_GAP = 0.20
-# a cohort smaller than this (matured leads) raises no alarm: with 50 leads and a 10% rate,
-# 5 expected vs 8 actual is a 60% "gap" that means nothing
-MIN_COHORT = 200
-ALARM_EXIT = 3
 
 BundleFor = Callable[[str], ModelBundle]
 

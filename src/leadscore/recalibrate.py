@@ -20,9 +20,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from leadscore.config import DEFAULT_HORIZON_DAYS
 from leadscore.errors import DataError
 from leadscore.evaluate import expected_calibration_error
-from leadscore.monitor import DEFAULT_HORIZON_DAYS, joined
+from leadscore.monitor import joined
 from leadscore.scoring import ModelBundle, predict
 from leadscore.store import ScoreStore
 from leadscore.train import Calibrator, percentile_grid, tier_cutoffs

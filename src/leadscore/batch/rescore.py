@@ -8,10 +8,12 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
 
 from leadscore.batch.checks import Checked, check_chunk, output_schema, score_chunk
@@ -140,10 +142,8 @@ class _Writer:
         job: Job,
         on_done: Callable[[dict[str, list[int]]], dict[str, Any]],
         on_kept: Callable[[int], None],
-        on_history: Callable[[int, pa.Table], None] | None = None,
     ) -> None:
         self.job = job
-        self.on_history = on_history
         self.on_done = on_done
         self.on_kept = on_kept
         self.slots: queue.Queue[Any] = queue.Queue(maxsize=2)
@@ -161,9 +161,11 @@ class _Writer:
                 if item is _DONE:
                     return
                 index, table, rejects, rows_in, counts, bytes_read, history = item
+                if history is not None:
+                    # the chunk's history is written before its checkpoint counts it: a job
+                    # killed in between redoes the chunk and rewrites the same history file
+                    history.result()
                 self.job.add(index, table, rejects, rows_in, self.on_done(counts))
-                if history is not None and self.on_history is not None:
-                    self.on_history(index, history)
                 self.on_kept(bytes_read)
         except BaseException as exc:
             self.error = exc
@@ -252,28 +254,33 @@ def rescore(
             after_chunk(int(job.state["chunks_done"]) - 1)
 
     key = job_key(str(output_path.resolve()), scored_at)
+    # the history of chunk k is built and written on its own thread while chunk k + 1 is scored
+    # and chunk k's part written: off the critical path of the job
+    recorder = ThreadPoolExecutor(1, "leadscore-history") if history is not None else None
 
-    def on_history(index: int, rows: pa.Table) -> None:
+    def record(index: int, table: pa.Table, matrix: np.ndarray) -> None:
         assert history is not None
+        rows = history_rows(
+            table.column(bundle.id_column), bundle.version, scored_at,
+            table.column("probability").to_numpy(), table.column("score").to_numpy(),
+            table.column("tier"), matrix,
+        )
         history.append(bundle.name, rows, key, index)
 
-    writer = _Writer(job, on_done, on_kept, on_history if history is not None else None)
+    writer = _Writer(job, on_done, on_kept)
     stop = threading.Event()
     start = time.perf_counter()
     writer.start()
     try:
         for chunk in _prefetch(_checked(iter_chunks(source, chunk_rows), bundle, skip), 2, stop):
             checked, raw = chunk
-            rows: pa.Table | None = None
+            recorded: Future[None] | None = None
             if checked.table.num_rows:
                 table, matrix = score_chunk(bundle, checked, raw.table, reasons, keep, scored_at)
                 probability = table.column("probability").to_numpy()
                 counts = drift.counts_for(bundle, checked.table, checked.rows, probability)
-                if history is not None:
-                    rows = history_rows(
-                        table.column(bundle.id_column), bundle.version, scored_at, probability,
-                        table.column("score").to_numpy(), table.column("tier"), matrix,
-                    )
+                if recorder is not None:
+                    recorded = recorder.submit(record, raw.index, table, matrix)
             else:
                 table, counts = schema.empty_table(), {}
             writer.put(
@@ -284,7 +291,7 @@ def rescore(
                     raw.table.num_rows + len(raw.malformed),
                     counts,
                     raw.bytes_read,
-                    rows,
+                    recorded,
                 )
             )
         writer.finish()
@@ -307,6 +314,8 @@ def rescore(
         raise
     finally:
         progress.close()
+        if recorder is not None:
+            recorder.shutdown(wait=True, cancel_futures=True)
     seconds = time.perf_counter() - start
     state = job.state
     summary = BatchSummary.of_job(
