@@ -77,6 +77,6 @@ mlflow-serve: $(STAMP) ## Serve MODEL@champion with MLflow's own server (HOST:PO
 .PHONY: clean
 clean: ## Remove build outputs (models, MLflow store, scores, caches); keeps .venv and data/raw
 	find models -mindepth 1 -maxdepth 1 -not -name README.md -exec rm -rf {} +
-	rm -rf mlflow.db mlartifacts mlruns data/scored data/synthetic data/interim reports cache \
+	rm -rf mlflow.db mlartifacts mlruns data/scored data/synthetic data/interim reports cache scores \
 	  .pytest_cache .mypy_cache .ruff_cache .hypothesis
 	find . -name __pycache__ -not -path './.venv/*' -prune -exec rm -rf {} +

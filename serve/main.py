@@ -19,13 +19,15 @@ from starlette.concurrency import run_in_threadpool
 from leadscore import __version__
 from leadscore.config import Settings, get_settings
 from leadscore.errors import LeadscoreError
+from leadscore.store import ScoreStore
 from serve import errors
 from serve.deps import ModelHolder, key_digests
 from serve.examples import add_examples
 from serve.models import ModelSet, Plan, plan_models
 from serve.observe import Metrics, ObserveMiddleware
+from serve.recorder import ScoreRecorder
 from serve.reload import poll
-from serve.routes import admin, docs, health, metrics, model, score
+from serve.routes import admin, docs, health, history, metrics, model, score
 from serve.schemas import request_model
 
 log = logging.getLogger("serve")
@@ -74,6 +76,12 @@ def create_app(settings: Settings | None = None, *, load_model: bool = True) -> 
         # model's objects (tens of ms a pass, which showed as the p99 of every route)
         gc.collect()
         gc.freeze()
+        recorder = None
+        if current.record_scores:
+            recorder = ScoreRecorder(ScoreStore.of(current), current.record_flush_seconds)
+            recorder.start()
+            app.state.recorder = recorder
+            log.info("recording scores in %s", recorder.store.root)
         pollers = []
         if load_model and current.reload_seconds > 0:
             pollers = [
@@ -89,6 +97,10 @@ def create_app(settings: Settings | None = None, *, load_model: bool = True) -> 
             for poller in pollers:
                 with contextlib.suppress(asyncio.CancelledError):
                     await poller
+            if recorder is not None:
+                app.state.recorder = None
+                await run_in_threadpool(recorder.stop)
+                log.info("recorded %d score(s) in the history", recorder.recorded)
             log.info("shut down")
 
     app = FastAPI(
@@ -105,10 +117,12 @@ def create_app(settings: Settings | None = None, *, load_model: bool = True) -> 
     app.state.key_digests = key_digests(current)
     app.state.admin_key_digests = key_digests(current, admin=True)
     app.state.openapi_model = None
+    app.state.recorder = None  # a ScoreRecorder when LEADSCORE_RECORD_SCORES=1
+    app.state.history_bundles = {}  # (model, version) -> bundle, for explaining a history
     errors.install(app)
     app.add_middleware(ObserveMiddleware, metrics=app.state.metrics)
     for router in (score.router, health.router, metrics.router, model.router, admin.router,
-                   docs.router):
+                   docs.router, history.router):
         app.include_router(router)
     app.mount(docs.STATIC_PATH, docs.static_files(), name="static")
 

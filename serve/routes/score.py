@@ -21,6 +21,7 @@ from leadscore.ranges import bound_reason, find_out_of_bounds
 from leadscore.scoring import score_records
 from serve.deps import Loaded, scoring_context
 from serve.errors import ApiError, safe_name
+from serve.recorder import ScoreRecorder
 from serve.schemas import ID_MAX, ID_MIN, ErrorResponse, ScoreResponse
 
 
@@ -187,10 +188,13 @@ def _invalid(loaded: Loaded, exc: ValidationError) -> ApiError:
     return ApiError(422, code, message, details)
 
 
-def score_payload(loaded: Loaded, leads: list[dict[str, Any]], reasons: int) -> dict[str, Any]:
+def score_payload(loaded: Loaded, leads: list[dict[str, Any]], reasons: int,
+                  recorder: ScoreRecorder | None = None) -> dict[str, Any]:
     bundle = loaded.bundle
     scores, ids = score_records(bundle, leads, reasons)
     name, version = bundle.name, bundle.version
+    if recorder is not None:
+        recorder.add(name, version, ids, scores)
     probability = scores.probability.tolist()
     score = scores.score.tolist()
     tier = scores.tier.tolist()
@@ -302,10 +306,11 @@ async def score_with(request: Request, name: str | None) -> Response:
     leads = parse_leads(body, settings.max_batch, settings.ignore_unknown_fields)
     loaded = served.holder.snapshot()  # this request finishes on this model, whatever reloads
     records = validate_leads(loaded, leads)
+    recorder = request.app.state.recorder
     if len(records) <= (INLINE_LEADS if k == 0 else INLINE_REASON_LEADS):
-        payload = score_payload(loaded, records, k)
+        payload = score_payload(loaded, records, k, recorder)
     else:
-        payload = await to_thread.run_sync(score_payload, loaded, records, k,
+        payload = await to_thread.run_sync(score_payload, loaded, records, k, recorder,
                                            limiter=context.limiter)
     context.metrics.scored(served.name, (r["tier"] for r in payload["results"]))
     return Response(orjson.dumps(payload), media_type="application/json")

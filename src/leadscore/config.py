@@ -49,6 +49,19 @@ def model_name_from(dataset: str) -> str:
     return f"lead-{slug}"[:100]
 
 
+# the monitor's defaults (`leadscore monitor`), here so the CLI can show them without importing
+# the scoring stack: conversions may come up to DEFAULT_HORIZON_DAYS after a score; an alarm
+# when a cohort's realized ROC AUC is more than MAX_AUC_DROP below the test AUC, or expected and
+# actual conversions are more than MAX_CALIBRATION_GAP apart; a cohort of fewer than MIN_COHORT
+# matured leads raises none (with 50 leads at 10%, 5 expected vs 8 actual is a 60% "gap" that
+# means nothing); the exit status of a monitor run with an alarm is ALARM_EXIT
+DEFAULT_HORIZON_DAYS = 90
+MAX_AUC_DROP = 0.05
+MAX_CALIBRATION_GAP = 0.20
+MIN_COHORT = 200
+ALARM_EXIT = 3
+
+
 class Settings(BaseSettings):
     """Runtime settings, read from `LEADSCORE_*` environment variables when first asked for."""
 
@@ -85,6 +98,10 @@ class Settings(BaseSettings):
     # set: bundles are written with an HMAC-SHA256 signature and refused on load without a
     # valid one (a checksum only catches accidents). A secret: never logged, never in a bundle.
     signing_key: SecretStr | None = None
+    # the API appends what it scores to the score history (`store.py`), buffered and written
+    # by a background thread at least every `record_flush_seconds`
+    record_scores: bool = False
+    record_flush_seconds: float = Field(2.0, gt=0.0, le=60.0)
 
     def signing_secret(self) -> str | None:
         """The signing key, or None when unset or empty."""

@@ -373,6 +373,9 @@ class Scores:
     reasons: list[list[dict[str, Any]]] | None = None
     # per lead, e.g. "nr.employed outside the training range" (see leadscore.ranges)
     warnings: list[list[str]] = field(default_factory=list)
+    # the encoded features the scores came from: the score history keeps them (`store.py`),
+    # so each field's impact can be recomputed exactly later without keeping the lead's data
+    matrix: np.ndarray | None = None
 
 
 def predict(
@@ -545,6 +548,7 @@ def score_arrays(bundle: ModelBundle, leads: Columns, reasons: int = 0) -> Score
     matrix = bundle.builder.transform(leads)
     scores, contrib = predict(bundle, matrix, reasons)
     scores.warnings = bundle.range_check_.warnings(matrix)
+    scores.matrix = matrix
     if contrib is not None:
         impacts = field_impacts(bundle, contrib, scores.margin)
         values = [_column_values(leads, name, len(matrix)) for name in bundle.inputs]

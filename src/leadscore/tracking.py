@@ -427,6 +427,34 @@ def log_training(
                        reason, champion_version, change.as_dict() if change else None)
 
 
+MONITORING_EXPERIMENT = "monitoring"
+
+
+def log_monitoring(report: Mapping[str, Any], report_dir: Path | None,
+                   settings: Settings) -> str:
+    """One run in the `monitoring` experiment per monitor call, tagged with the model and the
+    versions it judged; metrics per cohort and version as steps of a series (`roc_auc`, `gap`,
+    ...), so MLflow plots them over time. Only counts and metrics: no lead id, no value."""
+    tracking_uri = configure(settings)
+    experiment_id = _experiment(MONITORING_EXPERIMENT, tracking_uri)
+    versions = sorted({str(c["model_version"]) for c in report["cohorts"]})
+    with mlflow.start_run(experiment_id=experiment_id) as run:
+        mlflow.set_tags({"model": str(report["model"]), "model_version": ",".join(versions),
+                         "alarms": str(len(report["alarms"])), "as_of": str(report["as_of"])})
+        mlflow.log_params({"period": report["period"], "horizon_days": report["horizon_days"],
+                           **{k: _param(v) for k, v in report["thresholds"].items()}})
+        for step, cohort in enumerate(report["cohorts"]):
+            suffix = f"v{cohort['model_version']}"
+            for key in ("roc_auc", "pr_auc", "ece", "gap", "expected", "actual", "matured"):
+                value = cohort.get(key)
+                if value is not None:
+                    mlflow.log_metric(f"{key}_{suffix}", float(value), step=step)
+        mlflow.log_text(json.dumps(report, indent=2, default=str), "monitor.json")
+        if report_dir is not None and report_dir.is_dir():
+            mlflow.log_artifacts(str(report_dir), "report")
+        return str(run.info.run_id)
+
+
 def log_report(run_id: str, report_dir: Path, settings: Settings) -> None:
     """Add (or refresh) a run's report folder: the card names the registry decision, which is
     only known after the run was logged."""
