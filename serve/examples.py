@@ -21,6 +21,28 @@ STATIC_EXAMPLES: dict[tuple[str, str], Any] = {
                          "model": "lead-synthetic", "version": "3"},
     ("/v1/admin/reload", "post"): {"status": "reloaded", "model": "lead-synthetic",
                                    "version": "4", "previous_version": "3"},
+    ("/v1/leads/{lead_id}/history", "get"): {
+        "lead_id": EXAMPLE_ID, "model": "lead-synthetic",
+        "scorings": [
+            {"scored_at": "2026-11-01T02:00:00+00:00", "model_version": "3",
+             "probability": 0.21, "score": 21, "tier": "C"},
+            {"scored_at": "2026-11-08T02:00:00+00:00", "model_version": "4",
+             "probability": 0.34, "score": 34, "tier": "B"},
+        ],
+        "trend": "rising",
+        "trend_rule": "see the response's own trend_rule",
+        "why_changed": {
+            "from": {"scored_at": "2026-11-01T02:00:00+00:00", "model_version": "3",
+                     "score": 21},
+            "to": {"scored_at": "2026-11-08T02:00:00+00:00", "model_version": "4",
+                   "score": 34},
+            "score_change": 13,
+            "data": [{"field": "activity.demo_request.14d", "change": 9.5}],
+            "model": [{"field": "industry", "change": 3.0}],
+            "baseline_change": 0.4, "rounding": 0.1,
+            "rule": "see the response's own rule",
+        },
+    },
 }
 METRICS_EXAMPLE = (
     "# HELP leadscore_scored_leads_total Leads scored, by model and tier.\n"
