@@ -44,7 +44,7 @@ def score_cli(tiny: Path) -> Iterator[Callable[..., Result]]:  # noqa: F811
     runner = CliRunner()
 
     def invoke(*args: str) -> Result:
-        result = runner.invoke(cli.app, ["score", "--model", str(tiny), *args],
+        result = runner.invoke(cli.app, ["score", "--json", "--model", str(tiny), *args],
                                catch_exceptions=False)
         return Result(result.exit_code, result.stdout, result.stderr)
 

@@ -330,7 +330,7 @@ def test_score_stdin_to_stdout_equals_the_file_path(  # type: ignore[no-untyped-
     first = expected.iloc[0]
     assert rows[0]["lead_id"] == first["lead_id"]
     assert rows[0]["probability"] == pytest.approx(first["probability"], abs=1e-12)
-    assert rows[0]["reasons"] == json.loads(first["reasons"])
+    assert [r["text"] for r in rows[0]["reasons"]][:2] == [first["reason_1"], first["reason_2"]]
     assert not list(tmp_path.glob("-*")), "no file named '-' is written"
 
 

@@ -101,9 +101,14 @@ def file_to_stdout(path: Path, fmt: str) -> None:
     import pyarrow.parquet as pq
 
     table = pq.read_table(path)
-    if fmt == "csv":
-        frame = table.to_pandas()
-        frame.to_csv(sys.stdout, index=False, lineterminator="\n")
+    if fmt == "csv":  # the same flat columns as a CSV output file (reason_1, reason_1_points…)
+        import pyarrow.csv as pacsv
+
+        from leadscore.exports import flatten
+
+        sys.stdout.flush()
+        pacsv.write_csv(flatten(table), sys.stdout.buffer)
+        sys.stdout.buffer.flush()
         return
     for row in table.to_pylist():
         for key in ("reasons", "warnings"):  # lists kept as JSON text in the file formats
