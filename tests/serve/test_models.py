@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from serve_helpers import Server, launch
 
 from leadscore.config import DatasetSpec, Settings, load_spec
 from leadscore.pipeline import run_training
@@ -27,19 +28,9 @@ from leadscore.pipeline import run_training
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-HOST = "127.0.0.1"
 BANK = "lead-bank-marketing"
 SYNTH = "lead-synthetic-crm"
 QUICK = {"with_report": False, "baselines": False}
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -89,11 +80,13 @@ def store(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Store:
                  load_spec(root / "synth.yaml"), synth_dir / "leads.csv")
 
 
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    url: str
-    log: Path
+class Served:
+    """A running `leadscore serve` and the two calls these tests make of it."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.url = server.url
+        self.process = server.process
 
     def get(self, path: str) -> Any:
         response = httpx.get(self.url + path, timeout=10)
@@ -110,30 +103,13 @@ class Server:
 
 @pytest.fixture
 def serve(store: Store) -> Iterator[Any]:
-    started: list[Server] = []
+    started: list[Served] = []
 
-    def start(**env: str) -> Server:
-        port = free_port()
-        log = store.root / f"server-{port}.log"
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "leadscore.cli", "serve", "--host", HOST,
-                 "--port", str(port)],
-                env={**store.env(), "LEADSCORE_RELOAD_SECONDS": "0.2", **env},
-                stdout=out, stderr=subprocess.STDOUT, cwd=store.root,
-            )
-        server = Server(process, f"http://{HOST}:{port}", log)
+    def start(**env: str) -> Served:
+        server = Served(launch({**store.env(), "LEADSCORE_RELOAD_SECONDS": "0.2", **env},
+                               store.root, store.root))
         started.append(server)
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, "server not ready in 60 s"
-            try:
-                if httpx.get(f"{server.url}/readyz", timeout=1).status_code == 200:
-                    return server
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
+        return server
 
     yield start
     for server in started:

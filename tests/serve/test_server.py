@@ -11,8 +11,6 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -20,35 +18,17 @@ from pathlib import Path
 
 import httpx
 import pytest
-from serve_helpers import API_KEY, CANARY
+from serve_helpers import API_KEY, CANARY, Server, launch
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-HOST = "127.0.0.1"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 # after a graceful shutdown uvicorn re-raises the SIGTERM it caught, so the exit is by signal
 STOPPED = (0, -signal.SIGTERM)
 
 LOADED = 'leadscore_model_reloads_total{model="test-leads",result="loaded"}'
 REFUSED = 'leadscore_model_reloads_total{model="test-leads",result="refused"}'
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    url: str
-    log: Path
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
 
 
 def switch(link: Path, target: Path) -> None:
@@ -64,30 +44,13 @@ def start_server(tmp_path: Path) -> Iterator[object]:
     started: list[Server] = []
 
     def start(model_uri: Path, *args: str, **env: str) -> Server:
-        port = free_port()
         clean = {k: v for k, v in os.environ.items()
                  if not k.startswith(("LEADSCORE_", "MLFLOW_", "PROMETHEUS_"))}
         clean.update({"LEADSCORE_MODEL_URI": str(model_uri), "LEADSCORE_API_KEYS": API_KEY,
                       "PYTHONWARNINGS": "ignore", **env})
-        log = tmp_path / f"server-{port}.log"
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "leadscore.cli", "serve", "--host", HOST,
-                 "--port", str(port), *args],
-                env=clean, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
-            )
-        server = Server(process, f"http://{HOST}:{port}", log)
+        server = launch(clean, ROOT, tmp_path, *args)
         started.append(server)
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, server.text()[-3000:]
-            assert time.monotonic() < deadline, "server not ready in 60 s"
-            try:
-                if httpx.get(f"{server.url}/readyz", timeout=1).status_code == 200:
-                    return server
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
+        return server
 
     yield start
     for server in started:
