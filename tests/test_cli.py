@@ -105,6 +105,23 @@ def test_backtest_prints_steps_and_writes_json(run, synth_spec,  # type: ignore[
         assert 0.5 < s["roc_auc"] <= 1.0
 
 
+def test_backtest_recalibrate_shows_three_models(run, synth_spec,  # type: ignore[no-untyped-def]
+                                                tmp_path: Path) -> None:
+    out = tmp_path / "backtest.json"
+    result = run("backtest", "--config", str(synth_spec.source), "--steps", "2",
+                 "-p", "learning_rate=0.3", "--recalibrate", "--output", str(out))
+    assert result.exit_code == 0, result.output
+    written = json.loads(out.read_text())
+    assert set(written["variants"]) == {"pipeline", "recalibrated", "plain"}
+    for name, pooled in written["variants"].items():
+        assert f"{name:>12} over all steps: ROC AUC {pooled['roc_auc']:.4f}" in result.output
+        assert 0.5 < pooled["roc_auc"] <= 1.0 and 0 <= pooled["ece"] < 0.2
+    assert written["recalibrate_rows"] >= 200
+    for s in written["steps"]:
+        assert f"{s['recalibrated_mean_probability']:.3f}" in result.output
+        assert 0.5 < s["plain_roc_auc"] <= 1.0
+
+
 def test_train_with_a_missing_spec(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     line = one_line_error(run("train", "--config", str(tmp_path / "nope.yaml")))
     assert line == f"error: {tmp_path / 'nope.yaml'}: spec file not found"

@@ -283,33 +283,57 @@ def backtest(
         Path | None, typer.Option(help="Write the per-step results here as JSON.")
     ] = None,
     param: ParamOption = None,
+    recalibrate: Annotated[
+        bool, typer.Option(help="Also score each step with the pipeline's trees recalibrated on "
+                           "the latest leads whose outcomes were known before it.")
+    ] = False,
+    plain: Annotated[
+        bool, typer.Option(help="Also score a plain LightGBM retrained on all history each step.")
+    ] = True,
 ) -> None:
-    """Replay history: retrain on everything before each step, score the step (ROC AUC)."""
+    """Replay history: retrain on everything before each step, score the step (ROC AUC), next to
+    a plain LightGBM and (--recalibrate) the recalibrated pipeline."""
     params = parse_params(param)
     spec = load_spec(config)
     from rich.table import Table
 
     from leadscore.backtest import run_backtest
 
-    result = run_backtest(spec, get_settings(), steps, data_path=data, params=params)
+    result = run_backtest(spec, get_settings(), steps, data_path=data, params=params,
+                          recalibrate=recalibrate, plain=plain)
+    others = [v for v in ("recalibrated", "plain") if v in result.variants]
     table = Table(title=f"{spec.name}: {len(result.steps)}-step backtest")
-    for column in ("step", "trained on", "scored", "conversion", "mean probability", "roc_auc"):
+    columns = ["step", "trained on", "scored", "conversion", "mean probability", "roc_auc"]
+    if others:
+        columns[-1] = "roc_auc pipeline"
+        columns += [f"roc_auc {v}" for v in others]
+        if "recalibrated" in others:
+            columns.insert(5, "mean p recalibrated")
+    for column in columns:
         table.add_column(column)
     for s in result.steps:
-        table.add_row(
+        row = [
             str(s["step"]),
             f"{s['train_leads']:,}",
             f"{s['scored_leads']:,}",
             f"{s['conversion_rate']:.3f}",
             f"{s['mean_probability']:.3f}",
             f"{s['roc_auc']:.4f}",
-        )
+        ]
+        if "recalibrated" in others:
+            row.insert(5, f"{s['recalibrated_mean_probability']:.3f}")
+        row += [f"{s[f'{v}_roc_auc']:.4f}" for v in others]
+        table.add_row(*row)
     console.print(table)
-    o = result.overall
-    console.print(
-        f"over all steps: ROC AUC {o['roc_auc']:.4f}, PR AUC {o['pr_auc']:.4f}, "
-        f"ECE {o['ece']:.4f}; mean per-step ROC AUC {o['mean_step_roc_auc']:.4f}"
-    )
+    for name, o in result.variants.items():
+        label = "over all steps" if not others else f"{name:>12} over all steps"
+        console.print(
+            f"{label}: ROC AUC {o['roc_auc']:.4f}, PR AUC {o['pr_auc']:.4f}, "
+            f"ECE {o['ece']:.4f}; mean per-step ROC AUC {o['mean_step_roc_auc']:.4f}"
+        )
+    if result.recalibrate_rows:
+        console.print(f"recalibrated: Platt on the latest {result.recalibrate_rows:,} matured "
+                      "leads before each step, trees unchanged")
     if output:
         output.write_text(json.dumps(result.as_dict(), indent=2), encoding="utf-8")
         console.print(f"written: {output}")
