@@ -256,7 +256,8 @@ def reasons_param(request: Request, default: int) -> int:
 
 
 def _reasons_value(raw: str) -> int:
-    value = int(raw) if _is_count(raw.strip()) else -1
+    text = raw.strip()  # (str.strip takes more than int() does: "0\x1f" is 0 here)
+    value = int(text) if _is_count(text) else -1
     if not 0 <= value <= MAX_REASONS:
         raise ApiError(422, "invalid_request",
                        f"request parameters are invalid: reasons must be 0 to {MAX_REASONS}",

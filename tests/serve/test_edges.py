@@ -106,3 +106,13 @@ def test_a_bundle_folder_with_other_fields_is_held_until_allowed(
     assert api.post("/v1/admin/reload").status_code == 200
     info = api.get("/v1/models/test-leads").json()
     assert info["pending"] is None and "plan" in info["features"]
+
+
+def test_a_reasons_value_with_odd_whitespace_is_no_500(client: TestClient) -> None:
+    """Found by the fuzzer: `?reasons=0%1F` passed the digit check after strip() but reached
+    int() unstripped."""
+    response = client.post("/v1/score", json={"leads": [{}]}, params={"reasons": "0\x1f"})
+    assert response.status_code == 200, response.text
+    assert response.json()["results"][0]["reasons"] == []
+    assert_error(client.post("/v1/score", json={"leads": [{}]}, params={"reasons": "x\x1f"}),
+                 422, "invalid_request")
