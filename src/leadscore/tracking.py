@@ -33,13 +33,7 @@ from mlflow.types import ColSpec, Schema
 
 from leadscore.config import MODEL_NAME_PATTERN, Settings
 from leadscore.errors import LeadscoreError, ModelError
-from leadscore.promotion import (  # noqa: F401  (AUC_/ECE_TOLERANCE: re-exported)
-    AUC_TOLERANCE,
-    ECE_TOLERANCE,
-    SchemaChange,
-    decide,
-    schema_change,
-)
+from leadscore.promotion import SchemaChange, decide, schema_change
 from leadscore.scoring import META_FILE, ModelBundle, load_bundle, publish_bundle, score
 
 log = logging.getLogger(__name__)
@@ -208,6 +202,13 @@ def _current_champion(name: str, settings: Settings) -> Champion | None:
     return Champion(version, bundle, dataset)
 
 
+def _champion_version(name: str) -> str | None:
+    try:
+        return str(MlflowClient().get_model_version_by_alias(name, CHAMPION).version)
+    except MlflowException:
+        return None
+
+
 def _dataset_tag(tags: Mapping[str, str]) -> str:
     return tags.get("dataset") or tags.get("spec", "")
 
@@ -231,9 +232,11 @@ def judge(
     evaluate: Callable[[ModelBundle], Mapping[str, float]] | None,
 ) -> Verdict:
     """Apply the promotion gates (see promotion.py) to a new version of `name`."""
+    if quality is not None:  # refused on its own: no need to load the champion's bundle
+        current = _champion_version(name)
+        return Verdict(False, f"not fit to serve: {quality}",
+                       Champion(current, None, None) if current else None)
     champion = _current_champion(name, settings)
-    if quality is not None:
-        return Verdict(False, f"not fit to serve: {quality}", champion)
     if champion is None:
         return Verdict(True, "no champion yet")
     ours = bundle.meta.get("dataset")
