@@ -20,7 +20,7 @@ from leadscore import __version__
 from leadscore.config import Settings, get_settings
 from leadscore.errors import LeadscoreError
 from leadscore.store import ScoreStore
-from serve import errors
+from serve import errors, pages
 from serve.deps import ModelHolder, key_digests
 from serve.examples import add_examples
 from serve.models import ModelSet, Plan, plan_models
@@ -125,6 +125,7 @@ def create_app(settings: Settings | None = None, *, load_model: bool = True) -> 
                    docs.router, history.router):
         app.include_router(router)
     app.mount(docs.STATIC_PATH, docs.static_files(), name="static")
+    pages.install(app)  # the pages for people: sign-in, lead board, lead page (serve/pages/)
 
     def openapi() -> dict[str, Any]:
         """The default schema plus the lead fields of the model being served (rebuilt after a

@@ -239,3 +239,22 @@ def reason_text(words: FieldWords, value: Any, impact: float) -> str:
     else:
         head = f"{words.label} {shown}"
     return f"{head}: {points_text(impact)}"
+
+
+def chance_text(probability: float) -> str:
+    """A probability as people say it: "about 1 in 3 leads like this one convert" (0.33; one in
+    N below one half, N to two figures), "about 7 in 10 ..." (0.7: tenths from one half);
+    "fewer than 1 in 1,000" near zero, "almost every" near one."""
+    p = float(probability)
+    tail = "leads like this one convert"
+    if not math.isfinite(p) or p < 0.001:
+        return f"fewer than 1 in 1,000 {tail}"
+    if p >= 0.95:
+        return f"almost every lead like this one converts (about {round(p * 100)} in 100)"
+    if p >= 0.5:
+        return f"about {round(p * 10)} in 10 {tail}"
+    one_in = 1.0 / p
+    # two significant figures: 1 in 4, 1 in 12, 1 in 250, 1 in 1,300
+    digits = max(0, len(str(int(one_in))) - 2)
+    rounded = int(round(one_in / 10**digits) * 10**digits)
+    return f"about 1 in {rounded:,} {tail}"

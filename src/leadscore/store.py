@@ -4,7 +4,9 @@ Layout (Hive-style, what DuckDB, Spark and pyarrow read as they are):
 `scores/model=<name>/date=<YYYY-MM-DD>/part-<key>-<n>.parquet`, one row per lead scored:
 lead_id, model_version, scored_at (UTC), probability, score, tier and `f_000`, `f_001`, ...: the
 encoded features the score came from, in the version's order (read back as one `features`
-list per row by `ScoreStore.rows`).
+list per row by `ScoreStore.rows`), then `k_<name>`: the columns a batch job was asked to
+`--keep` (as text), so the lead board can show and filter them; never a column that looks like
+personal data (`kept_for_history`).
 
 Why features and not impacts: each field's impact is TreeSHAP, measured at ~2.5k rows/s against
 ~127k rows/s for a plain score (benchmarks/results/batch.json), so storing impacts for every
@@ -20,7 +22,8 @@ import bisect
 import hashlib
 import logging
 import os
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +35,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from leadscore.errors import DataError
+from leadscore.privacy import scan_column
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +52,14 @@ BASE_SCHEMA = pa.schema(
 )
 FEATURE_PREFIX = "f_"  # f_000, f_001, ...: the encoded features, in the version's order
 FEATURES = "features"  # how readers get them back: one list per row
+KEPT_PREFIX = "k_"  # k_<name>: a column kept by `--keep`, as text
+# column names that hold a person's name or contact details whatever their values look like
+# (a name has no shape the privacy scan could find)
+_PERSONAL_NAME = re.compile(
+    r"^(?:(?:first|last|full|given|family|contact|person|sur)[_.\- ]?)?name$"
+    r"|e[_.\- ]?mail|phone|mobile|^tel(?:ephone)?$|^fax$",
+    re.IGNORECASE,
+)
 # compacted files are sorted by lead id in row groups of this size, so a lookup of one lead
 # reads the row groups whose min/max hold its id, not the whole day
 COMPACT_ROW_GROUP = 8 * 1024
@@ -66,13 +78,15 @@ def history_rows(
     score: np.ndarray,
     tier: Any,
     matrix: np.ndarray,
+    kept: Mapping[str, pa.Array | pa.ChunkedArray] | None = None,
 ) -> pa.Table:
     """The store's rows for one scored chunk (columns built in Arrow, not as Python rows).
 
     One float64 column per encoded feature rather than one list column: measured on 100k rows
     of 26 features, a list column took 0.35 s to write as zstd Parquet and 3.4 MB, separate
     columns (each dictionary-encoded on its own) 0.11 s and 1.6 MB; that is what keeps the
-    history within the 15% a batch job may spend on it.
+    history within the 15% a batch job may spend on it. `kept`: columns to keep beside the
+    scores (name -> values; only ones `kept_for_history` allowed), stored as `k_<name>` text.
     """
     n = len(probability)
     when = scored_at if isinstance(scored_at, datetime) else datetime.fromisoformat(scored_at)
@@ -90,7 +104,33 @@ def history_rows(
     by_feature = np.ascontiguousarray(matrix.T, dtype=np.float64)  # one pass, then no copies
     for j in range(by_feature.shape[0] if matrix.ndim == 2 else 0):
         columns[feature_column(j)] = pa.array(by_feature[j], pa.float64())
+    for name, values in (kept or {}).items():
+        columns[f"{KEPT_PREFIX}{name}"] = pc.cast(values, pa.string())
     return pa.table(columns)
+
+
+def kept_for_history(keep: Sequence[str], table: pa.Table, skip: Iterable[str] = ()) -> list[str]:
+    """The `--keep` columns the history may hold: not `skip` (the id, the model's PII inputs),
+    not one named like a person's name or contact details, not one whose values the privacy
+    scan flags as e-mail addresses or phone numbers (decided once per job, on its first
+    chunk). What is left out is logged by name, never by value."""
+    skipped = set(skip)
+    allowed = []
+    for name in keep:
+        if name in skipped or name not in table.column_names:
+            continue
+        if _PERSONAL_NAME.search(name):
+            log.warning("kept column %r not stored in the score history: its name says "
+                        "personal data", name)
+            continue
+        values = table.column(name).to_pandas()
+        finding = scan_column(name, values.astype(str).where(values.notna(), None))
+        if finding.flagged:
+            log.warning("kept column %r not stored in the score history: %s", name,
+                        finding.describe())
+            continue
+        allowed.append(name)
+    return allowed
 
 
 def with_features(table: pa.Table) -> pa.Table:

@@ -25,7 +25,7 @@ from leadscore.evaluate import PSI_WARNING
 from leadscore.faults import Fault
 from leadscore.rejects import LineFinder
 from leadscore.scoring import ModelBundle
-from leadscore.store import ScoreStore, history_rows, job_key
+from leadscore.store import ScoreStore, history_rows, job_key, kept_for_history
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -258,12 +258,17 @@ def rescore(
     # and chunk k's part written: off the critical path of the job
     recorder = ThreadPoolExecutor(1, "leadscore-history") if history is not None else None
 
+    stored_keep: list[list[str]] = []  # the kept columns the history holds (first chunk's call)
+
     def record(index: int, table: pa.Table, matrix: np.ndarray) -> None:
         assert history is not None
+        if not stored_keep:
+            skip = {bundle.id_column, *bundle.builder.sensitive_inputs_}
+            stored_keep.append(kept_for_history(keep, table, skip))
         rows = history_rows(
             table.column(bundle.id_column), bundle.version, scored_at,
             table.column("probability").to_numpy(), table.column("score").to_numpy(),
-            table.column("tier"), matrix,
+            table.column("tier"), matrix, {name: table.column(name) for name in stored_keep[0]},
         )
         history.append(bundle.name, rows, key, index)
 
