@@ -7,6 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SPARK_STAMP := $(VENV)/.installed-spark
+CHROMIUM_STAMP := $(VENV)/.installed-chromium
 CONFIG ?= configs/bank_marketing.yaml
 INPUT ?= data/raw/bank_marketing/bank-additional-full.csv
 OUTPUT ?= data/scored/bank_marketing.parquet
@@ -30,6 +31,12 @@ $(SPARK_STAMP): $(STAMP)
 	@command -v java >/dev/null || { apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless; }
 	$(BIN)/python -m pip install --quiet -e '.[dev,spark]'
 	@touch $(SPARK_STAMP)
+
+# Debian's Chromium for the pages' browser tests (tests/pages/, driven by Playwright): `make test`
+# and CI only
+$(CHROMIUM_STAMP): $(STAMP)
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
+	@touch $(CHROMIUM_STAMP)
 
 .PHONY: help
 help: ## Show this help
@@ -55,7 +62,7 @@ serve: $(STAMP) ## Serve every model with a @champion on HOST:PORT (default 127.
 	$(BIN)/leadscore serve --host $(HOST) --port $(or $(PORT),8000)
 
 .PHONY: test
-test: $(SPARK_STAMP) ## Run the test suite (adds PySpark and Java for the Spark tests)
+test: $(SPARK_STAMP) $(CHROMIUM_STAMP) ## Run the test suite (adds PySpark and Java, and Chromium for the pages)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 .PHONY: lint

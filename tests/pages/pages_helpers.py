@@ -5,6 +5,7 @@ kept value are HTML), and a real `leadscore serve` process on it."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
@@ -31,6 +33,7 @@ HTML_ID = "<script>alert('id')</script>"
 HTML_REGION = "<img src=x onerror=alert('region')>"
 CHANNELS = ["web", "referral", "event", "partner"]
 REGIONS = ["north", "south", "east", "west"]
+LEADS = 120
 
 
 def make_leads(n: int, seed: int) -> pd.DataFrame:
@@ -142,3 +145,28 @@ def start_server(bundle_dir: Path, home: Path, **env: str) -> Server:
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
+
+
+@dataclass
+class World:
+    home: Path
+    bundle_dir: Path
+    bundle: ModelBundle
+    store: ScoreStore
+    server: Server
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert found, "the form carries a CSRF token"
+    return found.group(1)
+
+
+def sign_in(client: httpx.Client, key: str = API_KEY, next_path: str = "/") -> httpx.Response:
+    form = client.get("/signin", params={"next": next_path})
+    return client.post("/signin", data={"csrf": csrf_of(form.text), "next": next_path,
+                                        "key": key})
