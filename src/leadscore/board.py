@@ -46,10 +46,11 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 BundleFor = Callable[[str], ModelBundle | None]  # a model version -> its bundle, or None
 
 
-def _arrow(result: Any) -> pa.Table:
-    """A DuckDB result as an Arrow table (`to_arrow_table` from DuckDB 1.4, before it
-    `fetch_arrow_table`)."""
-    fetch = getattr(result, "to_arrow_table", None) or result.fetch_arrow_table
+def _query(con: Any, sql: str, params: dict[str, Any]) -> pa.Table:
+    """A DuckDB query's rows as an Arrow table, without the copy a DB-API cursor makes (a
+    relation's `to_arrow_table` from DuckDB 1.4, `arrow` before it)."""
+    relation = con.sql(sql, params=params)
+    fetch = getattr(relation, "to_arrow_table", None) or relation.arrow
     table: pa.Table = fetch()
     return table
 
@@ -157,7 +158,7 @@ class Board:
         """
         con = _connect()
         try:
-            table = _arrow(con.execute(sql, {"files": [str(f) for f in files]}))
+            table = _query(con, sql, {"files": [str(f) for f in files]})
         finally:
             con.close()
         score = table.column("score").to_numpy(zero_copy_only=False).astype(np.int64)
@@ -297,7 +298,7 @@ class Board:
         """
         con = _connect()
         try:
-            found = _arrow(con.execute(sql, {"files": files, "ids": ids}))
+            found = _query(con, sql, {"files": files, "ids": ids})
         finally:
             con.close()
         names = sorted(c for c in found.column_names if c.startswith(FEATURE_PREFIX))

@@ -1,0 +1,160 @@
+"""`leadscore.board` without a server: one latest row per lead with the history's trend, the
+cache following the store's files, filters and their errors, reasons from stored features equal
+to those given at scoring time, kept columns without personal data, flat CSV, chance words."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from pages_helpers import HTML_ID, LEADS, MODEL, make_leads
+
+from leadscore.batch import rescore
+from leadscore.board import Board, BoardQuery, add_reasons, board_csv
+from leadscore.errors import DataError
+from leadscore.history import trend_of
+from leadscore.labels import chance_text
+from leadscore.scoring import ModelBundle
+from leadscore.store import ScoreStore, kept_for_history
+
+
+@pytest.fixture(scope="module")
+def board(scored_home: tuple[Path, Path, ModelBundle, ScoreStore]) -> Board:
+    return Board(scored_home[3])
+
+
+def test_latest_row_per_lead_with_the_history_trend(board: Board) -> None:
+    latest = board.latest(MODEL)
+    assert latest.num_rows == LEADS and len(set(latest.column("lead_id").to_pylist())) == LEADS
+    every = board.store.rows(MODEL, columns=["lead_id", "scored_at", "score"]).to_pylist()
+    by_lead: dict[str, list[int]] = {}
+    for row in sorted(every, key=lambda r: r["scored_at"]):
+        by_lead.setdefault(row["lead_id"], []).append(row["score"])
+    for row in latest.to_pylist():
+        scores = by_lead[row["lead_id"]]
+        assert row["score"] == scores[-1] and row["previous_score"] == scores[-2]
+        assert row["trend"] == trend_of(scores)
+    assert {r["trend"] for r in latest.to_pylist()} >= {"rising", "steady"}
+
+
+def test_cache_follows_the_store_files(board: Board, tmp_path: Path) -> None:
+    import shutil
+
+    store = ScoreStore(tmp_path / "scores")
+    shutil.copytree(board.store.root, store.root)
+    mine = Board(store)
+    first = mine.latest(MODEL)
+    assert mine.latest(MODEL) is first, "unchanged files: the cached table"
+    row = first.slice(0, 1).to_pylist()[0]
+    extra = pa.table({
+        "lead_id": ["NEW1"], "model_version": ["1"],
+        "scored_at": pa.array([row["scored_at"]], pa.timestamp("us", tz="UTC")),
+        "probability": [0.5], "score": [50], "tier": ["B"]})
+    folder = next((store.root / f"model={MODEL}").glob("date=*"))
+    pq.write_table(extra, folder / "part-extra-000000.parquet")
+    again = mine.latest(MODEL)
+    assert again is not first and again.num_rows == first.num_rows + 1
+
+
+def test_filters_sort_and_pages(board: Board) -> None:
+    page = board.page(BoardQuery(MODEL, tiers=("A",), sort="probability", descending=False))
+    assert page.total == sum(1 for t in board.latest(MODEL).column("tier").to_pylist()
+                             if t == "A")
+    probabilities = [r["probability"] for r in page.rows]
+    assert probabilities == sorted(probabilities) and {r["tier"] for r in page.rows} == {"A"}
+    north = board.page(BoardQuery(MODEL, kept={"region": "north"}, per_page=500))
+    assert north.rows and {r["kept"]["region"] for r in north.rows} == {"north"}
+    assert board.page(BoardQuery(MODEL, search="<scr")).rows[0]["lead_id"] == HTML_ID
+    second = board.page(BoardQuery(MODEL, page=2))
+    first = board.page(BoardQuery(MODEL, page=1))
+    assert second.pages == 3 and first.rows[-1]["score"] >= second.rows[0]["score"]
+    assert not {r["lead_id"] for r in first.rows} & {r["lead_id"] for r in second.rows}
+
+
+def test_query_errors_name_what_is_wrong(board: Board) -> None:
+    with pytest.raises(DataError, match=r"cannot sort by 'scroe'.*did you mean 'score'"):
+        board.page(BoardQuery(MODEL, sort="scroe"))
+    with pytest.raises(DataError, match=r"no kept column named 'regoin'.*did you mean 'region'"):
+        board.page(BoardQuery(MODEL, kept={"regoin": "x"}))
+    with pytest.raises(DataError, match="no score history for model 'other'"):
+        board.page(BoardQuery("other"))
+
+
+def test_reasons_from_stored_features_equal_scoring_time(
+        scored_home: tuple[Path, Path, ModelBundle, ScoreStore], tmp_path: Path) -> None:
+    bundle = scored_home[2]
+    frame = make_leads(60, seed=21)
+    src = tmp_path / "leads.csv"
+    frame.to_csv(src, index=False)
+    store = ScoreStore(tmp_path / "scores")
+    rescore(bundle, src, tmp_path / "out.parquet", reasons=3, history=store,
+            scored_at="2026-02-01T00:00:00+00:00")
+    given = {r["lead_id"]: json.loads(r["reasons"])
+             for r in pq.read_table(tmp_path / "out.parquet").to_pylist()}
+    mine = Board(store)
+    page = mine.page(BoardQuery(MODEL, per_page=60))
+    add_reasons(page, mine.features(MODEL, page.table), lambda version: bundle)
+    checked = 0
+    for row in page.rows:
+        assert row["reasons_known"]
+        up = [r for r in given[row["lead_id"]] if r["impact"] > 0]
+        down = [r for r in given[row["lead_id"]] if r["impact"] < 0]
+        assert (row["raiser"]["text"] if row["raiser"] else None) == (
+            up[0]["text"] if up else None)
+        assert (row["lowerer"]["text"] if row["lowerer"] else None) == (
+            down[0]["text"] if down else None)
+        checked += 1
+    assert checked == 60
+    # a bundle that did not give these scores explains nothing rather than something wrong
+    other = mine.page(BoardQuery(MODEL, per_page=5))
+    from pages_helpers import make_bundle
+
+    stranger = make_bundle(tmp_path / "other", seed=7)
+    add_reasons(other, mine.features(MODEL, other.table), lambda version: stranger)
+    assert not any(r["reasons_known"] for r in other.rows)
+
+
+def test_kept_columns_without_personal_data() -> None:
+    n = 50
+    table = pa.table({
+        "lead_id": [f"L{i}" for i in range(n)], "region": ["north"] * n,
+        "contact": [f"p{i}@example.com" for i in range(n)],
+        "mobile": ["n/a"] * n, "first_name": ["Ann"] * n, "company_name": ["Acme"] * n,
+        "notes": [f"call +44 20 7946 {1000 + i}" for i in range(n)],
+        "email": ["x"] * n,
+    })
+    keep = ["lead_id", "region", "contact", "mobile", "first_name", "company_name", "notes",
+            "email"]
+    assert kept_for_history(keep, table, skip={"lead_id", "email"}) == ["region",
+                                                                         "company_name"]
+
+
+def test_csv_cells_are_flat_and_never_formulas() -> None:
+    from datetime import UTC, datetime
+
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    table = pa.table({
+        "lead_id": ["=HYPERLINK(\"x\")", "L2"], "score": [90, 10], "tier": ["A", "D"],
+        "probability": [0.9, 0.1], "trend": ["rising", "unknown"], "previous_score": [80, None],
+        "scored_at": pa.array([when, when], pa.timestamp("us", tz="UTC")),
+        "model_version": ["1", "1"], "k_region": ["+north", None]})
+    text = "".join(board_csv(table, {"A": "hot", "D": "cold"}, ["region"]))
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert rows[0]["lead_id"] == "'=HYPERLINK(\"x\")" and rows[0]["region"] == "'+north"
+    assert rows[0]["tier_label"] == "hot" and rows[1]["previous_score"] == ""
+    assert float(rows[0]["probability"]) == 0.9 and rows[1]["region"] == ""
+
+
+def test_chance_in_words() -> None:
+    assert chance_text(0.33) == "about 1 in 3 leads like this one convert"
+    assert chance_text(0.083) == "about 1 in 12 leads like this one convert"
+    assert chance_text(0.004) == "about 1 in 250 leads like this one convert"
+    assert chance_text(0.7) == "about 7 in 10 leads like this one convert"
+    assert chance_text(0.0) == "fewer than 1 in 1,000 leads like this one convert"
+    assert chance_text(0.99).startswith("almost every lead like this one converts")
+    assert chance_text(0.5) == "about 5 in 10 leads like this one convert"
