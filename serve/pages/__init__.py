@@ -14,7 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from serve.errors import error_response
 from serve.pages import board, lead, signin
 from serve.pages.auth import PageError, SignInRequired, log_open_pages
-from serve.pages.render import STATIC_DIR, STATIC_PATH, render, root_of
+from serve.pages.rendering import STATIC_DIR, STATIC_PATH, render, root_of
 
 log = logging.getLogger("serve")
 

@@ -11,13 +11,13 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from leadscore.board import PER_PAGE, Board, BoardPage, BoardQuery, add_reasons, board_csv
+from leadscore.board import PER_PAGE, Board, BoardPage, BoardQuery, board_csv
 from leadscore.errors import DataError
 from leadscore.labels import DEFAULT_TIER_WORDS, TIERS
 from leadscore.store import KEPT_PREFIX, ScoreStore
 from serve.pages.auth import PageError, require_page_user
 from serve.pages.bundles import bundle_finder
-from serve.pages.render import render
+from serve.pages.rendering import render
 
 log = logging.getLogger("serve")
 
@@ -102,8 +102,7 @@ def link(request: Request, **changes: Any) -> str:
 def _view(request: Request, board: Board, query: BoardQuery) -> BoardPage:
     """The page's rows with their top raiser and lowerer (in a worker thread: DuckDB, TreeSHAP)."""
     page = board.page(query)
-    features = board.features(query.model, page.table)
-    add_reasons(page, features, bundle_finder(request, query.model))
+    board.explain(page, bundle_finder(request, query.model))
     return page
 
 

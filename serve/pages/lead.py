@@ -19,9 +19,9 @@ from leadscore.labels import chance_text
 from leadscore.scoring import ModelBundle
 from leadscore.store import ScoreStore
 from serve.pages.auth import PageError, require_page_user
-from serve.pages.board import choose_model, board_of
+from serve.pages.board import board_of, choose_model
 from serve.pages.bundles import BundleFor, bundle_finder
-from serve.pages.render import render
+from serve.pages.rendering import render
 
 log = logging.getLogger("serve")
 

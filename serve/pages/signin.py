@@ -19,7 +19,7 @@ from serve.pages.auth import (
     session_cookie,
     signed_in,
 )
-from serve.pages.render import render, root_of
+from serve.pages.rendering import render, root_of
 
 log = logging.getLogger("serve")
 

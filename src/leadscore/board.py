@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 
 from leadscore.errors import DataError
 from leadscore.history import TREND_LOOKBACK, TREND_POINTS, impacts_of
-from leadscore.labels import TIERS, reason_text, value_text
+from leadscore.labels import TIERS, value_text
 from leadscore.scoring import ModelBundle, top_reasons
 from leadscore.store import FEATURE_PREFIX, KEPT_PREFIX, ScoreStore
 
@@ -40,6 +40,7 @@ TRENDS = ("rising", "steady", "falling", "unknown")
 TREND_SORT = "move"
 # kept columns with at most this many distinct values get a select; others a text box
 FEW_VALUES = 40
+EXPLAINED_MAX = 20_000
 # a CSV cell a spreadsheet would run as a formula is written as text (a leading quote)
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -89,6 +90,7 @@ class BoardPage:
     kept_columns: list[str]
     kept_choices: dict[str, list[str] | None]  # None: too many values for a select
     table: pa.Table  # the page's rows as Arrow (with `_row`: their place in the latest table)
+    model: str = ""
 
 
 @dataclass
@@ -98,6 +100,9 @@ class _Latest:
     kept: list[str]
     choices: dict[str, list[str] | None]
     orders: dict[tuple[str, bool], np.ndarray] = field(default_factory=dict)
+    # (lead id, scored at, version) -> its top raiser and lowerer: a scoring never changes, so
+    # its words are computed once (bounded: cleared past EXPLAINED_MAX entries)
+    explained: dict[tuple[str, Any, str], tuple[Any, Any]] = field(default_factory=dict)
 
 
 class Board:
@@ -270,12 +275,36 @@ class Board:
         rows = table.drop_columns(["_row"]).to_pylist()
         for row in rows:
             row["kept"] = {name: row.pop(KEPT_PREFIX + name, None) for name in latest.kept}
-        return BoardPage(rows, total, query.page, pages, latest.kept, latest.choices, table)
+        return BoardPage(rows, total, query.page, pages, latest.kept, latest.choices, table,
+                         query.model)
 
     def filtered(self, query: BoardQuery) -> pa.Table:
         """Every row the query matches (no paging), in its order: what a download holds."""
         order, latest = self.select(query)
         return latest.table.take(pa.array(order, pa.int64()))
+
+    def explain(self, page: BoardPage, bundle_for: BundleFor) -> None:
+        """Give the page's rows their top raiser and lowerer (`add_reasons`), from the words
+        kept for scorings already explained; the others' features are read and explained."""
+        latest = self._cache.get(page.model) if page.model else None
+        known = latest.explained if latest is not None else {}
+        keys = [(r["lead_id"], r["scored_at"], r["model_version"]) for r in page.rows]
+        missing = [i for i, key in enumerate(keys) if key not in known]
+        if missing:
+            sub = BoardPage([page.rows[i] for i in missing], page.total, page.page, page.pages,
+                            page.kept_columns, page.kept_choices,
+                            page.table.take(pa.array(missing, pa.int64())), page.model)
+            add_reasons(sub, self.features(page.model, sub.table), bundle_for)
+            if len(known) > EXPLAINED_MAX:
+                known.clear()
+            for i in missing:
+                row = page.rows[i]
+                if row["reasons_known"]:
+                    known[keys[i]] = (row["raiser"], row["lowerer"])
+        for i, key in enumerate(keys):
+            if key in known:
+                raiser, lowerer = known[key]
+                page.rows[i].update(raiser=raiser, lowerer=lowerer, reasons_known=True)
 
     # ------------------------------------------------------------------ features of a few rows
 
@@ -335,16 +364,16 @@ def _input_values(bundle: ModelBundle, matrix: np.ndarray) -> list[list[Any]]:
     """Each raw input's value as the lead had it, decoded from the encoded features (the first
     feature built from it): what `top_reasons` shows for a field shown as typed."""
     features = bundle.builder.features_
-    first = {}
+    first: dict[str, int] = {}
     for j, feature in enumerate(features):
         first.setdefault(feature.source, j)
-    values = []
+    values: list[list[Any]] = []
     for name in bundle.inputs:
-        j = first.get(name)
-        if j is None:
+        where = first.get(name)
+        if where is None:
             values.append([None] * len(matrix))
             continue
-        values.append([_decode(features[j], code) for code in matrix[:, j].tolist()])
+        values.append([_decode(features[where], code) for code in matrix[:, where].tolist()])
     return values
 
 

@@ -62,8 +62,8 @@ def make_bundle(folder: Path, version: str = "1", seed: int = 1) -> ModelBundle:
     y = (rng.random(len(leads)) < 1 / (1 + np.exp(-logit))).astype(int)
     params = {"objective": "binary", "num_leaves": 7, "verbosity": -1, "deterministic": True,
               "num_threads": 1, "min_data_in_leaf": 20, "seed": seed}
-    booster = lgb.train(params, lgb.Dataset(x, y, categorical_feature=builder.categorical_indices_),
-                        num_boost_round=25)
+    data = lgb.Dataset(x, y, categorical_feature=builder.categorical_indices_)
+    booster = lgb.train(params, data, num_boost_round=25)
     margin = booster.predict(x, raw_score=True)
     calibrator = Calibrator("platt").fit(margin, y)
     p = calibrator.transform(margin)

@@ -158,3 +158,32 @@ def test_chance_in_words() -> None:
     assert chance_text(0.0) == "fewer than 1 in 1,000 leads like this one convert"
     assert chance_text(0.99).startswith("almost every lead like this one converts")
     assert chance_text(0.5) == "about 5 in 10 leads like this one convert"
+
+
+def test_explained_rows_are_kept_until_the_store_changes(
+        scored_home: tuple[Path, Path, ModelBundle, ScoreStore], tmp_path: Path) -> None:
+    import shutil
+
+    store = ScoreStore(tmp_path / "scores")
+    shutil.copytree(scored_home[3].root, store.root)
+    mine = Board(store)
+    asked: list[str] = []
+
+    def bundle_for(version: str) -> ModelBundle:
+        asked.append(version)
+        return scored_home[2]
+
+    first = mine.page(BoardQuery(MODEL))
+    mine.explain(first, bundle_for)
+    assert asked == ["1"] and all(r["reasons_known"] for r in first.rows)
+    again = mine.page(BoardQuery(MODEL))
+    mine.explain(again, bundle_for)
+    assert asked == ["1"], "the same scorings: their words from memory"
+    assert [r["raiser"] for r in again.rows] == [r["raiser"] for r in first.rows]
+    for path in store.files(MODEL)[:1]:
+        path.touch()
+        import os
+
+        os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    mine.explain(mine.page(BoardQuery(MODEL)), bundle_for)
+    assert asked == ["1", "1"], "a changed store: explained again"

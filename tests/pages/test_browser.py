@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -95,7 +96,7 @@ def test_csv_download_equals_the_filter(page: Any, world: World) -> None:
     total = int(page.inner_text("#total").replace(",", ""))
     with page.expect_download() as info:
         page.click("#download")
-    text = open(info.value.path(), encoding="utf-8").read()
+    text = Path(info.value.path()).read_text(encoding="utf-8")
     rows = list(csv.DictReader(io.StringIO(text)))
     assert len(rows) == total and {r["tier"] for r in rows} == {"B"}
     assert [r["lead_id"] for r in rows][: len(shown)] == shown
