@@ -75,9 +75,25 @@ def _raising(bundle_for: BundleFor) -> Any:
     return strict
 
 
+class _ReadOnce(ScoreStore):
+    """The store, a lead's rows read once per page: `lead_history` and the page both want the
+    last scorings with their features."""
+
+    def __init__(self, root: Any) -> None:
+        super().__init__(root)
+        self._read: dict[tuple[str, str, int | None], Any] = {}
+
+    def lead(self, model: str, lead_id: str, with_features: int | None = None) -> Any:
+        key = (model, lead_id, with_features)
+        if key not in self._read:
+            self._read[key] = super().lead(model, lead_id, with_features)
+        return self._read[key]
+
+
 def lead_view(store: ScoreStore, model: str, lead_id: str, bundle_for: BundleFor
               ) -> dict[str, Any]:
     """What the lead page shows (in a worker thread: the store, TreeSHAP)."""
+    store = _ReadOnce(store.root)
     history = lead_history(store, model, lead_id, _raising(bundle_for))
     latest = history["scorings"][-1]
     bundle = bundle_for(latest["model_version"])
@@ -86,7 +102,7 @@ def lead_view(store: ScoreStore, model: str, lead_id: str, bundle_for: BundleFor
     labels: dict[str, str] = {}
     tier_word = latest["tier"]
     if bundle is not None:
-        last = store.lead(model, lead_id, with_features=1).to_pylist()[-1]
+        last = store.lead(model, lead_id, with_features=2).to_pylist()[-1]
         features = last["features"]
         labels = {s: w.label for s, w in zip(bundle.sources, bundle.words_, strict=True)}
         tier_word = bundle.tier_words_.get(latest["tier"], latest["tier"])

@@ -41,6 +41,7 @@ TREND_SORT = "move"
 # kept columns with at most this many distinct values get a select; others a text box
 FEW_VALUES = 40
 EXPLAINED_MAX = 20_000
+_PLACE = ("_file", "_pos")  # a latest row's file and row number in it
 # a CSV cell a spreadsheet would run as a formula is written as text (a leading quote)
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -56,12 +57,9 @@ def _query(con: Any, sql: str, params: dict[str, Any]) -> pa.Table:
     return table
 
 
-def _connect() -> Any:
-    import duckdb
-
-    con = duckdb.connect()
-    con.execute("SET threads TO 2")
-    return con
+def _quoted(name: str) -> str:
+    """A column name as a DuckDB identifier (a kept column's name is the user's)."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 @dataclass(frozen=True)
@@ -112,6 +110,19 @@ class Board:
         self.store = store
         self._cache: dict[str, _Latest] = {}
         self._lock = threading.Lock()
+        self._con: Any = None  # one in-memory DuckDB; each query on its own cursor
+        self._con_lock = threading.Lock()
+
+    def _cursor(self) -> Any:
+        """A cursor of the board's DuckDB connection (made once: a connection costs ~0.1 s on
+        a busy machine; a cursor is a thread's own handle on it)."""
+        with self._con_lock:
+            if self._con is None:
+                import duckdb
+
+                self._con = duckdb.connect()
+                self._con.execute("SET threads TO 2")
+        return self._con.cursor()
 
     # ------------------------------------------------------------------ the latest rows
 
@@ -150,22 +161,26 @@ class Board:
                 if name.startswith(KEPT_PREFIX):
                     names[name] = None
         kept = sorted(names)
-        kept_sql = "".join(f', "{k}"' for k in kept)
+        kept_sql = "".join(f", {_quoted(k)}" for k in kept)
         earlier = ", ".join(f"lead(score, {i}) OVER w AS score_back_{i}"
                             for i in range(1, TREND_LOOKBACK + 1))
         sql = f"""
             SELECT lead_id, model_version, scored_at, probability, score, tier{kept_sql},
-                   {earlier}
-            FROM read_parquet($files, union_by_name = true, hive_partitioning = false)
+                   {earlier}, filename AS _file, file_row_number AS _pos
+            FROM read_parquet($files, union_by_name = true, hive_partitioning = false,
+                              filename = true, file_row_number = true)
             WINDOW w AS (PARTITION BY lead_id ORDER BY scored_at DESC, model_version DESC)
             QUALIFY row_number() OVER w = 1
             ORDER BY lead_id
         """
-        con = _connect()
+        con = self._cursor()
         try:
             table = _query(con, sql, {"files": [str(f) for f in files]})
         finally:
             con.close()
+        # where each latest row lies (file, row number): its features are read from there
+        table = table.set_column(table.schema.get_field_index("_file"), "_file",
+                                 pc.dictionary_encode(table.column("_file")))
         score = table.column("score").to_numpy(zero_copy_only=False).astype(np.int64)
         back = [table.column(f"score_back_{i}") for i in range(1, TREND_LOOKBACK + 1)]
         # the score TREND_LOOKBACK scorings back, else the first one there is
@@ -272,7 +287,7 @@ class Board:
         positions = order[start:start + query.per_page]
         table = latest.table.take(pa.array(positions, pa.int64()))
         table = table.append_column("_row", pa.array(positions, pa.int64()))
-        rows = table.drop_columns(["_row"]).to_pylist()
+        rows = table.drop_columns(["_row", *_PLACE]).to_pylist()
         for row in rows:
             row["kept"] = {name: row.pop(KEPT_PREFIX + name, None) for name in latest.kept}
         return BoardPage(rows, total, query.page, pages, latest.kept, latest.choices, table,
@@ -309,45 +324,44 @@ class Board:
     # ------------------------------------------------------------------ features of a few rows
 
     def features(self, model: str, rows: pa.Table) -> list[list[float] | None]:
-        """The stored encoded features of each of `rows` (lead_id, scored_at), in their order;
-        None where a row is no longer in the store. Only the days the rows were scored on are
-        read (a lead's latest scoring is mostly the newest day's)."""
+        """The stored encoded features of each of `rows` (latest rows, with their `_file` and
+        `_pos`), in their order; None where a row is no longer where it was (a file compacted
+        since). Each file is read at those row numbers only (DuckDB skips the rest)."""
         if rows.num_rows == 0:
             return []
         ids = rows.column("lead_id").to_pylist()
-        whens = rows.column("scored_at").to_pylist()
-        days = {f"date={w.astimezone(_utc()).strftime('%Y-%m-%d')}" for w in whens}
-        files = [str(p) for p in self.store.files(model) if p.parent.name in days]
-        if not files:
-            return [None] * len(ids)
-        sql = f"""
-            SELECT lead_id, scored_at, COLUMNS('^{FEATURE_PREFIX}[0-9]+$')
-            FROM read_parquet($files, union_by_name = true, hive_partitioning = false)
-            WHERE lead_id IN (SELECT unnest($ids))
-        """
-        con = _connect()
+        files = rows.column("_file").to_pylist()
+        positions = rows.column("_pos").to_pylist()
+        wanted: dict[str, list[int]] = {}
+        for i, path in enumerate(files):
+            wanted.setdefault(path, []).append(i)
+        out: list[list[float] | None] = [None] * len(ids)
+        con = self._cursor()
         try:
-            found = _query(con, sql, {"files": files, "ids": ids})
+            for path, where in wanted.items():
+                if not Path(path).is_file():
+                    continue
+                sql = f"""
+                    SELECT file_row_number AS _pos, lead_id, COLUMNS('^{FEATURE_PREFIX}[0-9]+$')
+                    FROM read_parquet($file, file_row_number = true)
+                    WHERE file_row_number IN (SELECT unnest($positions))
+                """
+                found = _query(con, sql, {"file": path,
+                                          "positions": [positions[i] for i in where]})
+                names = sorted(c for c in found.column_names if c.startswith(FEATURE_PREFIX))
+                matrix = np.column_stack(
+                    [found.column(c).to_numpy(zero_copy_only=False).astype(np.float64)
+                     for c in names]) if names else np.zeros((found.num_rows, 0))
+                at = {(pos, lead): k for k, (pos, lead) in enumerate(zip(
+                    found.column("_pos").to_pylist(), found.column("lead_id").to_pylist(),
+                    strict=True))}
+                for i in where:
+                    k = at.get((positions[i], ids[i]))
+                    if k is not None:
+                        out[i] = matrix[k].tolist()
         finally:
             con.close()
-        names = sorted(c for c in found.column_names if c.startswith(FEATURE_PREFIX))
-        matrix = np.column_stack(
-            [found.column(c).to_numpy(zero_copy_only=False).astype(np.float64) for c in names]
-        ) if names else np.zeros((found.num_rows, 0))
-        where = {(lead, when): i for i, (lead, when) in enumerate(zip(
-            found.column("lead_id").to_pylist(), found.column("scored_at").to_pylist(),
-            strict=True))}
-        out: list[list[float] | None] = []
-        for lead, when in zip(ids, whens, strict=True):
-            i = where.get((lead, when))
-            out.append(None if i is None else matrix[i].tolist())
         return out
-
-
-def _utc() -> Any:
-    from datetime import UTC
-
-    return UTC
 
 
 def _did_you_mean(word: str, options: Sequence[str]) -> str:

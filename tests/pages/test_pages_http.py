@@ -143,3 +143,22 @@ def test_lead_page_says_it_in_words(client: httpx.Client, world: World) -> None:
     assert len(re.findall(r'<g class="point"', lead.text)) == 3
     assert re.search(r"(Raising|Lowering) the score", lead.text)
     assert re.search(r": [+\u2212][\d.]+ points?</span>", lead.text)
+
+
+def test_without_keys_pages_are_open_and_the_server_says_so(
+        scored_home: tuple) -> None:  # type: ignore[type-arg]
+    """No LEADSCORE_API_KEYS: no sign-in, a warning at start-up, and `leadscore serve` bound
+    to 127.0.0.1 (its default)."""
+    from pages_helpers import start_server
+
+    bundle_dir, home = scored_home[0], scored_home[1]
+    server = start_server(bundle_dir, home, LEADSCORE_API_KEYS="")
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as open_client:
+            assert open_client.get("/").status_code == 200
+            assert open_client.get("/signin").status_code == 303
+        text = server.text()
+        assert "pages are open: LEADSCORE_API_KEYS is not set" in text
+        assert "Uvicorn running on http://127.0.0.1:" in text
+    finally:
+        server.stop()
