@@ -85,7 +85,7 @@ def main() -> None:
                         continue
                     tab.wait_for_load_state("networkidle")
                     target = OUT / f"{name}-{width}.png"
-                    tab.screenshot(path=str(target), full_page=name != "board" or width < 800)
+                    tab.screenshot(path=str(target), full_page=name != "board")
                     written.append(target)
                 context.close()
             browser.close()

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from leadscore.board import PER_PAGE, Board, BoardPage, BoardQuery, board_csv
 from leadscore.errors import DataError
-from leadscore.labels import DEFAULT_TIER_WORDS, TIERS
+from leadscore.labels import DEFAULT_TIER_WORDS, TIERS, prettify
 from leadscore.store import KEPT_PREFIX, ScoreStore
 from serve.pages.auth import PageError, require_page_user
 from serve.pages.bundles import bundle_finder
@@ -123,6 +123,7 @@ async def lead_board(request: Request) -> Response:
         "model": model, "models": choices, "tiers": TIERS, "tier_words": words,
         "arrows": ARROWS, "link": lambda **c: link(request, **c), "columns": COLUMNS,
         "tail": TAIL, "params": request.query_params, "page": None, "query": None,
+        "kept_label": prettify,
     }
     if model is None or model not in board.store.models():
         return render(request, "board.html", context)

@@ -28,6 +28,7 @@ log = logging.getLogger("serve")
 router = APIRouter(include_in_schema=False, dependencies=[Depends(require_page_user)])
 
 REASONS = 5  # raising and lowering reasons shown, each
+WHY_SHOWN = 8  # parts of a score change shown by name; the rest add up in one line
 # the history chart, in SVG user units
 CHART = {"width": 640, "height": 240, "left": 40, "right": 16, "top": 16, "bottom": 36}
 # one colour a model version (the legend names them), colour-blind safe (Okabe-Ito)
@@ -59,10 +60,37 @@ def history_chart(scorings: list[dict[str, Any]]) -> dict[str, Any]:
     labelled = {0, len(points) - 1, *range(0, len(points), step)}
     for i, p in enumerate(points):
         p["label_date"] = i in labelled
+        # the first and last dates lean inwards: never cut at the chart's edges
+        p["anchor"] = ("start" if p["x"] <= x0 + 30 else "end" if p["x"] >= x1 - 30
+                       else "middle")
     grid = [{"y": round(y0 - (y0 - y1) * v / 100.0, 1), "value": v} for v in (0, 25, 50, 75, 100)]
     return {**c, "x0": x0, "x1": x1, "y0": y0, "y1": y1, "points": points, "grid": grid,
             "line": " ".join(f"{p['x']},{p['y']}" for p in points),
             "legend": [{"version": v, "colour": colour[v]} for v in versions]}
+
+
+def why_parts(why: dict[str, Any], labels: dict[str, str]) -> list[dict[str, Any]]:
+    """The parts of a score change as table rows, largest first: the `WHY_SHOWN` largest by
+    name, the rest in one "other fields" row, then the average lead's move and the rounding;
+    they add up to the change."""
+    parts = [{"label": labels.get(d["field"], d["field"]), "cause": "the lead's data",
+              "change": d["change"]} for d in why["data"]]
+    parts += [{"label": labels.get(m["field"], m["field"]), "cause": "the model",
+               "change": m["change"]} for m in why["model"]]
+    parts.sort(key=lambda p: -abs(p["change"]))
+    shown, rest = parts[:WHY_SHOWN], parts[WHY_SHOWN:]
+    if rest:
+        causes = {p["cause"] for p in rest}
+        shown.append({"label": f"{len(rest)} other fields",
+                      "cause": causes.pop() if len(causes) == 1 else "the lead's data and the "
+                      "model", "change": round(sum(p["change"] for p in rest), 2)})
+    if why["baseline_change"]:
+        shown.append({"label": "The average lead's score", "cause": "the model",
+                      "change": why["baseline_change"]})
+    if why["rounding"]:
+        shown.append({"label": "Rounding to whole points", "cause": "",
+                      "change": why["rounding"]})
+    return shown
 
 
 def _raising(bundle_for: BundleFor) -> Any:
@@ -114,8 +142,7 @@ def lead_view(store: ScoreStore, model: str, lead_id: str, bundle_for: BundleFor
             fields = lead_fields(bundle, features)
     why = history["why_changed"]
     if why and why.get("available"):
-        for part in (*why["data"], *why["model"]):
-            part["label"] = labels.get(part["field"], part["field"])
+        why["parts"] = why_parts(why, labels)
     return {
         "lead_id": lead_id, "model": model, "latest": latest, "tier_word": tier_word,
         "chance": chance_text(latest["probability"]), "trend": history["trend"],

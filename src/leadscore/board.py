@@ -222,6 +222,8 @@ class Board:
             column = TREND_SORT if sort == "trend" else sort
             direction = "descending" if descending else "ascending"
             keys = [(column, direction)]
+            if column == "score":  # equal scores: the higher probability first
+                keys.append(("probability", direction))
             if column != "lead_id":
                 keys.append(("lead_id", "ascending"))
             order = pc.sort_indices(latest.table, sort_keys=keys,
