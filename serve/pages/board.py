@@ -73,7 +73,7 @@ def query_of(request: Request, model: str) -> BoardQuery:
         raise PageError(400, f"dir must be asc or desc, not {direction[:40]!r}", "invalid_query")
     sort = params.get("sort") or "score"
     page = params.get("page") or "1"
-    if not page.isdigit() or int(page) < 1:
+    if not page.isascii() or not page.isdigit() or len(page) > 9 or int(page) < 1:
         raise PageError(400, f"page must be a whole number from 1, not {page[:40]!r}",
                         "invalid_query")
     descending = direction == "desc" if direction else sort in ("score", "probability",

@@ -162,3 +162,23 @@ def test_without_keys_pages_are_open_and_the_server_says_so(
         assert "Uvicorn running on http://127.0.0.1:" in text
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("query", [
+    {"page": "9" * 5000}, {"page": "٣"}, {"page": "0"}, {"page": "999999"}, {"sort": "'\";--"},
+    {"tier": "\u00c5"}, {"q": "%_*[(\\"}, {"k_no\"pe": "x"}, {"k_region": "\x00"},
+    {"dir": "sideways"}, {"model": "../../etc"},
+])
+def test_odd_queries_are_never_a_500(client: httpx.Client, query: dict[str, str]) -> None:
+    response = client.get("/", params=query, headers={"accept": "text/html"})
+    assert response.status_code in (200, 400, 404), response.text[:500]
+    assert "Traceback" not in response.text
+    csv_answer = client.get("/board.csv", params=query)
+    assert csv_answer.status_code in (200, 400, 404)
+
+
+@pytest.mark.parametrize("lead", ["%00", "..%2F..%2Fetc", "a" * 3000, "%F0%9F%92%A9", "L00003%0A"])
+def test_odd_lead_ids_are_a_404_page(client: httpx.Client, lead: str) -> None:
+    response = client.get(f"/leads/{lead}", headers={"accept": "text/html"})
+    assert response.status_code in (200, 404), response.text[:500]
+    assert "Traceback" not in response.text
