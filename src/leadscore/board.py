@@ -41,7 +41,9 @@ TREND_SORT = "move"
 # kept columns with at most this many distinct values get a select; others a text box
 FEW_VALUES = 40
 EXPLAINED_MAX = 20_000
-_PLACE = ("_file", "_pos")  # a latest row's file and row number in it
+# a latest row's file and row number in it, its first scoring's time in the files read and
+# the scores before it: kept beside the rows, never shown
+_PLACE = ("_file", "_pos", "_first", *(f"_back_{i}" for i in range(1, TREND_LOOKBACK + 1)))
 # a CSV cell a spreadsheet would run as a formula is written as text (a leading quote)
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -145,14 +147,15 @@ class Board:
             cached = self._cache.get(model)
             if cached is not None and cached.signature == signature:
                 return cached
-            latest = self._read_latest(model, [Path(s[0]) for s in signature], signature)
+            latest = None
+            if cached is not None and set(cached.signature) < set(signature):
+                latest = self._merged(model, cached, signature)
+            if latest is None:
+                latest = self._read_latest(model, signature)
             self._cache[model] = latest
             return latest
 
-    def _read_latest(self, model: str, files: list[Path],
-                     signature: tuple[tuple[str, int, int], ...]) -> _Latest:
-        """One row per lead: its latest scoring and the scores of the `TREND_LOOKBACK` before
-        it (the trend's rule, `history.trend_of`, over the same rows)."""
+    def _kept_in(self, files: Sequence[str]) -> list[str]:
         import pyarrow.parquet as pq
 
         names: dict[str, None] = {}
@@ -160,13 +163,19 @@ class Board:
             for name in pq.read_schema(path).names:
                 if name.startswith(KEPT_PREFIX):
                     names[name] = None
-        kept = sorted(names)
+        return sorted(names)
+
+    def _query_latest(self, files: Sequence[str], kept: Sequence[str]) -> pa.Table:
+        """Per lead in `files`: its latest scoring, the `TREND_LOOKBACK` scores before it
+        (`_back_1`, ...), where the row lies (`_file`, `_pos`) and its first scoring's time
+        there (`_first`)."""
         kept_sql = "".join(f", {_quoted(k)}" for k in kept)
-        earlier = ", ".join(f"lead(score, {i}) OVER w AS score_back_{i}"
+        earlier = ", ".join(f"lead(score, {i}) OVER w AS _back_{i}"
                             for i in range(1, TREND_LOOKBACK + 1))
         sql = f"""
             SELECT lead_id, model_version, scored_at, probability, score, tier{kept_sql},
-                   {earlier}, filename AS _file, file_row_number AS _pos
+                   {earlier}, filename AS _file, file_row_number AS _pos,
+                   min(scored_at) OVER (PARTITION BY lead_id) AS _first
             FROM read_parquet($files, union_by_name = true, hive_partitioning = false,
                               filename = true, file_row_number = true)
             WINDOW w AS (PARTITION BY lead_id ORDER BY scored_at DESC, model_version DESC)
@@ -175,34 +184,70 @@ class Board:
         """
         con = self._cursor()
         try:
-            table = _query(con, sql, {"files": [str(f) for f in files]})
+            table = _query(con, sql, {"files": list(files)})
         finally:
             con.close()
         # where each latest row lies (file, row number): its features are read from there
-        table = table.set_column(table.schema.get_field_index("_file"), "_file",
-                                 pc.dictionary_encode(table.column("_file")))
-        score = table.column("score").to_numpy(zero_copy_only=False).astype(np.int64)
-        back = [table.column(f"score_back_{i}") for i in range(1, TREND_LOOKBACK + 1)]
-        # the score TREND_LOOKBACK scorings back, else the first one there is
-        before = back[-1]
-        for column in reversed(back[:-1]):
-            before = pc.coalesce(before, column)
-        has_before = before.is_valid().to_numpy(zero_copy_only=False)
-        move = score - before.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
-        trend = np.where(move >= TREND_POINTS, "rising",
-                         np.where(move <= -TREND_POINTS, "falling", "steady")).astype(object)
-        trend[~has_before] = "unknown"
-        table = table.drop_columns([f"score_back_{i}" for i in range(1, TREND_LOOKBACK + 1)])
-        table = table.append_column("trend", pa.array(trend, pa.string()))
-        table = table.append_column(TREND_SORT, pa.array(np.where(has_before, move, 0)))
-        table = table.append_column("previous_score", back[0])
-        choices: dict[str, list[str] | None] = {}
-        for name in kept:
-            distinct = pc.unique(table.column(name).drop_null())
-            choices[name[len(KEPT_PREFIX):]] = (
-                sorted(distinct.to_pylist()) if len(distinct) <= FEW_VALUES else None)
+        return table.set_column(table.schema.get_field_index("_file"), "_file",
+                                pc.dictionary_encode(table.column("_file")))
+
+    def _read_latest(self, model: str, signature: tuple[tuple[str, int, int], ...]) -> _Latest:
+        """One row per lead: its latest scoring and the scores of the `TREND_LOOKBACK` before
+        it (the trend's rule, `history.trend_of`, over the same rows)."""
+        files = [s[0] for s in signature]
+        kept = self._kept_in(files)
+        table = self._query_latest(files, kept)
         log.info("board for %s: %d leads from %d file(s)", model, table.num_rows, len(files))
-        return _Latest(signature, table, [k[len(KEPT_PREFIX):] for k in kept], choices)
+        return _finished(table, kept, signature)
+
+    def _merged(self, model: str, cached: _Latest,
+                signature: tuple[tuple[str, int, int], ...]) -> _Latest | None:
+        """The cached rows with only the files added since read and merged in (an API that
+        records its scores adds a small file every few seconds; a batch job, a day's). None
+        when that cannot be exact: a lead scored in a new file at or before its cached latest
+        scoring, or new kept columns; the store is then read again."""
+        added = [s[0] for s in signature if s not in set(cached.signature)]
+        kept = [KEPT_PREFIX + k for k in cached.kept]
+        present = self._kept_in(added)
+        if set(present) - set(kept):
+            return None
+        new = self._query_latest(added, present)
+        for name in kept:  # a kept column the added files lack: empty for their rows
+            if name not in present:
+                new = new.append_column(name, pa.nulls(new.num_rows, pa.string()))
+        old = cached.table
+        where = pc.index_in(new.column("lead_id"), value_set=old.column("lead_id"))
+        matched = where.is_valid().to_numpy(zero_copy_only=False)
+        at = where.fill_null(0).to_numpy(zero_copy_only=False)[matched]
+        old_when = old.column("scored_at").take(pa.array(at)).to_pylist()
+        first = np.asarray(new.column("_first").to_pylist(), dtype=object)[matched]
+        if any(f <= w for f, w in zip(first.tolist(), old_when, strict=True)):
+            return None
+        backs = [f"_back_{i}" for i in range(1, TREND_LOOKBACK + 1)]
+        # a lead's last scores: the cached ones, then the new file's, the last few kept
+        old_scores = [old.column(c).take(pa.array(at)).to_pylist()
+                      for c in [*reversed(backs), "score"]]
+        new_rows = np.flatnonzero(matched).tolist()
+        new_scores = [new.column(c).to_pylist() for c in [*reversed(backs), "score"]]
+        columns = {c: new.column(c).to_pylist() for c in backs}
+        for k, i in enumerate(new_rows):
+            seq = [v[k] for v in old_scores if v[k] is not None]
+            seq += [v[i] for v in new_scores if v[i] is not None]
+            before = seq[:-1][::-1]
+            for j, c in enumerate(backs):
+                columns[c][i] = before[j] if j < len(before) else None
+        for c in backs:
+            new = new.set_column(new.schema.get_field_index(c), c, pa.array(columns[c],
+                                                                             pa.int64()))
+        stay = old.filter(pc.invert(pc.is_in(old.column("lead_id"),
+                                             value_set=new.column("lead_id"))))
+        base = stay.select(new.column_names)
+        table = pa.concat_tables([base, new.cast(base.schema)])
+        log.info("board for %s: %d new scoring(s) from %d added file(s) merged", model,
+                 new.num_rows, len(added))
+        merged = _finished(table, kept, signature)
+        merged.explained = cached.explained  # a scoring's words do not change
+        return merged
 
     def kept_columns(self, model: str) -> list[str]:
         """The kept columns (`--keep`) the model's history holds, by their own names."""
@@ -364,6 +409,35 @@ class Board:
         finally:
             con.close()
         return out
+
+
+def _finished(table: pa.Table, kept: Sequence[str],
+              signature: tuple[tuple[str, int, int], ...]) -> _Latest:
+    """The latest rows with their trend (`history.trend_of`'s rule over the score and the
+    `_back_*` before it), the trend's size for sorting, the previous score, and the choices of
+    each kept column's filter."""
+    table = table.drop_columns([c for c in ("trend", TREND_SORT, "previous_score")
+                                if c in table.column_names])
+    score = table.column("score").to_numpy(zero_copy_only=False).astype(np.int64)
+    back = [table.column(f"_back_{i}") for i in range(1, TREND_LOOKBACK + 1)]
+    # the score TREND_LOOKBACK scorings back, else the first one there is
+    before = back[-1]
+    for column in reversed(back[:-1]):
+        before = pc.coalesce(before, column)
+    has_before = before.is_valid().to_numpy(zero_copy_only=False)
+    move = score - before.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    trend = np.where(move >= TREND_POINTS, "rising",
+                     np.where(move <= -TREND_POINTS, "falling", "steady")).astype(object)
+    trend[~has_before] = "unknown"
+    table = table.append_column("trend", pa.array(trend, pa.string()))
+    table = table.append_column(TREND_SORT, pa.array(np.where(has_before, move, 0)))
+    table = table.append_column("previous_score", back[0])
+    choices: dict[str, list[str] | None] = {}
+    for name in kept:
+        distinct = pc.unique(table.column(name).drop_null())
+        choices[name[len(KEPT_PREFIX):]] = (
+            sorted(distinct.to_pylist()) if len(distinct) <= FEW_VALUES else None)
+    return _Latest(signature, table, [k[len(KEPT_PREFIX):] for k in kept], choices)
 
 
 def _did_you_mean(word: str, options: Sequence[str]) -> str:

@@ -9,6 +9,7 @@ import io
 import json
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -187,3 +188,52 @@ def test_explained_rows_are_kept_until_the_store_changes(
         os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
     mine.explain(mine.page(BoardQuery(MODEL)), bundle_for)
     assert asked == ["1", "1"], "a changed store: explained again"
+
+
+def _comparable(table: pa.Table) -> list[dict]:
+    columns = ["lead_id", "model_version", "scored_at", "probability", "score", "tier",
+               "k_region", "trend", "move", "previous_score"]
+    return table.select(columns).sort_by("lead_id").to_pylist()
+
+
+def test_added_files_are_merged_exactly(
+        scored_home: tuple[Path, Path, ModelBundle, ScoreStore], tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Files added since the board read the store (an API's flushes, a new day's batch) are
+    merged into the cached rows; the result equals a fresh read. A file holding a scoring
+    older than a lead's latest makes the board read everything again, still exact."""
+    import logging
+    import shutil
+    from datetime import timedelta
+
+    from leadscore.store import history_rows
+
+    store = ScoreStore(tmp_path / "scores")
+    shutil.copytree(scored_home[3].root, store.root)
+    mine = Board(store)
+    before = mine.latest(MODEL)
+    row = before.slice(0, 1).to_pylist()[0]
+    later = row["scored_at"] + timedelta(days=3)
+    ids = ["L00003", "L00004", "NEWLEAD"]
+
+    def append(when, scores: list[int], key: str) -> None:  # type: ignore[no-untyped-def]
+        n = len(scores)
+        rows = history_rows(pa.array(ids[:n]), "1", when, np.asarray(scores) / 100.0,
+                            np.asarray(scores), pa.array(["B"] * n), np.zeros((n, 4)),
+                            {"region": pa.array(["west"] * n)})
+        store.append(MODEL, rows, key)
+
+    caplog.set_level(logging.INFO, logger="leadscore.board")
+    append(later, [99, 1, 50], "flush1")
+    append(later + timedelta(seconds=2), [98], "flush2")
+    merged = mine.latest(MODEL)
+    assert "merged" in caplog.text
+    assert _comparable(merged) == _comparable(Board(store).latest(MODEL))
+    by_id = {r["lead_id"]: r for r in merged.to_pylist()}
+    assert by_id["L00003"]["score"] == 98 and by_id["L00003"]["previous_score"] == 99
+    assert by_id["NEWLEAD"]["trend"] == "unknown"
+    caplog.clear()
+    append(row["scored_at"] - timedelta(days=30), [10], "backfill")
+    again = mine.latest(MODEL)
+    assert "merged" not in caplog.text, "an older scoring: everything read again"
+    assert _comparable(again) == _comparable(Board(store).latest(MODEL))
