@@ -182,3 +182,18 @@ def test_odd_lead_ids_are_a_404_page(client: httpx.Client, lead: str) -> None:
     response = client.get(f"/leads/{lead}", headers={"accept": "text/html"})
     assert response.status_code in (200, 404), response.text[:500]
     assert "Traceback" not in response.text
+
+
+def test_an_empty_server_shows_an_empty_board(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """No model served and no score recorded: the board says so (no error), a lead is a 404."""
+    from fastapi.testclient import TestClient
+
+    from leadscore.config import Settings
+    from serve.main import create_app
+
+    app = create_app(Settings(home=tmp_path, api_keys="", reload_seconds=0), load_model=False)
+    with TestClient(app) as empty:
+        board = empty.get("/")
+        assert board.status_code == 200 and "No model is served" in board.text
+        lead = empty.get("/leads/L1", headers={"accept": "text/html"})
+        assert lead.status_code == 404 and "no scores are recorded yet" in lead.text
