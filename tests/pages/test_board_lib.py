@@ -237,3 +237,26 @@ def test_added_files_are_merged_exactly(
     again = mine.latest(MODEL)
     assert "merged" not in caplog.text, "an older scoring: everything read again"
     assert _comparable(again) == _comparable(Board(store).latest(MODEL))
+
+
+def test_history_chart_marks_model_versions() -> None:
+    from serve.pages.lead import history_chart, why_parts
+
+    scorings = [{"scored_at": f"2026-01-0{d}T09:00:00+00:00", "score": s, "model_version": v}
+                for d, s, v in ((1, 20, "1"), (3, 40, "1"), (8, 90, "2"))]
+    chart = history_chart(scorings)
+    points = chart["points"]
+    assert [p["score"] for p in points] == [20, 40, 90]
+    assert points[0]["colour"] == points[1]["colour"] != points[2]["colour"]
+    assert [item["version"] for item in chart["legend"]] == ["1", "2"]
+    assert points[0]["x"] < points[1]["x"] < points[2]["x"]  # by time, not by index
+    assert points[2]["y"] < points[1]["y"] < points[0]["y"]  # a higher score is higher up
+    assert (points[0]["anchor"], points[-1]["anchor"]) == ("start", "end")
+    why = {"data": [{"field": f"f{i}", "change": 1.0 + i} for i in range(10)],
+           "model": [{"field": "m", "change": -0.5}], "baseline_change": 0.25, "rounding": -0.1}
+    parts = why_parts(why, {"f9": "Field nine"})
+    assert parts[0] == {"label": "Field nine", "cause": "the lead's data", "change": 10.0}
+    assert parts[8]["label"] == "3 other fields" and parts[8]["cause"] == \
+        "the lead's data and the model"
+    total = sum(p["change"] for p in parts)
+    assert round(total, 2) == round(sum(range(1, 11)) - 0.5 + 0.25 - 0.1, 2)
