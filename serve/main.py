@@ -20,7 +20,7 @@ from leadscore import __version__
 from leadscore.config import Settings, get_settings
 from leadscore.errors import LeadscoreError
 from leadscore.store import ScoreStore
-from serve import errors
+from serve import errors, pages
 from serve.deps import ModelHolder, key_digests
 from serve.examples import add_examples
 from serve.models import ModelSet, Plan, plan_models
@@ -124,6 +124,7 @@ def create_app(settings: Settings | None = None, *, load_model: bool = True) -> 
     for router in (score.router, health.router, metrics.router, model.router, admin.router,
                    docs.router, history.router):
         app.include_router(router)
+    app.include_router(pages.router)  # the pages for people (HTML): serve/pages
     app.mount(docs.STATIC_PATH, docs.static_files(), name="static")
 
     def openapi() -> dict[str, Any]:
