@@ -21,7 +21,8 @@ def test_page_numbers_equal_the_bundles_metadata(bundle: ModelBundle) -> None:
     assert page.missing == []
     ev = page.expected_vs_actual
     assert ev is not None
-    assert ev["expected_conversions"] == pytest.approx(meta["metrics"]["test_expected_conversions"])
+    expected = meta["metrics"]["test_expected_conversions"]
+    assert ev["expected_conversions"] == pytest.approx(expected)
     assert ev["actual_conversions"] == meta["metrics"]["test_actual_conversions"]
     assert ev["test_leads"] == meta["metrics"]["test_rows"]
     # calibration bins and tier rates: exactly the stored ones (NaN stored as null)
@@ -29,7 +30,8 @@ def test_page_numbers_equal_the_bundles_metadata(bundle: ModelBundle) -> None:
     assert len(page.calibration) == 10
     assert sum(b["leads"] for b in page.calibration) == ev["test_leads"]
     assert [r["tier"] for r in page.tier_rates] == ["A", "B", "C", "D"]
-    assert [r["leads"] for r in page.tier_rates] == [r["leads"] for r in evaluation["tiers"]["test"]]
+    stored = evaluation["tiers"]["test"]
+    assert [r["leads"] for r in page.tier_rates] == [r["leads"] for r in stored]
     assert sum(r["leads"] for r in page.tier_rates) == ev["test_leads"]
     assert [r["word"] for r in page.tier_rates] == ["hot", "warm", "cool", "cold"]
     # the model first, then every baseline, with the same numbers the metrics logged

@@ -166,8 +166,8 @@ def test_model_page_shows_the_bundles_figures(site: dict[str, Any], bundle: Mode
     # the tier table, the importance labels, the baselines
     for row in meta["evaluation"]["tiers"]["test"]:
         assert f'data-tier="{row["tier"]}"' in text
-    assert bundle.words_[bundle.sources.index(meta["evaluation"]["importance"][0]["field"])].label \
-        in text
+    top = meta["evaluation"]["importance"][0]["field"]
+    assert bundle.words_[bundle.sources.index(top)].label in text
     assert 'data-model="scorecard"' in text and 'data-model="logistic"' in text
     # version history with the promotion reason from the registry
     assert 'data-version="' + bundle.version + '"' in text
