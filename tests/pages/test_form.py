@@ -240,3 +240,18 @@ def test_browser_fills_numbers_and_gets_the_apis_probability(url: str) -> None:
     assert abs(shown - expected["probability"]) <= 1e-9
     assert tier == expected["tier_label"]
     assert hosts == {url.split("/")[2]}
+
+
+def test_with_api_keys_the_pages_send_to_sign_in(form_bundle: Path,
+                                                 tmp_path: Path) -> None:
+    """The pages ask `require_page_user`: with keys configured and nobody signed in, the form,
+    its POST and the model page redirect to /signin and score nothing."""
+    settings = Settings(model_uri=str(form_bundle), home=tmp_path, api_keys="k-0123456789abcdef",
+                        reload_seconds=0, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with running(settings) as address:
+        for method, path in (("GET", FORM), ("POST", FORM), ("GET", f"/models/{MODEL}")):
+            response = httpx.request(method, address + path, data={"plan": "team"}
+                                     if method == "POST" else None, timeout=30)
+            assert response.status_code == 303, (method, path, response.status_code)
+            assert response.headers["location"] == "/signin"
+            assert "data-probability" not in response.text
