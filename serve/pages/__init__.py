@@ -1,10 +1,9 @@
 """The pages for people, served by the API's app: sign-in, the lead board, a lead's page (and
-the model page and score form when present). `install(app)` adds the routers, the static files
+the model page and the score-one-lead form). `install(app)` adds the routers, the static files
 and the handlers that turn a missing sign-in into a redirect and a page error into a page."""
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 
 from fastapi import APIRouter, FastAPI, Request
@@ -14,6 +13,8 @@ from fastapi.staticfiles import StaticFiles
 from serve.errors import error_response
 from serve.pages import board, lead, signin
 from serve.pages.auth import PageError, SignInRequired, log_open_pages
+from serve.pages.form import form_router
+from serve.pages.model import model_router
 from serve.pages.rendering import STATIC_DIR, STATIC_PATH, render, root_of
 
 log = logging.getLogger("serve")
@@ -21,15 +22,8 @@ log = logging.getLogger("serve")
 router = APIRouter(include_in_schema=False)
 router.include_router(signin.router)
 router.include_router(board.router)
-# the model page and the score form (serve/pages/model.py, form.py) where they exist
-if importlib.util.find_spec("serve.pages.model") is not None:
-    from serve.pages.model import model_router
-
-    router.include_router(model_router)
-if importlib.util.find_spec("serve.pages.form") is not None:
-    from serve.pages.form import form_router
-
-    router.include_router(form_router)
+router.include_router(model_router)
+router.include_router(form_router)
 router.include_router(lead.router)
 
 HEADINGS = {400: "That view cannot be shown", 403: "Not allowed", 404: "Not found"}

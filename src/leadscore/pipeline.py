@@ -364,6 +364,10 @@ def run_training(
         progress.stage("baselines and the evaluation report")
         card = _evaluation(trained, leads, spec, leak, tuning, keep_tiers, baselines)
         result.baselines = card["baselines"]
+        from leadscore.report import bundle_evaluation
+
+        # the model page's test figures travel with the version (older bundles lack them)
+        bundle.meta["evaluation"] = bundle_evaluation(card["report"])
         for baseline, values in card["baselines"].items():
             for key in ("roc_auc", "pr_auc", "brier", "ece", "lift_top10"):
                 metrics[f"baseline_{baseline}_{key}"] = values[key]

@@ -155,6 +155,33 @@ def build_report(
     }
 
 
+def bundle_evaluation(report: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of the report the model page shows, kept in `bundle.json` so a served version
+    carries its own test figures (the report folder may be gone, MLflow out of reach): test
+    expected vs actual, calibration bins, tier rates, field importance and the baselines. Only
+    aggregates; NaN becomes null so the JSON stays strict."""
+    keep = ("test", "expected_vs_actual", "reliability", "tiers", "importance", "baselines",
+            "split", "model")
+    tiers = report.get("tiers") or {}
+    summary = {key: report.get(key) for key in keep}
+    summary["tiers"] = {"cutoffs": tiers.get("cutoffs"), "test": tiers.get("test"),
+                        "descending_test": tiers.get("descending_test")}
+    summary["model"] = {"calibration": (report.get("model") or {}).get("calibration")}
+    return {"format": 1, **_finite(summary)}
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        return None if math.isnan(value) or math.isinf(value) else float(value)
+    return value
+
+
 # --------------------------------------------------------------------------- plots
 
 
