@@ -263,29 +263,34 @@ def reports(seed: int) -> dict[str, object]:
     return out
 
 
+def _save(key: str, value: Any) -> None:
+    """Merge one key into results/train.json (re-read first: a `--report` run and a scaling
+    run may write it in turn)."""
+    out = json.loads(RESULTS.read_text(encoding="utf-8")) if RESULTS.exists() else {}
+    out["goal"] = ("whole train <= 1.5x lightgbm.train at 1M leads, peak RSS <= 1.5 GB; "
+                   "evaluation report and model card <= 5 s at 78k leads")
+    out["cpus"] = os.cpu_count()
+    out[key] = value
+    RESULTS.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--leads", type=int, nargs="*", default=[])
     parser.add_argument("--report", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    previous = json.loads(RESULTS.read_text(encoding="utf-8")) if RESULTS.exists() else {}
-    out: dict[str, Any] = {k: v for k, v in previous.items() if k in {"scaling", "report"}}
-    out["goal"] = ("whole train <= 1.5x lightgbm.train at 1M leads, peak RSS <= 1.5 GB; "
-                   "evaluation report and model card <= 5 s at 78k leads")
-    out["cpus"] = os.cpu_count()
     if args.report:
-        out["report"] = {"measured_at": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime()),
-                         "datasets": reports(args.seed)}
-    if args.leads:
-        rows = {row["leads"]: row for row in out.get("scaling", [])}
-        for leads in args.leads:
-            rows[leads] = {"measured_at": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime()),
-                           **scaling(leads, args.seed)}
-            print(json.dumps(rows[leads], indent=2), flush=True)
-            out["scaling"] = [rows[k] for k in sorted(rows)]
-            RESULTS.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
-    RESULTS.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+        _save("report", {"measured_at": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime()),
+                         "datasets": reports(args.seed)})
+    for leads in args.leads:
+        row = {"measured_at": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime()),
+               **scaling(leads, args.seed)}
+        print(json.dumps(row, indent=2), flush=True)
+        previous = json.loads(RESULTS.read_text(encoding="utf-8")) if RESULTS.exists() else {}
+        rows = {r["leads"]: r for r in previous.get("scaling", [])}
+        rows[leads] = row
+        _save("scaling", [rows[k] for k in sorted(rows)])
     print(f"written: {RESULTS}")
 
 
