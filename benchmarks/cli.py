@@ -49,10 +49,18 @@ def command_paths() -> list[list[str]]:
     return paths
 
 
-def wall(argv: list[str], env: dict[str, str]) -> float:
+def wall(argv: list[str], env: dict[str, str], cpu: list[float] | None = None) -> float:
+    """Wall seconds of one run; its CPU seconds (user + system) appended to `cpu`."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(argv, env=env, capture_output=True, check=False)
-    return time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if cpu is not None:
+        cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return seconds
 
 
 def main() -> None:
@@ -66,11 +74,13 @@ def main() -> None:
         cases = {"--help": ["--help"], "--version": ["--version"]}
         cases.update({f"{' '.join(path)} -h": [*path, "-h"] for path in command_paths()})
         cases["spec mistake (train)"] = ["train", "--config", str(bad)]
-        base = [wall([sys.executable, "-c", "pass"], env) for _ in range(args.repeat)]
+        base_cpu: list[float] = []
+        base = [wall([sys.executable, "-c", "pass"], env, base_cpu) for _ in range(args.repeat)]
         baseline = statistics.median(base)
         results = {}
         for name, cli_args in cases.items():
-            times = [wall([sys.executable, "-m", "leadscore.cli", *cli_args], env)
+            cpu: list[float] = []
+            times = [wall([sys.executable, "-m", "leadscore.cli", *cli_args], env, cpu)
                      for _ in range(args.repeat)]
             probe = subprocess.run(
                 [sys.executable, "-c", PROBE.format(heavy=HEAVY), *cli_args],
@@ -81,9 +91,12 @@ def main() -> None:
                 "median_s": round(statistics.median(times), 3),
                 "min_s": round(min(times), 3),
                 "ratio_to_python": round(statistics.median(times) / baseline, 1),
+                # CPU seconds (user + system): what the wall time would be on an idle core
+                "median_cpu_s": round(statistics.median(cpu), 3),
                 "heavy_imports": heavy[-1][6:].split(",") if heavy and heavy[-1][6:] else [],
             }
-            print(f"{name:24s} {results[name]['median_s']:.3f} s  "
+            print(f"{name:24s} {results[name]['median_s']:.3f} s "
+                  f"(cpu {results[name]['median_cpu_s']:.3f} s) "
                   f"({results[name]['ratio_to_python']}x python -c pass)  "
                   f"heavy: {results[name]['heavy_imports'] or 'none'}")
     try:
@@ -94,6 +107,7 @@ def main() -> None:
         spark = False
     out = {
         "python_c_pass_s": round(baseline, 3),
+        "python_c_pass_cpu_s": round(statistics.median(base_cpu), 3),
         "repeat": args.repeat,
         "pyspark_installed": spark,
         "python": platform.python_version(),
