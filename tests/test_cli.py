@@ -264,21 +264,73 @@ def test_no_arguments_shows_help(run) -> None:  # type: ignore[no-untyped-def]
     assert "train" in result.output and "score" in result.output
 
 
+# imported by no `-h` and no `--help`: the scoring stack, and pydantic with the settings
+HEAVY = ("mlflow", "lightgbm", "sklearn", "pandas", "pyspark", "pandera", "optuna", "numpy",
+         "pyarrow", "pydantic", "pydantic_settings", "leadscore.config", "leadscore.scoring")
+
+
 def test_importing_the_cli_imports_no_heavy_library() -> None:
     """`leadscore --help` and a spec mistake must not pay for MLflow, LightGBM, scikit-learn,
     pandas or PySpark: each is imported inside the command that uses it."""
     import subprocess
     import sys
 
-    heavy = ("mlflow", "lightgbm", "sklearn", "pandas", "pyspark", "pandera", "optuna")
     code = (
         "import sys, leadscore.cli; "
-        f"print(sorted(m for m in {heavy!r} if m in sys.modules))"
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "[]"
     assert out.stderr == ""
+
+
+def test_every_commands_help_imports_no_heavy_library() -> None:
+    """`-h` on every command and sub-command (history, monitor, cache clear, ...) answers from
+    typer alone: no pydantic (the settings are read when a command runs, not in the group's
+    callback), no MLflow, LightGBM or pandas. One fresh process runs them all, so what it
+    imported is the union of what each one did."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, typer.main\n"
+        "from leadscore import cli\n"
+        "group = typer.main.get_command(cli.app)\n"
+        "paths = []\n"
+        "for name, command in group.commands.items():\n"
+        "    subs = getattr(command, 'commands', None)\n"
+        "    paths += [[name, sub] for sub in subs] if subs else [[name]]\n"
+        "codes = []\n"
+        "for path in [[], *paths]:\n"
+        "    try:\n"
+        "        cli.app([*path, '-h'], prog_name='leadscore')\n"
+        "    except SystemExit as exc:\n"
+        "        codes.append(exc.code)\n"
+        "print('PATHS', len(paths), 'CODES', sorted(set(codes)))\n"
+        f"print('HEAVY', sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    lines = {line.split(" ", 1)[0]: line for line in out.stdout.splitlines()
+             if line.startswith(("PATHS", "HEAVY"))}
+    paths = int(lines["PATHS"].split()[1])
+    assert paths >= 13  # synth, train, ..., history, monitor, recalibrate, cache clear
+    assert lines["PATHS"].endswith("CODES [0]")
+    assert lines["HEAVY"] == "HEAVY []"
+    assert "Usage: leadscore monitor" in out.stdout
+    assert "Usage: leadscore cache clear" in out.stdout
+
+
+def test_log_level_comes_from_the_settings_when_a_command_runs(run, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The group's callback no longer reads the settings (it would cost every `-h` pydantic):
+    LEADSCORE_LOG_LEVEL applies once the command runs, and --verbose wins over it."""
+    monkeypatch.setenv("LEADSCORE_LOG_LEVEL", "ERROR")
+    get_settings.cache_clear()
+    assert run("models", "--json").exit_code == 0
+    assert logging.getLogger("leadscore").level == logging.ERROR
+    assert run("-v", "models", "--json").exit_code == 0
+    assert logging.getLogger("leadscore").level == logging.DEBUG
 
 
 def test_version_and_short_help(run) -> None:  # type: ignore[no-untyped-def]

@@ -408,3 +408,137 @@ def test_logged_requirements_install_leadscore_from_its_wheel(trained, tmp_path:
 
     np.testing.assert_allclose(probabilities, score_leads(bundle, expected)["probability"],
                                rtol=0, atol=1e-12)
+
+
+def borrowed_site_packages(folder: Path) -> Path:
+    """This interpreter's third-party packages, minus leadscore, as one folder of symlinks: what
+    a rebuilt environment may take from here instead of downloading (no network in tests). No
+    `.pth` file comes along, so the editable install of this checkout is not importable from
+    it: leadscore must come from the model's own requirements."""
+    import sysconfig
+
+    site = Path(sysconfig.get_paths()["purelib"])
+    folder.mkdir(parents=True)
+    for entry in site.iterdir():
+        if entry.suffix == ".pth" or "leadscore" in entry.name.lower():
+            continue
+        (folder / entry.name).symlink_to(entry)
+    return folder
+
+
+@pytest.mark.slow
+def test_mlflow_rebuilds_the_model_environment_offline_with_virtualenv(
+    trained, tmp_path: Path
+) -> None:
+    """MLflow's own rebuild of the model's environment, as `mlflow models serve -m
+    models:/NAME@champion --env-manager virtualenv` does it (its pyfunc backend, the default
+    environment root): pyenv's Python of the logged version, a fresh `python -m venv`, `pip
+    install -r` of the logged requirements from the model folder (so the
+    `artifacts/leadscore-*.whl` line installs the wheel logged with the model), then a
+    prediction inside that environment.
+
+    Offline, and its limits: pyenv must already hold the logged Python version (else skipped:
+    it would download it; `mlflow models predict` always gives pyenv a fresh root, so it is
+    not the command run here); pip may not download (PIP_NO_INDEX), so the pinned third-party
+    requirements (lightgbm==, mlflow==, ...) are found already installed on a PYTHONPATH of this
+    venv's packages without leadscore (`borrowed_site_packages`): a pin that does not match
+    what is installed fails (pip would have to download), but those packages are not installed
+    afresh. leadscore is not on that path: without its wheel line in the requirements the
+    prediction fails with "No module named 'leadscore'"."""
+    import shutil
+    import sysconfig
+
+    pyenv = shutil.which("pyenv")
+    if pyenv is None:
+        pytest.skip("MLflow's virtualenv env manager needs pyenv")
+    root = subprocess.run([pyenv, "root"], capture_output=True, text=True).stdout.strip()
+    python = sysconfig.get_python_version() + "." + str(sys.version_info.micro)
+    if not (Path(root) / "versions" / python).is_dir():
+        pytest.skip(f"pyenv has no Python {python}: MLflow would download it")
+    tracking.configure(trained.settings)
+    bundle = tracking.load_model(trained.uri, trained.settings)
+    example = tracking.input_example_for(bundle)
+    given = tmp_path / "leads.json"
+    given.write_text(json.dumps({"dataframe_split": json.loads(
+        example.to_json(orient="split", index=False))}), encoding="utf-8")
+    out = tmp_path / "predictions.json"
+    env = {k: v for k, v in os.environ.items() if k not in {"LEADSCORE_HOME"}}
+    env.update({
+        "PYTHONPATH": str(borrowed_site_packages(tmp_path / "borrowed")),
+        "PIP_NO_INDEX": "1",
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+        "MLFLOW_ENV_ROOT": str(tmp_path / "envs"),
+        "MLFLOW_TRACKING_URI": trained.settings.resolved_tracking_uri(),
+        "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false",
+    })
+    code = (
+        "import sys\n"
+        "from mlflow.models.flavor_backend_registry import get_flavor_backend\n"
+        "uri, given, out = sys.argv[1:]\n"
+        "backend = get_flavor_backend(uri, env_manager='virtualenv', install_mlflow=False)\n"
+        "backend.predict(model_uri=uri, input_path=given, output_path=out, "
+        "content_type='json')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, trained.uri, str(given), str(out)],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    rows = pd.DataFrame(json.loads(out.read_text())["predictions"])
+    np.testing.assert_allclose(rows["probability"], score(bundle, example)["probability"],
+                               rtol=0, atol=1e-12)
+    # the leadscore that predicted was installed into the new environment, from the wheel
+    installed = list((tmp_path / "envs").glob("*/lib/python*/site-packages/leadscore/scoring.py"))
+    assert len(installed) == 1, "leadscore was not installed into the rebuilt environment"
+
+
+@pytest.mark.slow
+def test_make_mlflow_serve_answers_one_request(trained, tmp_path: Path) -> None:
+    """`make mlflow-serve` (MLflow's own server on the embedded store, `--env-manager local`)
+    serves the @champion: one POST /invocations with the logged input example returns the same
+    probabilities as leadscore. Run from the store's folder (the target reads
+    sqlite:///mlflow.db there), with this interpreter's bin/ and no venv bootstrap (STAMP=)."""
+    import shutil
+
+    if shutil.which("make") is None:
+        pytest.skip("no make")
+    home = Path(trained.settings.tracking_uri.removeprefix("sqlite:///")).parent
+    assert (home / "mlflow.db").is_file()
+    makefile = Path(__file__).resolve().parents[1] / "Makefile"
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items()
+           if k not in {"MLFLOW_TRACKING_URI", "LEADSCORE_HOME"}}
+    env["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
+    log_file = (tmp_path / "serve.log").open("wb")
+    proc = subprocess.Popen(
+        ["make", "-f", str(makefile), "mlflow-serve", "STAMP=",
+         f"BIN={Path(sys.executable).parent}", f"MODEL={trained.settings.model_name}",
+         f"PORT={port}"],
+        cwd=home, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        bundle = tracking.load_model(trained.uri, trained.settings)
+        example = tracking.input_example_for(bundle)
+        body = json.dumps({"dataframe_split": json.loads(
+            example.to_json(orient="split", index=False))}).encode()
+        deadline, answer = time.monotonic() + 120, None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                request = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/invocations", data=body,
+                    headers={"Content-Type": "application/json"})
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    answer = json.loads(response.read())
+                break
+            except OSError:
+                time.sleep(0.5)
+        tail = (tmp_path / "serve.log").read_text(errors="replace")[-3000:]
+        assert answer is not None, f"make mlflow-serve did not answer:\n{tail}"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log_file.close()
+    rows = pd.DataFrame(answer["predictions"])
+    np.testing.assert_allclose(rows["probability"], score(bundle, example)["probability"],
+                               rtol=0, atol=1e-9)

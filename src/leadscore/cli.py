@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
 from leadscore import __version__, cli_memory
 from leadscore.errors import LeadscoreError
@@ -29,7 +30,28 @@ if TYPE_CHECKING:
 
     from leadscore.config import DatasetSpec, Settings
 
+class LeanGroup(TyperGroup):
+    """A command group whose unused `-h` costs nothing: typer (0.29) builds a pydantic adapter
+    to coerce the group's absent help flag (None) before a subcommand's `-h` answers, which made
+    every `leadscore COMMAND -h` import pydantic (a fifth of a second). The help flag is a
+    plain bool; it gets typer's pass-through coercion instead. Other typer versions (no
+    `_runtime_param`) are left as they are."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        option = super().get_help_option(ctx)
+        if option is not None and getattr(option, "_runtime_param", False) is None:
+            try:
+                from typer._coercion import PassThroughRuntimeParam
+
+                option._runtime_param = PassThroughRuntimeParam(
+                    parameter_info=option.type_descriptor.parameter_info, annotation=bool)
+            except (ImportError, AttributeError, TypeError):  # a typer without them: as is
+                pass
+        return option
+
+
 app = typer.Typer(
+    cls=LeanGroup,
     help="Lead conversion probabilities learned from your own CRM history.",
     no_args_is_help=True,
     add_completion=False,
@@ -89,12 +111,25 @@ def setup_logging(level: str) -> None:
     logging.getLogger("leadscore").setLevel(level.upper())
 
 
+_verbose = [False]  # --verbose, as the group's callback last saw it
+
+
+def apply_log_level() -> None:
+    """`LEADSCORE_LOG_LEVEL` for our records, once a command runs: the group's callback runs
+    before a command's `-h` is parsed, and reading the settings there would make every `-h` pay
+    for pydantic. `--verbose` (DEBUG, set by the callback) wins."""
+    if _verbose[0]:
+        return
+    logging.getLogger("leadscore").setLevel(get_settings().log_level.upper())
+
+
 def friendly(func: F) -> F:
     """A user's mistake is one line and exit 2; anything else is a bug and keeps its trace."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
+            apply_log_level()
             return func(*args, **kwargs)
         except LeadscoreError as exc:
             from rich.markup import escape
@@ -122,7 +157,9 @@ def main(
                      help="Print the version and exit."),
     ] = False,
 ) -> None:
-    setup_logging("DEBUG" if verbose else get_settings().log_level)
+    # INFO until the command runs and `apply_log_level` reads LEADSCORE_LOG_LEVEL
+    _verbose[0] = verbose
+    setup_logging("DEBUG" if verbose else "INFO")
 
 
 ParamOption = Annotated[
@@ -592,7 +629,7 @@ def export(
 
 
 cache_app = typer.Typer(help="The training-table cache (LEADSCORE_HOME/cache/features).",
-                        no_args_is_help=True)
+                        no_args_is_help=True, cls=LeanGroup)
 app.add_typer(cache_app, name="cache")
 
 
@@ -692,6 +729,7 @@ def serve(
 
     import uvicorn
 
+    apply_log_level()
     with ExitStack() as stack:
         if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             # each worker writes its metrics here and /metrics adds them up

@@ -12,20 +12,27 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from leadscore.config import (
+from leadscore.defaults import (
     DEFAULT_HORIZON_DAYS,
     MAX_AUC_DROP,
     MAX_CALIBRATION_GAP,
     MIN_COHORT,
-    Settings,
-    get_settings,
 )
 from leadscore.errors import DataError, ModelError
 
-if TYPE_CHECKING:  # LightGBM loads when a command needs it, not when the CLI starts
+# `history -h` and `monitor -h` answer without pydantic (config) or LightGBM (scoring): each is
+# imported inside the command that uses it
+if TYPE_CHECKING:
+    from leadscore.config import Settings
     from leadscore.scoring import ModelBundle
+
+
+def get_settings() -> Settings:
+    """The settings, imported when a command runs (pydantic costs a third of a second)."""
+    from leadscore.config import get_settings as settings
+
+    return settings()
 
 
 def bundles_of(model: str, settings: Settings) -> Callable[[str], ModelBundle]:
@@ -185,6 +192,8 @@ def _date(text: str, option: str) -> datetime:
 
 
 def _print_history(console: Console, result: dict[str, Any]) -> None:
+    from rich.table import Table
+
     table = Table(title=f"lead {result['lead_id']} ({result['model']})", title_justify="left")
     for column in ("scored at (UTC)", "version", "probability", "score", "tier"):
         table.add_column(column)

@@ -24,6 +24,13 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# the monitor's defaults live in `defaults` (the CLI shows them without importing pydantic);
+# re-exported here for the library's own modules
+from leadscore.defaults import ALARM_EXIT as ALARM_EXIT
+from leadscore.defaults import DEFAULT_HORIZON_DAYS as DEFAULT_HORIZON_DAYS
+from leadscore.defaults import MAX_AUC_DROP as MAX_AUC_DROP
+from leadscore.defaults import MAX_CALIBRATION_GAP as MAX_CALIBRATION_GAP
+from leadscore.defaults import MIN_COHORT as MIN_COHORT
 from leadscore.errors import SpecError
 from leadscore.labels import activity_label, number_text, tier_words
 
@@ -47,19 +54,6 @@ def model_name_from(dataset: str) -> str:
     """The default registered model name for a spec: `bank_marketing` -> `lead-bank-marketing`."""
     slug = re.sub(r"[^a-z0-9]+", "-", dataset.lower()).strip("-") or "leads"
     return f"lead-{slug}"[:100]
-
-
-# the monitor's defaults (`leadscore monitor`), here so the CLI can show them without importing
-# the scoring stack: conversions may come up to DEFAULT_HORIZON_DAYS after a score; an alarm
-# when a cohort's realized ROC AUC is more than MAX_AUC_DROP below the test AUC, or expected and
-# actual conversions are more than MAX_CALIBRATION_GAP apart; a cohort of fewer than MIN_COHORT
-# matured leads raises none (with 50 leads at 10%, 5 expected vs 8 actual is a 60% "gap" that
-# means nothing); the exit status of a monitor run with an alarm is ALARM_EXIT
-DEFAULT_HORIZON_DAYS = 90
-MAX_AUC_DROP = 0.05
-MAX_CALIBRATION_GAP = 0.20
-MIN_COHORT = 200
-ALARM_EXIT = 3
 
 
 class Settings(BaseSettings):

@@ -55,9 +55,13 @@ class TrainingResult:
 
 
 def fingerprint(leads: pd.DataFrame, columns: list[str]) -> dict[str, Any]:
-    """Identifies the training data without storing any of it: a hash of the rows used."""
+    """Identifies the training data without storing any of it: a hash of the rows used.
+
+    Each column is hashed as it is typed (the table is typed by the spec, so the same file
+    gives the same digest): turning every value into text first cost 12 s of a 78k-lead
+    training under load, and most of the fingerprint's time at 1M leads."""
     frame = leads[[ID, LABEL, *columns]]
-    row_hashes = pd.util.hash_pandas_object(frame.astype(str), index=False).to_numpy()
+    row_hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy()
     digest = hashlib.sha256(np.sort(row_hashes).tobytes()).hexdigest()
     return {"sha256": digest, "rows": int(len(frame)), "columns": list(columns)}
 
