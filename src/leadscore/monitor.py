@@ -39,7 +39,9 @@ from leadscore.evaluate import (
     population_stability,
 )
 from leadscore.scoring import TIERS, ModelBundle
-from leadscore.store import ScoreStore
+from leadscore.store import FEATURE_PREFIX, ScoreStore, with_features
+
+LABEL = "label"  # outcomes read from a spec's label column: 1, 0, or NaN when still open
 
 log = logging.getLogger(__name__)
 
@@ -105,19 +107,55 @@ def cohort_of(times: pd.Series, period: str) -> pd.Series:
     raise DataError(f"--cohort must be week or month, not {period!r}")
 
 
+_COHORT_SQL = {
+    # the session runs in UTC: a week starts on its Monday, as `cohort_of` has it
+    "week": "strftime(date_trunc('week', scored_at), '%Y-%m-%d')",
+    "month": "strftime(scored_at, '%Y-%m')",
+}
+
+
 def joined(store: ScoreStore, model: str, outcomes: pd.DataFrame, *, horizon_days: int,
            as_of: datetime, period: str) -> pd.DataFrame:
-    """One row per (cohort, version, lead): its first scoring there, with `matured` and `y`."""
-    table = store.rows(model, columns=["lead_id", "model_version", "scored_at", "probability",
-                                       "score", "tier", "features"])
-    scores = table.to_pandas()
-    if scores.empty:
+    """One row per (cohort, version, lead): its first scoring there, with `matured` and `y`.
+
+    DuckDB reads the store (only the columns used, every day's files in one scan), keeps each
+    lead's first scoring per cohort and version, and joins the outcomes; the horizon and
+    maturity are then stated in pandas, once, for both kinds of outcomes.
+    """
+    if period not in _COHORT_SQL:
+        raise DataError(f"--cohort must be week or month, not {period!r}")
+    features = sorted(c for c in store.columns(model) if c.startswith(FEATURE_PREFIX))
+    settled = LABEL in outcomes.columns
+    known = outcomes[["lead_id", "converted_at", *([LABEL] if settled else [])]]
+    picked = ", ".join(f'"{c}"' for c in features)
+    con = store.connect(model)
+    try:
+        con.register("outcomes", known)
+        table = con.sql(f"""
+            WITH firsts AS (
+                SELECT lead_id, model_version, scored_at, probability, score, tier
+                       {", " + picked if picked else ""}, {_COHORT_SQL[period]} AS cohort
+                FROM scores
+                QUALIFY row_number() OVER (PARTITION BY cohort, model_version, lead_id
+                                           ORDER BY scored_at) = 1
+            )
+            SELECT firsts.*, outcomes.* EXCLUDE (lead_id)
+            FROM firsts LEFT JOIN outcomes USING (lead_id)
+            ORDER BY scored_at, lead_id, model_version
+        """).to_arrow_table()
+    finally:
+        con.close()
+    if table.num_rows == 0:
         raise DataError(f"the score history of model {model!r} is empty")
+    scores = with_features(table).to_pandas()
     scores["scored_at"] = pd.to_datetime(scores["scored_at"], utc=True)
-    scores["cohort"] = cohort_of(scores["scored_at"], period)
-    scores = scores.sort_values("scored_at").drop_duplicates(
-        ["cohort", "model_version", "lead_id"], keep="first")
-    scores = scores.merge(outcomes, on="lead_id", how="left")
+    scores["converted_at"] = pd.to_datetime(scores["converted_at"], utc=True)
+    if settled:
+        # a label column says whether, not when: every scoring of a decided lead has matured
+        # and counts its label; an open (or unlisted) lead is pending
+        scores["y"] = (scores[LABEL] == 1).astype(int)
+        scores["matured"] = scores[LABEL].notna()
+        return scores.drop(columns=[LABEL])
     horizon = pd.Timedelta(days=horizon_days)
     after = scores["converted_at"] > scores["scored_at"]
     before = scores["converted_at"] <= scores["scored_at"]
