@@ -30,6 +30,7 @@ from leadscore.config import (  # noqa: F401  (ALARM_EXIT: re-exported)
     MAX_AUC_DROP,
     MAX_CALIBRATION_GAP,
     MIN_COHORT,
+    DatasetSpec,
 )
 from leadscore.errors import DataError, LeadscoreError
 from leadscore.evaluate import (
@@ -94,6 +95,43 @@ def read_outcomes(path: Path, id_column: str = "lead_id") -> pd.DataFrame:
     out.loc[~converted, "converted_at"] = pd.NaT
     # a lead listed twice: its first conversion counts
     return out.sort_values("converted_at").drop_duplicates("lead_id", keep="first")
+
+
+def outcomes_of_spec(spec: DatasetSpec, as_of: datetime) -> pd.DataFrame:
+    """The outcomes the spec trains on, as the monitor joins them (`SPEC_OUTCOMES_RULE`)."""
+    from leadscore.data import ID, LABEL as TRAIN_LABEL, TIME, load_conversions, load_leads
+
+    if spec.outcome.table is not None:
+        conversions = load_conversions(spec)
+        return pd.DataFrame({
+            "lead_id": conversions[ID].astype(str).to_numpy(),
+            "converted_at": pd.to_datetime(conversions["converted_at"]).dt.tz_localize(UTC),
+        })
+    leads, _ = load_leads(spec)
+    label = leads[TRAIN_LABEL].to_numpy(dtype=float)
+    if spec.leads.created_at:
+        when = pd.to_datetime(leads[TIME]).dt.tz_localize(UTC)
+        if spec.as_of_days:
+            when = when + pd.Timedelta(days=spec.as_of_days)
+    else:
+        when = pd.Series(pd.Timestamp(as_of), index=leads.index)
+    return pd.DataFrame({
+        "lead_id": leads[ID].astype(str).to_numpy(),
+        "converted_at": when.where(label == 1).to_numpy(),
+        LABEL: label,
+    })
+
+
+SPEC_OUTCOMES_RULE = (
+    "`--config SPEC` takes the outcomes the spec trains on. A conversion table (lead id, "
+    "converted_at) is joined like an --outcomes file: a lead absent from it did not convert. "
+    "A label column of the lead table (bank marketing's `y`) says whether a lead converted, "
+    "not when: its outcomes count as settled, so every scoring of a decided lead has matured "
+    "and counts its label, whatever the horizon, and a lead whose label is open or empty, or "
+    "that the file no longer lists, is pending. Their converted_at, reported only, is the "
+    "lead's as-of time (the spec's date column plus as_of_days) or, without a date column, "
+    "the monitor's --as-of."
+)
 
 
 def cohort_of(times: pd.Series, period: str) -> pd.Series:
