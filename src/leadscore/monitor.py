@@ -99,7 +99,8 @@ def read_outcomes(path: Path, id_column: str = "lead_id") -> pd.DataFrame:
 
 def outcomes_of_spec(spec: DatasetSpec, as_of: datetime) -> pd.DataFrame:
     """The outcomes the spec trains on, as the monitor joins them (`SPEC_OUTCOMES_RULE`)."""
-    from leadscore.data import ID, LABEL as TRAIN_LABEL, TIME, load_conversions, load_leads
+    from leadscore.data import ID, TIME, load_conversions, load_leads
+    from leadscore.data import LABEL as TRAIN_LABEL
 
     if spec.outcome.table is not None:
         conversions = load_conversions(spec)

@@ -31,7 +31,7 @@ _STYLE = (
 def write_html(folder: Path, report: dict[str, Any]) -> Path:
     """`report.html` in `folder`, drawing the plots there first (`monitor.write_plots`)."""
     folder.mkdir(parents=True, exist_ok=True)
-    plots = {name: path for name, path in zip(PLOTS, write_plots(folder, report), strict=True)}
+    plots = dict(zip(PLOTS, write_plots(folder, report), strict=True))
     path = folder / REPORT_HTML
     path.write_text(render(report, {k: p.read_bytes() for k, p in plots.items()}),
                     encoding="utf-8")
