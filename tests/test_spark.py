@@ -146,6 +146,30 @@ def test_engine_spark_records_the_same_history(spark, tiny: Path,  # noqa: F811
              for p in remote.files("tiny")}
     assert files == {True}, "the same columns in the same order"
 
+    # on a cluster, Spark writes the store itself: the same rows read back
+    from leadscore.batch import history_frame
+
+    frame = spark.read.option("header", True).option("multiLine", True) \
+        .option("escape", '"').csv(str(src)).repartition(2)
+    scored = score_spark(frame, str(tiny), scored_at=SCORED_AT, features=True)
+    cluster = ScoreStore(tmp_path / "cluster")
+    history_frame(scored, "tiny").write.partitionBy("model", "date").mode("append") \
+        .parquet(cluster.root.resolve().as_uri())
+    assert [p.relative_to(cluster.root).as_posix() for p in cluster.root.glob("*/*")] == \
+        ["model=tiny/date=2026-01-01"]
+    written = cluster.rows("tiny").sort_by("lead_id")
+    assert written.schema == want.schema and written.num_rows == 1499
+    for column in ("lead_id", "model_version", "scored_at", "score", "tier"):
+        assert written.column(column).equals(want.column(column)), column
+    np.testing.assert_array_equal(
+        np.array(written.column("features").to_pylist(), dtype=float),
+        np.array(want.column("features").to_pylist(), dtype=float))
+    assert cluster.lead("tiny", "L000042").num_rows == 1
+    # and Spark reads the store as it is, hive partitions as columns
+    back = spark.read.parquet(cluster.root.resolve().as_uri())
+    assert {"model", "date", "lead_id", "f_000"} <= set(back.columns)
+    assert back.where("model = 'tiny'").count() == 1499
+
 
 @pytest.mark.slow
 def test_cli_engine_spark_then_history(tiny: Path, tmp_path: Path) -> None:  # noqa: F811

@@ -153,6 +153,38 @@ def score_spark(
     return df.mapInArrow(run, schema)
 
 
+def history_frame(scored: Any, model: str) -> Any:
+    """The score store's rows of a `score_spark(..., features=True)` result, for Spark to write
+    itself on a cluster: `.write.partitionBy("model", "date").mode("append").parquet(root)`
+    gives the layout `leadscore history` and the monitor read (model=/date= folders, the same
+    columns). Rejected rows are left out; `date` is the UTC day of scored_at.
+
+    Sets the session's `spark.sql.parquet.outputTimestampType` to TIMESTAMP_MICROS: Spark's
+    default (INT96) would read back as a naive nanosecond time, not the store's UTC
+    microseconds.
+    """
+    from pyspark.sql import functions as F  # noqa: N812
+
+    scored.sparkSession.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+    features = sorted(c for c in scored.columns if c.startswith(FEATURE_PREFIX))
+    if not features:
+        raise ValueError("history_frame needs score_spark(..., features=True)")
+    when = F.to_timestamp(F.col("scored_at"))
+    rows = scored.where(F.col(REJECT_REASON).isNull())
+    return rows.select(
+        F.col(f"`{rows.columns[0]}`").cast("string").alias("lead_id"),
+        F.col("model_version").cast("string"),
+        when.alias("scored_at"),
+        F.col("probability").cast("double"),
+        F.col("score").cast("bigint"),
+        F.col("tier").cast("string"),
+        *(F.col(c).cast("double") for c in features),
+        F.lit(model).alias("model"),
+        F.date_format(F.to_utc_timestamp(when, F.current_timezone()), "yyyy-MM-dd")
+        .alias("date"),
+    )
+
+
 def _partition_offsets(df: Any) -> list[int]:
     """Rows before each partition, counted in the JVM (no Python rows on the way)."""
     from pyspark.sql import functions as F  # noqa: N812
