@@ -157,7 +157,8 @@ def history_frame(scored: Any, model: str) -> Any:
     """The score store's rows of a `score_spark(..., features=True)` result, for Spark to write
     itself on a cluster: `.write.partitionBy("model", "date").mode("append").parquet(root)`
     gives the layout `leadscore history` and the monitor read (model=/date= folders, the same
-    columns). Rejected rows are left out; `date` is the UTC day of scored_at.
+    columns). The lead id is the first column (score_spark puts the model's id column there);
+    rejected rows are left out; `date` is the UTC day of scored_at.
 
     Sets the session's `spark.sql.parquet.outputTimestampType` to TIMESTAMP_MICROS: Spark's
     default (INT96) would read back as a naive nanosecond time, not the store's UTC
