@@ -4,6 +4,7 @@ double rows, compaction, and the CLI's `history` / `--no-history`."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -254,3 +255,58 @@ def test_lookup_by_row_group_statistics_finds_every_lead(scored: Scored, tmp_pat
     last_two = store.lead("hist", LEAD, with_features=2).column("features").to_pylist()
     full = store.lead("hist", LEAD).column("features").to_pylist()
     assert last_two[0] == [] and last_two[1:] == full[1:]
+
+
+def test_sql_over_the_scores_view(scored: Scored) -> None:
+    """`ScoreStore.sql`: DuckDB over one model's Parquet, hive partitions as `model` and `date`
+    columns; the counts and sums are the ones pyarrow reads; a bad query is one plain line."""
+    table = scored.store.sql(
+        "SELECT date, model_version, count(*) AS n, sum(probability) AS p, model FROM scores "
+        "GROUP BY ALL ORDER BY date")
+    rows = table.to_pylist()
+    assert [(str(r["date"]), r["model_version"], r["n"], r["model"]) for r in rows] == [
+        ("2026-01-05", "1", 200, "hist"), ("2026-01-12", "1", 200, "hist"),
+        ("2026-01-19", "2", 200, "hist")]
+    every = scored.store.rows("hist").to_pandas()
+    every["day"] = every["scored_at"].dt.strftime("%Y-%m-%d")
+    sums = every.groupby("day")["probability"].sum().tolist()
+    assert [r["p"] for r in rows] == pytest.approx(sums, rel=1e-12)
+    latest = scored.store.sql(
+        f"SELECT score FROM scores WHERE lead_id = '{LEAD}' ORDER BY scored_at DESC LIMIT 1")
+    assert latest.column("score").to_pylist() == [scored.store.lead("hist", LEAD)
+                                                  .column("score")[-1].as_py()]
+    with pytest.raises(DataError, match=r'^history sql: Binder Error: .*"nope"'):
+        scored.store.sql("SELECT nope FROM scores")
+    with pytest.raises(DataError, match="history sql: give a query"):
+        scored.store.sql("  ")
+    with pytest.raises(DataError, match="no score history for model 'other'"):
+        scored.store.sql("SELECT 1", model="other")
+
+
+def test_cli_history_sql(scored: Scored, tmp_path: Path) -> None:
+    """`leadscore history sql "..."`: a table for people, --json and --csv for programs; a
+    value that looks like Rich markup is printed as it is."""
+    import shutil
+
+    home = tmp_path / "home"
+    shutil.copytree(scored.store.root, home / "scores")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "LEADSCORE_HOME": str(home),
+           "COLUMNS": "200"}
+    cli = [sys.executable, "-m", "leadscore.cli", "history", "sql"]
+    query = ("SELECT tier, count(*) AS n, '[bold]x' AS t FROM scores WHERE date = "
+             "'2026-01-19' GROUP BY tier ORDER BY tier")
+    want = scored.store.rows("hist").to_pandas()
+    want = want[want["model_version"] == "2"]["tier"].value_counts().sort_index()
+    shown = subprocess.run([*cli, query], env=env, capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    assert "[bold]x" in shown.stdout and "tier" in shown.stdout
+    as_json = subprocess.run([*cli, query, "--json"], env=env, capture_output=True, text=True)
+    assert {r["tier"]: r["n"] for r in json.loads(as_json.stdout)} == want.to_dict()
+    as_csv = subprocess.run([*cli, query, "--csv"], env=env, capture_output=True, text=True)
+    frame = pd.read_csv(io.StringIO(as_csv.stdout))
+    assert frame.set_index("tier")["n"].to_dict() == want.to_dict()
+    bad = subprocess.run([*cli, "SELECT nope FROM scores"], env=env, capture_output=True,
+                         text=True)
+    assert bad.returncode == 2
+    lines = bad.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: history sql: Binder Error")

@@ -112,3 +112,96 @@ def test_engine_spark_keeps_file_order_of_a_parquet_folder(spark, tiny: Path,  #
     assert got["lead_id"].tolist() == want["lead_id"].tolist()
     np.testing.assert_allclose(got["probability"], want["probability"], rtol=0, atol=1e-9)
     assert pd.read_csv(tmp_path / "spark.parquet.rejects.csv")["row"].tolist() == [2101]
+
+
+@pytest.mark.slow
+def test_engine_spark_records_the_same_history(spark, tiny: Path,  # noqa: F811
+                                               tmp_path: Path) -> None:
+    """`rescore_spark(history=...)` appends what the local engine appends: same columns, same
+    model=/date= layout, same probabilities and encoded features (the bad row not at all)."""
+    from leadscore.store import ScoreStore
+
+    leads = make_leads(1500, seed=23)
+    leads.loc[700, "visits"] = "lots"
+    src = write_csv(leads, tmp_path / "leads.csv")
+    local, remote = ScoreStore(tmp_path / "local"), ScoreStore(tmp_path / "spark")
+    rescore(load_bundle(tiny), src, tmp_path / "local.parquet", scored_at=SCORED_AT,
+            history=local, chunk_rows=400)
+    rescore_spark(str(tiny), src, tmp_path / "spark.parquet", spark=spark,
+                  scored_at=SCORED_AT, history=remote)
+    folders = [sorted(p.relative_to(s.root).as_posix() for p in s.root.glob("*/*"))
+               for s in (local, remote)]
+    assert folders[0] == folders[1] == ["model=tiny/date=2026-01-01"]
+    want = local.rows("tiny").sort_by("lead_id")
+    got = remote.rows("tiny").sort_by("lead_id")
+    assert got.schema == want.schema and got.num_rows == want.num_rows == 1499
+    assert "L000700" not in got.column("lead_id").to_pylist()
+    for column in ("lead_id", "model_version", "scored_at", "score", "tier"):
+        assert got.column(column).equals(want.column(column)), column
+    np.testing.assert_allclose(got.column("probability").to_numpy(),
+                               want.column("probability").to_numpy(), rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(np.array(got.column("features").to_pylist(), dtype=float),
+                                  np.array(want.column("features").to_pylist(), dtype=float))
+    files = {pq.read_schema(p).names == pq.read_schema(local.files("tiny")[0]).names
+             for p in remote.files("tiny")}
+    assert files == {True}, "the same columns in the same order"
+
+    # on a cluster, Spark writes the store itself: the same rows read back
+    from leadscore.batch import history_frame
+
+    frame = spark.read.option("header", True).option("multiLine", True) \
+        .option("escape", '"').csv(str(src)).repartition(2)
+    scored = score_spark(frame, str(tiny), scored_at=SCORED_AT, features=True)
+    cluster = ScoreStore(tmp_path / "cluster")
+    history_frame(scored, "tiny").write.partitionBy("model", "date").mode("append") \
+        .parquet(cluster.root.resolve().as_uri())
+    assert [p.relative_to(cluster.root).as_posix() for p in cluster.root.glob("*/*")] == \
+        ["model=tiny/date=2026-01-01"]
+    written = cluster.rows("tiny").sort_by("lead_id")
+    assert written.schema == want.schema and written.num_rows == 1499
+    for column in ("lead_id", "model_version", "scored_at", "score", "tier"):
+        assert written.column(column).equals(want.column(column)), column
+    np.testing.assert_array_equal(
+        np.array(written.column("features").to_pylist(), dtype=float),
+        np.array(want.column("features").to_pylist(), dtype=float))
+    assert cluster.lead("tiny", "L000042").num_rows == 1
+    # and Spark reads the store as it is, hive partitions as columns
+    back = spark.read.parquet(cluster.root.resolve().as_uri())
+    assert {"model", "date", "lead_id", "f_000"} <= set(back.columns)
+    assert back.where("model = 'tiny'").count() == 1499
+
+
+@pytest.mark.slow
+def test_cli_engine_spark_then_history(tiny: Path, tmp_path: Path) -> None:  # noqa: F811
+    """`leadscore score --engine spark` (local[2]) then `leadscore history LEAD`: the lead's
+    Spark-written scoring comes back; --no-history writes none."""
+    import json
+    import subprocess
+
+    leads = make_leads(300, seed=24)
+    src = write_csv(leads, tmp_path / "leads.csv")
+    home = tmp_path / "home"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "LEADSCORE_HOME": str(home),
+           "LEADSCORE_SPARK_MASTER": "local[2]", "PYSPARK_PYTHON": sys.executable}
+    cli = [sys.executable, "-m", "leadscore.cli"]
+    done = subprocess.run([*cli, "score", "--engine", "spark", "-i", str(src), "-o",
+                           str(tmp_path / "out.parquet"), "--model", str(tiny), "--json"],
+                          env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    shown = subprocess.run([*cli, "history", "L000042", "--json"], env=env,
+                           capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    result = json.loads(shown.stdout)
+    out = pq.read_table(tmp_path / "out.parquet").to_pandas().set_index("lead_id")
+    (scoring,) = result["scorings"]
+    assert result["model"] == "tiny" and scoring["model_version"] == "1"
+    assert scoring["probability"] == pytest.approx(out.loc["L000042", "probability"], abs=1e-12)
+    assert scoring["score"] == out.loc["L000042", "score"]
+    assert scoring["tier"] == out.loc["L000042", "tier"]
+    quiet_home = tmp_path / "quiet"
+    done = subprocess.run([*cli, "score", "--engine", "spark", "-i", str(src), "-o",
+                           str(tmp_path / "quiet.parquet"), "--model", str(tiny),
+                           "--no-history"], env={**env, "LEADSCORE_HOME": str(quiet_home)},
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert not (quiet_home / "scores").exists()

@@ -464,11 +464,9 @@ def score(
     uri = resolve_model_uri(model, settings)
     keep_cols = [c.strip() for c in keep.split(",") if c.strip()]
     if engine == "spark":
-        if history:
-            log.warning("the spark engine does not record a score history yet: write the "
-                        "scores with `score_spark` and the store's layout (see the README)")
         summary = rescore_spark(
-            uri, input, output, settings=settings, reasons=reasons, keep=keep_cols
+            uri, input, output, settings=settings, reasons=reasons, keep=keep_cols,
+            history=ScoreStore.of(settings) if history else None,
         )
     else:
         bundle = load_model(uri, settings)

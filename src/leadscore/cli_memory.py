@@ -58,19 +58,30 @@ def register(app: typer.Typer, friendly: Callable[[Any], Any], console: Console)
     @friendly
     def history(
         lead_id: Annotated[
-            str, typer.Argument(help="A lead id, or `compact` to compact the history's files.")
+            str, typer.Argument(help="A lead id; `compact` to compact the history's files; "
+                                "`sql` to run QUERY.")
         ],
+        query: Annotated[
+            str | None,
+            typer.Argument(help="With `sql`: a DuckDB query over the view `scores` (one row per "
+                           "scoring, with `model` and `date` columns).", show_default=False),
+        ] = None,
         model: Annotated[
             str | None,
             typer.Option(help="The model whose scores to show (default: the only one with a "
                          "history)."),
         ] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+        as_csv: Annotated[
+            bool, typer.Option("--csv", help="With `sql`: the result as CSV.")
+        ] = False,
         lead: Annotated[
-            bool, typer.Option("--lead", help="LEAD_ID is a lead even if it reads `compact`.")
+            bool, typer.Option("--lead", help="LEAD_ID is a lead even if it reads `compact` "
+                               "or `sql`.")
         ] = False,
     ) -> None:
-        """A lead's scorings, trend and why its score last changed (or `history compact`)."""
+        """A lead's scorings, trend and why its score last changed; `history compact`;
+        `history sql "SELECT ... FROM scores"` (DuckDB over the history's Parquet)."""
         from leadscore.history import lead_history
         from leadscore.store import ScoreStore
 
@@ -79,6 +90,12 @@ def register(app: typer.Typer, friendly: Callable[[Any], Any], console: Console)
         if lead_id == "compact" and not lead:
             typer.echo(json.dumps(store.compact(model), indent=2))
             return
+        if lead_id == "sql" and not lead:
+            _print_sql(console, store.sql(query or "", model), as_json, as_csv)
+            return
+        if query is not None:
+            raise DataError(f"history takes one lead id, not also {query!r} (a query goes "
+                            "after `sql`)")
         name = store.resolve_model(model)
         result = lead_history(store, name, lead_id, bundles_of(name, settings))
         if as_json:
@@ -92,11 +109,18 @@ def register(app: typer.Typer, friendly: Callable[[Any], Any], console: Console)
     def monitor(
         name: Annotated[str, typer.Argument(help="The model (registered name) to judge.")],
         outcomes: Annotated[
-            Path, typer.Option(help="CSV/Parquet: lead_id, converted, converted_at.")
-        ],
+            Path | None, typer.Option(help="CSV/Parquet: lead_id, converted, converted_at.")
+        ] = None,
+        config: Annotated[
+            Path | None,
+            typer.Option(help="Instead of --outcomes: the dataset spec whose own outcomes "
+                         "(conversion table or label column) are joined back."),
+        ] = None,
         horizon_days: Annotated[
-            int, typer.Option(min=1, help="Days after a score its conversion may come.")
-        ] = DEFAULT_HORIZON_DAYS,
+            int | None,
+            typer.Option(min=1, help="Days after a score its conversion may come (default: "
+                         f"the spec's outcome.horizon_days, else {DEFAULT_HORIZON_DAYS})."),
+        ] = None,
         cohort: Annotated[str, typer.Option(help="week or month.")] = "week",
         as_of: Annotated[
             str | None, typer.Option(help="Judge as of this date (default: now, UTC).")
@@ -108,32 +132,49 @@ def register(app: typer.Typer, friendly: Callable[[Any], Any], console: Console)
         ] = MIN_COHORT,
         report_dir: Annotated[
             Path | None,
-            typer.Option(help="Where to write monitor.json and monitor.md (default: "
-                         "LEADSCORE_HOME/reports/monitoring/NAME)."),
+            typer.Option("--report", "--report-dir",
+                         help="Where to write monitor.json, monitor.md, report.html and the "
+                         "plots (default: LEADSCORE_HOME/reports/monitoring/NAME)."),
         ] = None,
         track: Annotated[
             bool, typer.Option(help="Log a run in the MLflow `monitoring` experiment.")
         ] = True,
     ) -> None:
-        """Join outcomes to the scores given before them; report per cohort and version, and
-        exit 3 with one line per alarm (AUC drop, calibration gap) for a scheduler to act on."""
+        """Join outcomes (a file, or the spec's own) to the scores given before them; report
+        per cohort and version (JSON, Markdown, HTML with plots), and exit 3 with one line per
+        alarm (AUC drop, calibration gap) for a scheduler to act on."""
         from leadscore import monitor as monitoring
+        from leadscore.monitor_report import write_html
         from leadscore.store import ScoreStore
 
+        if (outcomes is None) == (config is None):
+            raise DataError("give the outcomes as --outcomes FILE or --config SPEC.yaml (the "
+                            "spec's own outcome source), one of the two")
         settings = get_settings()
         store = ScoreStore.of(settings)
-        when = _date(as_of, "--as-of") if as_of else None
+        when = _date(as_of, "--as-of") if as_of else datetime.now(UTC)
+        if config is not None:
+            from leadscore.config import load_spec
+
+            spec = load_spec(config)
+            known = monitoring.outcomes_of_spec(spec, when)
+            source = f"{config}: {monitoring.SPEC_OUTCOMES_RULE}"
+            horizon = horizon_days or spec.outcome.horizon_days or DEFAULT_HORIZON_DAYS
+        else:
+            assert outcomes is not None
+            known, source = monitoring.read_outcomes(outcomes), str(outcomes)
+            horizon = horizon_days or DEFAULT_HORIZON_DAYS
         report = monitoring.monitor(
-            store, name, monitoring.read_outcomes(outcomes), horizon_days=horizon_days,
-            as_of=when, period=cohort,
+            store, name, known, horizon_days=horizon, as_of=when, period=cohort,
             thresholds=monitoring.Thresholds(max_auc_drop, max_calibration_gap, min_cohort),
             bundle_for=bundles_of(name, settings),
         )
+        report["outcome_source"] = source
         folder = report_dir or settings.resolved_reports_dir() / "monitoring" / name
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "monitor.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
         (folder / "monitor.md").write_text(monitoring.markdown(report), encoding="utf-8")
-        monitoring.write_plots(folder, report)
+        write_html(folder, report)
         if track:
             from leadscore.tracking import log_monitoring
 
@@ -189,6 +230,40 @@ def _date(text: str, option: str) -> datetime:
     except ValueError:
         raise DataError(f"{option} {text!r} is not a date or timestamp (YYYY-MM-DD)") from None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+SQL_ROWS_SHOWN = 200  # a terminal table; --json and --csv print every row
+
+
+def _print_sql(console: Console, table: Any, as_json: bool, as_csv: bool) -> None:
+    """A query's result as a Rich table, JSON (a list of rows) or CSV."""
+    from rich.table import Table
+    from rich.text import Text
+
+    if as_csv:
+        import io
+
+        import pyarrow.csv as pcsv
+
+        buffer = io.BytesIO()
+        pcsv.write_csv(table, buffer)
+        typer.echo(buffer.getvalue().decode("utf-8"), nl=False)
+        return
+    rows = table.to_pylist()
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, default=str))
+        return
+    shown = Table(title_justify="left")
+    for name in table.column_names:
+        shown.add_column(name, overflow="fold")
+    for row in rows[:SQL_ROWS_SHOWN]:
+        # Text, not str: a value from the data is never read as Rich markup
+        shown.add_row(*(Text("" if v is None else str(v)) for v in row.values()))
+    console.print(shown)
+    more = len(rows) - SQL_ROWS_SHOWN
+    if more > 0:
+        console.print(f"... {more:,} more row(s): --csv or --json prints them all",
+                      highlight=False, markup=False)
 
 
 def _print_history(console: Console, result: dict[str, Any]) -> None:

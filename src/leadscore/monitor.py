@@ -30,6 +30,7 @@ from leadscore.config import (  # noqa: F401  (ALARM_EXIT: re-exported)
     MAX_AUC_DROP,
     MAX_CALIBRATION_GAP,
     MIN_COHORT,
+    DatasetSpec,
 )
 from leadscore.errors import DataError, LeadscoreError
 from leadscore.evaluate import (
@@ -39,7 +40,9 @@ from leadscore.evaluate import (
     population_stability,
 )
 from leadscore.scoring import TIERS, ModelBundle
-from leadscore.store import ScoreStore
+from leadscore.store import FEATURE_PREFIX, ScoreStore, with_features
+
+LABEL = "label"  # outcomes read from a spec's label column: 1, 0, or NaN when still open
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +97,44 @@ def read_outcomes(path: Path, id_column: str = "lead_id") -> pd.DataFrame:
     return out.sort_values("converted_at").drop_duplicates("lead_id", keep="first")
 
 
+def outcomes_of_spec(spec: DatasetSpec, as_of: datetime) -> pd.DataFrame:
+    """The outcomes the spec trains on, as the monitor joins them (`SPEC_OUTCOMES_RULE`)."""
+    from leadscore.data import ID, TIME, load_conversions, load_leads
+    from leadscore.data import LABEL as TRAIN_LABEL
+
+    if spec.outcome.table is not None:
+        conversions = load_conversions(spec)
+        return pd.DataFrame({
+            "lead_id": conversions[ID].astype(str).to_numpy(),
+            "converted_at": pd.to_datetime(conversions["converted_at"]).dt.tz_localize(UTC),
+        })
+    leads, _ = load_leads(spec)
+    label = leads[TRAIN_LABEL].to_numpy(dtype=float)
+    if spec.leads.created_at:
+        when = pd.to_datetime(leads[TIME]).dt.tz_localize(UTC)
+        if spec.as_of_days:
+            when = when + pd.Timedelta(days=spec.as_of_days)
+    else:
+        when = pd.Series(pd.Timestamp(as_of), index=leads.index)
+    return pd.DataFrame({
+        "lead_id": leads[ID].astype(str).to_numpy(),
+        "converted_at": when.where(label == 1).to_numpy(),
+        LABEL: label,
+    })
+
+
+SPEC_OUTCOMES_RULE = (
+    "`--config SPEC` takes the outcomes the spec trains on. A conversion table (lead id, "
+    "converted_at) is joined like an --outcomes file: a lead absent from it did not convert. "
+    "A label column of the lead table (bank marketing's `y`) says whether a lead converted, "
+    "not when: its outcomes count as settled, so every scoring of a decided lead has matured "
+    "and counts its label, whatever the horizon, and a lead whose label is open or empty, or "
+    "that the file no longer lists, is pending. Their converted_at, reported only, is the "
+    "lead's as-of time (the spec's date column plus as_of_days) or, without a date column, "
+    "the monitor's --as-of."
+)
+
+
 def cohort_of(times: pd.Series, period: str) -> pd.Series:
     """Week (its Monday, YYYY-MM-DD) or month (YYYY-MM) of each time."""
     if period == "week":
@@ -105,19 +146,55 @@ def cohort_of(times: pd.Series, period: str) -> pd.Series:
     raise DataError(f"--cohort must be week or month, not {period!r}")
 
 
+_COHORT_SQL = {
+    # the session runs in UTC: a week starts on its Monday, as `cohort_of` has it
+    "week": "strftime(date_trunc('week', scored_at), '%Y-%m-%d')",
+    "month": "strftime(scored_at, '%Y-%m')",
+}
+
+
 def joined(store: ScoreStore, model: str, outcomes: pd.DataFrame, *, horizon_days: int,
            as_of: datetime, period: str) -> pd.DataFrame:
-    """One row per (cohort, version, lead): its first scoring there, with `matured` and `y`."""
-    table = store.rows(model, columns=["lead_id", "model_version", "scored_at", "probability",
-                                       "score", "tier", "features"])
-    scores = table.to_pandas()
-    if scores.empty:
+    """One row per (cohort, version, lead): its first scoring there, with `matured` and `y`.
+
+    DuckDB reads the store (only the columns used, every day's files in one scan), keeps each
+    lead's first scoring per cohort and version, and joins the outcomes; the horizon and
+    maturity are then stated in pandas, once, for both kinds of outcomes.
+    """
+    if period not in _COHORT_SQL:
+        raise DataError(f"--cohort must be week or month, not {period!r}")
+    features = sorted(c for c in store.columns(model) if c.startswith(FEATURE_PREFIX))
+    settled = LABEL in outcomes.columns
+    known = outcomes[["lead_id", "converted_at", *([LABEL] if settled else [])]]
+    picked = ", ".join(f'"{c}"' for c in features)
+    con = store.connect(model)
+    try:
+        con.register("outcomes", known)
+        table = con.sql(f"""
+            WITH firsts AS (
+                SELECT lead_id, model_version, scored_at, probability, score, tier
+                       {", " + picked if picked else ""}, {_COHORT_SQL[period]} AS cohort
+                FROM scores
+                QUALIFY row_number() OVER (PARTITION BY cohort, model_version, lead_id
+                                           ORDER BY scored_at) = 1
+            )
+            SELECT firsts.*, outcomes.* EXCLUDE (lead_id)
+            FROM firsts LEFT JOIN outcomes USING (lead_id)
+            ORDER BY scored_at, lead_id, model_version
+        """).to_arrow_table()
+    finally:
+        con.close()
+    if table.num_rows == 0:
         raise DataError(f"the score history of model {model!r} is empty")
+    scores = with_features(table).to_pandas()
     scores["scored_at"] = pd.to_datetime(scores["scored_at"], utc=True)
-    scores["cohort"] = cohort_of(scores["scored_at"], period)
-    scores = scores.sort_values("scored_at").drop_duplicates(
-        ["cohort", "model_version", "lead_id"], keep="first")
-    scores = scores.merge(outcomes, on="lead_id", how="left")
+    scores["converted_at"] = pd.to_datetime(scores["converted_at"], utc=True)
+    if settled:
+        # a label column says whether, not when: every scoring of a decided lead has matured
+        # and counts its label; an open (or unlisted) lead is pending
+        scores["y"] = (scores[LABEL] == 1).astype(int)
+        scores["matured"] = scores[LABEL].notna()
+        return scores.drop(columns=[LABEL])
     horizon = pd.Timedelta(days=horizon_days)
     after = scores["converted_at"] > scores["scored_at"]
     before = scores["converted_at"] <= scores["scored_at"]

@@ -24,7 +24,13 @@ from leadscore.batch.sources import (
     open_source,
     read_chunks,
 )
-from leadscore.batch.spark import read_spark, rescore_spark, score_spark, spark_session
+from leadscore.batch.spark import (
+    history_frame,
+    read_spark,
+    rescore_spark,
+    score_spark,
+    spark_session,
+)
 
 __all__ = [
     "DEFAULT_CHUNK_ROWS",
@@ -38,6 +44,7 @@ __all__ = [
     "_lock_output",
     "absent_fields",
     "check_chunk",
+    "history_frame",
     "iter_chunks",
     "open_source",
     "output_schema",

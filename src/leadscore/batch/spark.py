@@ -17,13 +17,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from leadscore.batch.checks import check_chunk, output_schema, scores_table
+from leadscore.batch.checks import check_chunk, output_schema, score_chunk
 from leadscore.batch.drift import Drift
 from leadscore.batch.job import BatchSummary, Job, _write_atomic
 from leadscore.batch.sources import Chunk, Source, _input_columns, absent_fields, open_source
 from leadscore.evaluate import bin_counts
 from leadscore.rejects import LineFinder, rejects_table
 from leadscore.scoring import ModelBundle
+from leadscore.store import FEATURE_PREFIX, ScoreStore, feature_column, history_rows, job_key
 
 log = logging.getLogger(__name__)
 
@@ -78,16 +79,19 @@ def score_spark(
     scored_at: str | None = None,
     row_numbers: bool = False,
     row_column: str | None = None,
+    features: bool = False,
 ) -> Any:
     """Score a Spark DataFrame with the same model and the same code as the local path.
 
-    Each partition's Arrow batches go through `check_chunk` and `scores_table` on the executors
+    Each partition's Arrow batches go through `check_chunk` and `score_chunk` on the executors
     (`mapInArrow`), so a lead gets the same probability here as from `leadscore score` or the
     API. Returns the local output's columns plus `reject_reason` (null when scored; rejected
     rows keep their id and null scores). With `row_numbers`, a `row` column numbers the rows
     1..n in the DataFrame's order (one extra pass to count each partition's rows; the order
     must be deterministic, as it is for files); `row_column` names a column of `df` that
     already holds them. A model whose leads have no id column numbers them this way too.
+    With `features`, the encoded features each lead was scored from follow as `f_000`, ...
+    (null on rejected rows): what the score history keeps (`store.history_rows`).
     """
     from pyspark.sql.types import StructType
 
@@ -112,6 +116,8 @@ def score_spark(
         fields.append("reasons string")
     fields.append("warnings string")
     fields += ["model_name string", "model_version string", "scored_at string"]
+    width = len(bundle.builder.features_) if features else 0
+    fields += [f"{feature_column(j)} double" for j in range(width)]
     with_rows = row_numbers or row_column is not None
     if with_rows:
         fields.append(f"{ROW} bigint")
@@ -136,7 +142,8 @@ def score_spark(
                 table = table.drop_columns(["_row"])
             table = table.rename_columns(columns)
             out = _score_rows(
-                model, Chunk(0, first, table, row_numbers=numbers), reasons, keep, scored_at
+                model, Chunk(0, first, table, row_numbers=numbers), reasons, keep, scored_at,
+                features,
             )
             first += batch.num_rows
             if not with_rows:
@@ -144,6 +151,39 @@ def score_spark(
             yield from _as_spark_arrow(out, table.schema, kept).to_batches()
 
     return df.mapInArrow(run, schema)
+
+
+def history_frame(scored: Any, model: str) -> Any:
+    """The score store's rows of a `score_spark(..., features=True)` result, for Spark to write
+    itself on a cluster: `.write.partitionBy("model", "date").mode("append").parquet(root)`
+    gives the layout `leadscore history` and the monitor read (model=/date= folders, the same
+    columns). The lead id is the first column (score_spark puts the model's id column there);
+    rejected rows are left out; `date` is the UTC day of scored_at.
+
+    Sets the session's `spark.sql.parquet.outputTimestampType` to TIMESTAMP_MICROS: Spark's
+    default (INT96) would read back as a naive nanosecond time, not the store's UTC
+    microseconds.
+    """
+    from pyspark.sql import functions as F  # noqa: N812
+
+    scored.sparkSession.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+    features = sorted(c for c in scored.columns if c.startswith(FEATURE_PREFIX))
+    if not features:
+        raise ValueError("history_frame needs score_spark(..., features=True)")
+    when = F.to_timestamp(F.col("scored_at"))
+    rows = scored.where(F.col(REJECT_REASON).isNull())
+    return rows.select(
+        F.col(f"`{rows.columns[0]}`").cast("string").alias("lead_id"),
+        F.col("model_version").cast("string"),
+        when.alias("scored_at"),
+        F.col("probability").cast("double"),
+        F.col("score").cast("bigint"),
+        F.col("tier").cast("string"),
+        *(F.col(c).cast("double") for c in features),
+        F.lit(model).alias("model"),
+        F.date_format(F.to_utc_timestamp(when, F.current_timezone()), "yyyy-MM-dd")
+        .alias("date"),
+    )
 
 
 def _partition_offsets(df: Any) -> list[int]:
@@ -161,14 +201,24 @@ def _partition_offsets(df: Any) -> list[int]:
 
 
 def _score_rows(
-    bundle: ModelBundle, chunk: Chunk, reasons: int, keep: Sequence[str], scored_at: str
+    bundle: ModelBundle, chunk: Chunk, reasons: int, keep: Sequence[str], scored_at: str,
+    features: bool = False,
 ) -> pa.Table:
-    """Scored and rejected rows of one batch in one table (`reject_reason` tells them apart)."""
+    """Scored and rejected rows of one batch in one table (`reject_reason` tells them apart),
+    with `features`: the encoded features too (`f_000`, ...)."""
     checked = check_chunk(bundle, chunk)
     raw = chunk.table
     schema = output_schema(bundle, raw.schema, keep, reasons)
+    if features:
+        width = len(bundle.builder.features_)
+        schema = pa.schema([*schema, *(pa.field(feature_column(j), pa.float64())
+                                       for j in range(width))], metadata=schema.metadata)
     if checked.table.num_rows:
-        scored = scores_table(bundle, checked, raw, reasons, keep, scored_at)
+        scored, matrix = score_chunk(bundle, checked, raw, reasons, keep, scored_at)
+        if features:
+            for j in range(matrix.shape[1]):
+                scored = scored.append_column(feature_column(j),
+                                              pa.array(matrix[:, j], pa.float64()))
     else:
         scored = schema.empty_table()
     scored = scored.append_column(ROW, pa.array(checked.rows, pa.int64()))
@@ -190,6 +240,22 @@ def _score_rows(
                 columns[f.name] = pa.nulls(rejected.num_rows, f.type)
         scored = pa.concat_tables([scored, pa.table(columns, schema=scored.schema)])
     return scored
+
+
+def _record(history: ScoreStore, bundle: ModelBundle, scored: pa.Table, scored_at: str,
+            key: str, index: int) -> None:
+    """Append one part's scored rows to the score store, as `rescore` does for a chunk."""
+    if not scored.num_rows:
+        return
+    names = sorted(c for c in scored.column_names if c.startswith(FEATURE_PREFIX))
+    matrix = np.column_stack([scored.column(c).to_numpy(zero_copy_only=False).astype(np.float64)
+                              for c in names]) if names else np.zeros((scored.num_rows, 0))
+    rows = history_rows(
+        scored.column(bundle.id_column), bundle.version, scored_at,
+        scored.column("probability").to_numpy(), scored.column("score").to_numpy(),
+        scored.column("tier"), matrix,
+    )
+    history.append(bundle.name, rows, key, index)
 
 
 def _as_spark_arrow(table: pa.Table, like: pa.Schema, kept: Sequence[str]) -> pa.Table:
@@ -271,11 +337,14 @@ def rescore_spark(
     keep: Sequence[str] = (),
     spark: Any = None,
     scored_at: str | None = None,
+    history: ScoreStore | None = None,
 ) -> BatchSummary:
     """`leadscore score --engine spark`: Spark reads and scores the file (`score_spark`), writes
     Parquet parts, and the driver streams them, in order, into the same single output file,
-    rejects file and summary as the local engine. On a cluster, call `score_spark` and write
-    with Spark instead (see the README)."""
+    rejects file and summary as the local engine. With `history`, each part's scores (and the
+    encoded features the executors computed) are appended to the score store as the local
+    engine appends them: same columns, same model=/date= layout. On a cluster, call
+    `score_spark` and write with Spark instead (`history_frame`, the README)."""
     from leadscore.config import get_settings
     from leadscore.tracking import load_model, resolve_model_uri
 
@@ -303,12 +372,14 @@ def rescore_spark(
         scored_at=scored_at,
         row_numbers=not numbered,
         row_column="_row" if numbered else None,
+        features=history is not None,
     )
     parts = job.folder / "spark"
     scored.write.mode("overwrite").parquet(parts.resolve().as_uri())
     files = sorted(parts.glob("part-*.parquet"))
     score_drift = Drift(bundle, 1)
     score_drift.features = []
+    key = job_key(str(output_path.resolve()), scored_at)
     try:
         job.open_final()
         for index, path in enumerate(files):
@@ -324,7 +395,9 @@ def rescore_spark(
                 pc.cast(rejected.column(bundle.id_column), pa.string()).to_pylist(),
                 rejected.column(REJECT_REASON).to_pylist(),
             )
-            good = good.drop_columns([ROW, REJECT_REASON]).cast(schema)
+            if history is not None:
+                _record(history, bundle, good, scored_at, key, index)
+            good = good.select(schema.names).cast(schema)
             counts = (
                 {
                     "score": bin_counts(
