@@ -8,16 +8,17 @@ The choice, first found wins: `--engine` (or `build_table(engine=...)`), the
 from __future__ import annotations
 
 import difflib
+import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
-
 from leadscore.errors import LeadscoreError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # numpy and pandas only when a table is built: the CLI checks names first
+    import numpy as np
+    import pandas as pd
+
     from leadscore.config import DatasetSpec
     from leadscore.features_duckdb import Aggregates
 
@@ -26,6 +27,10 @@ ENGINES = ("local", "duckdb", "spark")
 
 def check_engine(name: str, where: str = "--engine") -> str:
     """The engine's name, or one plain line naming the choices (and the nearest one)."""
+    if name == "spark" and importlib.util.find_spec("pyspark") is None:
+        raise LeadscoreError(
+            f"{where} spark needs PySpark and Java: pip install 'leadscore[spark]'"
+        )
     if name in ENGINES:
         return name
     near = difflib.get_close_matches(str(name), ENGINES, n=1)

@@ -127,7 +127,8 @@ def describe_source(spec: DatasetSpec) -> Source:
     encoding = act.encoding or detect_encoding(file)
     delimiter = act.delimiter or detect_delimiter(file, encoding)
     with file.open("r", encoding=encoding, newline="") as handle:
-        header = [h.strip() for h in next(csv.reader([handle.readline()], delimiter=delimiter), [])]
+        first = next(csv.reader([handle.readline()], delimiter=delimiter), [])
+    header = [h.strip() for h in first]
     require_columns(file, header, columns.values())
     return Source(file, columns, ts_is_text=True, csv=True, files=[str(file)],
                   encoding=encoding, delimiter=delimiter)
@@ -390,6 +391,6 @@ def aggregate_activities_duckdb(
         ).fetchall()
         chosen = pick_types(counts, act, types)
         con.register("kinds", kinds_table(chosen))
-        result = con.execute(per_lead_sql(act, len(chosen), channel)).to_arrow_table()
+        result = con.sql(per_lead_sql(act, len(chosen), channel)).to_arrow_table()
     frame = widen(result, len(lead_ids), feature_columns(act, chosen, channel), channel)
     return Aggregates(frame, chosen, skipped, latest)

@@ -50,7 +50,7 @@ def utc_session(spark: Any | None = None) -> Iterator[Any]:
     session = spark or SparkSession.getActiveSession()
     if session is None:
         session = SparkSession.builder.appName("leadscore-features").getOrCreate()
-    before = session.conf.get("spark.sql.session.timeZone")
+    before = str(session.conf.get("spark.sql.session.timeZone") or "UTC")
     session.conf.set("spark.sql.session.timeZone", "UTC")
     try:
         yield session
