@@ -161,6 +161,18 @@ def test_duckdb_parquet_folder_and_scoring_tables(crm: Path) -> None:
           activity_types=["demo_request", "no_such_type", "webinar_attended"])
 
 
+@pytest.mark.parametrize("encoding", ["latin-1", "utf-8-sig"])
+def test_duckdb_reads_a_european_excel_export(crm: Path, tmp_path: Path, encoding: str) -> None:
+    """`;`-separated, Latin-1 (or UTF-8 with a byte-order mark), a type with an accent."""
+    for name in ("leads.csv", "conversions.csv"):
+        shutil.copy(crm / name, tmp_path / name)
+    log = pd.read_csv(crm / "activities.csv", dtype=str, keep_default_na=False)
+    log.loc[log["type"] == "form_fill", "type"] = "réunion"
+    log.to_csv(tmp_path / "activities.csv", index=False, sep=";", encoding=encoding)
+    table = _same(write_spec(tmp_path / "spec.yaml", SPEC), "duckdb")
+    assert "activity.réunion.7d" in table.columns
+
+
 def test_duckdb_bad_timestamp_is_one_plain_error(crm: Path, tmp_path: Path) -> None:
     for name in ("leads.csv", "conversions.csv"):
         shutil.copy(crm / name, tmp_path / name)

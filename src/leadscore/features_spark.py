@@ -66,13 +66,15 @@ def _register_source(spark: Any, source: Source) -> None:
 
     names = list(source.columns.values())
     if source.csv:
+        encoding = source.encoding.lower()
+        encoding = {"utf-8-sig": "UTF-8", "latin-1": "ISO-8859-1"}.get(encoding, encoding)
         frame = (
             spark.read.option("header", True).option("multiLine", True)
             .option("escape", '"').option("sep", source.delimiter)
-            .option("encoding", source.encoding.removesuffix("-sig"))
+            .option("encoding", encoding)
             .csv(str(source.file))
         )
-        frame = frame.toDF(*[c.strip() for c in frame.columns])
+        frame = frame.toDF(*[c.strip().lstrip("\ufeff") for c in frame.columns])
         frame = frame.select(*[F.col(_quote(c)) for c in names]).withColumn(
             "_row", F.monotonically_increasing_id()
         ).withColumn("_file", F.lit(""))
