@@ -28,19 +28,20 @@ LOCAL_MAX_ACTIVITIES = 30_000_000
 
 
 def ensure_log(folder: Path, activities: int, seed: int) -> Path:
-    """`folder/activities-<n>/part-*.parquet`: `activities` rows over the leads of `folder`,
-    written once (READY marks a finished folder)."""
+    """`folder/activities-<n>/parts/part-*.parquet`: `activities` rows over the leads of
+    `folder`, written once (READY beside `parts/` marks a finished log). Returns `parts/`."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
     from leadscore.synth import ACTIVITY_CHANNELS, ACTIVITY_TYPES
 
-    out = folder / f"activities-{activities}"
-    if (out / "READY").is_file():
+    top = folder / f"activities-{activities}"
+    out = top / "parts"
+    if (top / "READY").is_file():
         print(f"reusing {out}", flush=True)
         return out
-    out.mkdir(exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("part-*.parquet"):
         old.unlink()
     print(f"writing {activities:,} activities into {out} ...", flush=True)
@@ -80,7 +81,7 @@ def ensure_log(folder: Path, activities: int, seed: int) -> Path:
         written += rows
         part += 1
         print(f"  {written:,} rows ({time.perf_counter() - began:.0f} s)", flush=True)
-    (out / "READY").write_text(json.dumps({"activities": activities, "seed": seed}))
+    (top / "READY").write_text(json.dumps({"activities": activities, "seed": seed}))
     return out
 
 
@@ -93,7 +94,7 @@ def child_scale_build(folder: Path, log_folder: Path, engine: str) -> dict[str, 
 
     raw = yaml.safe_load((folder / "spec.yaml").read_text(encoding="utf-8"))
     raw["activities"]["path"] = str(log_folder)
-    spec_path = log_folder / f"spec-{engine}.yaml"
+    spec_path = log_folder.parent / f"spec-{engine}.yaml"
     spec_path.write_text(yaml.safe_dump(raw), encoding="utf-8")
     spec = load_spec(spec_path)
     cpu0 = _cpu()

@@ -4,7 +4,8 @@ the files (CSV, Parquet or a folder of Parquet) by DuckDB, spilling to disk past
 It returns exactly what `features.aggregate_activities` returns from the log in memory (same
 columns, dtypes, values and point-in-time rules), so `build_table(engine="duckdb")` writes the
 same table. The SQL is written once here for both DuckDB and Spark (`features_spark.py`); the
-few places the dialects differ (trimming, timestamps to nanoseconds, structs) are a `Dialect`.
+few places the dialects differ (trimming, timestamps to nanoseconds, the position key and
+first/last by it) are a `Dialect`.
 
 Two passes over small intermediate tables, one over the log:
 1. `per`: one row per (lead, activity type, status) with counts per window, the youngest age,
@@ -52,7 +53,11 @@ class Dialect:
     name: str
     trim: Callable[[str], str]
     ts_ns: Callable[[str, bool], str]  # (column expression, is text) -> BIGINT nanoseconds
-    struct: Callable[[dict[str, str]], str]
+    # (time ns, file, row) -> one orderable key: a row's position in the log by time, ties by
+    # position in the files
+    key: Callable[[str, str, str], str]
+    first: Callable[[str, str], str]  # (value, key) -> the value at the smallest key, even NULL
+    last: Callable[[str, str], str]  # (value, key) -> the value at the largest key, even NULL
     text: str  # the string type's name in CAST
 
 
@@ -66,7 +71,13 @@ DUCKDB = Dialect(
     ts_ns=lambda e, text: (
         f"epoch_ns(try_cast({'trim(' + e + ')' if text else e} AS TIMESTAMP_NS))"
     ),
-    struct=lambda f: "struct_pack(" + ", ".join(f"{k} := {v}" for k, v in f.items()) + ")",
+    # one 128-bit integer: ts * 2^64 + file * 2^40 + row (fixed width: aggregates stay fast)
+    key=lambda t, f, r: (
+        f"(CAST({t} AS HUGEINT) * 18446744073709551616 + CAST({f} AS HUGEINT) * 1099511627776"
+        f" + CAST({r} AS HUGEINT))"
+    ),
+    first=lambda v, k: f"arg_min_null({v}, {k})",
+    last=lambda v, k: f"arg_max_null({v}, {k})",
     text="VARCHAR",
 )
 
@@ -77,7 +88,9 @@ SPARK = Dialect(
     ts_ns=lambda e, text: (
         f"unix_micros(try_cast({'trim(' + e + ')' if text else e} AS TIMESTAMP)) * 1000"
     ),
-    struct=lambda f: "named_struct(" + ", ".join(f"'{k}', {v}" for k, v in f.items()) + ")",
+    key=lambda t, f, r: f"named_struct('t', {t}, 'f', {f}, 'r', {r})",
+    first=lambda v, k: f"min_by(named_struct('c', {v}), {k}).c",
+    last=lambda v, k: f"max_by(named_struct('c', {v}), {k}).c",
     text="STRING",
 )
 
@@ -90,7 +103,7 @@ class Source:
     columns: dict[str, str]  # role (id, ts, type, channel) -> column name in the file
     ts_is_text: bool
     csv: bool
-    order: tuple[str, str] = ("''", "0")  # (file, row) expressions: position in the log
+    order: tuple[str, str] = ("0", "0")  # (file, row) expressions: position in the log
     files: list[str] = field(default_factory=list)  # the files, in the local engine's order
     encoding: str = "utf-8"  # CSV only
     delimiter: str = ","  # CSV only
@@ -117,7 +130,13 @@ def describe_source(spec: DatasetSpec) -> Source:
     if act.channel:
         columns["channel"] = act.channel
     if file.is_dir() or file.suffix.lower() in {".parquet", ".pq"}:
-        dataset = pads.dataset(str(file), format="parquet")
+        try:
+            dataset = pads.dataset(str(file), format="parquet")
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DataError(
+                f"{file}: not a readable Parquet file or folder of Parquet files "
+                f"({type(exc).__name__})"
+            ) from None
         require_columns(file, dataset.schema.names, columns.values())
         ts_type = dataset.schema.field(act.timestamp).type
         files = list(dataset.files)
@@ -164,8 +183,7 @@ def per_group_sql(
     windows = ",\n          ".join(
         f"count(*) FILTER (WHERE age <= {int(w)}) AS w{int(w)}" for w in spec.windows
     )
-    key = dialect.struct({"t": "ts_ns", "f": "f", "r": "r"})
-    touch = dialect.struct({"c": "channel"})
+    key = dialect.key("ts_ns", "f", "r")
     return f"""
 WITH a AS (
     SELECT {text["id"]} AS id, {ts} AS ts_ns, {text["type"]} AS type, {channel} AS channel,
@@ -182,16 +200,16 @@ SELECT i, type, status, count(*) AS n,
        {windows},
        min(age) AS min_age, max(ts_ns) AS latest,
        min({key}) AS first_key, max({key}) AS last_key,
-       min_by({touch}, {key}) AS first_touch, max_by({touch}, {key}) AS last_touch
+       {dialect.first("channel", key)} AS first_touch,
+       {dialect.last("channel", key)} AS last_touch
 FROM j
 GROUP BY i, type, status
 """
 
 
-def per_lead_sql(spec: ActivitySpec, n_types: int, channel: bool) -> str:
+def per_lead_sql(dialect: Dialect, spec: ActivitySpec, n_types: int, channel: bool) -> str:
     """Pass 2: `per` (status 1) joined to `kinds(type, t)`, one row per lead; columns c0, c1, …
-    in `feature_columns` order (aliases, not feature names: no quoting rules to share; the
-    same text in both dialects)."""
+    in `feature_columns` order (aliases, not feature names: no quoting rules to share)."""
     exprs = []
     for w in spec.windows:
         exprs.append(f"CAST(sum(w{int(w)}) AS DOUBLE)")
@@ -201,7 +219,8 @@ def per_lead_sql(spec: ActivitySpec, n_types: int, channel: bool) -> str:
         ]
     exprs.append("min(min_age)")
     if channel:
-        exprs += ["min_by(first_touch, first_key).c", "max_by(last_touch, last_key).c"]
+        exprs += [dialect.first("first_touch", "first_key"),
+                  dialect.last("last_touch", "last_key")]
     listed = ",\n       ".join(f"{e} AS c{j}" for j, e in enumerate(exprs))
     return f"""
 SELECT p.i AS i,
@@ -343,11 +362,11 @@ def _register_source(con: Any, source: Source) -> None:
             f"CREATE OR REPLACE TEMP VIEW src AS SELECT {wanted}, "
             f"row_number() OVER () AS _row FROM {reader}"
         )
-        source.order = ("''", "_row")
+        source.order = ("0", "_row")
     else:
         files = "[" + ", ".join(_literal(f) for f in source.files) + "]"
         con.execute(
-            f"CREATE OR REPLACE TEMP VIEW src AS SELECT {wanted}, filename AS _file, "
+            f"CREATE OR REPLACE TEMP VIEW src AS SELECT {wanted}, file_index AS _file, "
             f"file_row_number AS _row FROM read_parquet({files}, filename = true, "
             "file_row_number = true, union_by_name = true)"
         )
@@ -391,6 +410,6 @@ def aggregate_activities_duckdb(
         ).fetchall()
         chosen = pick_types(counts, act, types)
         con.register("kinds", kinds_table(chosen))
-        result = con.sql(per_lead_sql(act, len(chosen), channel)).to_arrow_table()
+        result = con.sql(per_lead_sql(DUCKDB, act, len(chosen), channel)).to_arrow_table()
     frame = widen(result, len(lead_ids), feature_columns(act, chosen, channel), channel)
     return Aggregates(frame, chosen, skipped, latest)

@@ -121,7 +121,7 @@ def aggregate_activities_spark(
             ]
             chosen = pick_types(counts, act, types)
             session.createDataFrame(kinds_table(chosen)).createOrReplaceTempView("kinds")
-            result = session.sql(per_lead_sql(act, len(chosen), channel)).toArrow()
+            result = session.sql(per_lead_sql(SPARK, act, len(chosen), channel)).toArrow()
         finally:
             per.unpersist()
     frame = widen(result, len(lead_ids), feature_columns(act, chosen, channel), channel)
