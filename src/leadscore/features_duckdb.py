@@ -153,82 +153,177 @@ def describe_source(spec: DatasetSpec) -> Source:
                   encoding=encoding, delimiter=delimiter)
 
 
-def _text_column(dialect: Dialect, column: str, missing: Sequence[str], csv: bool) -> str:
-    """A text column as the local engine reads it: the spec's missing values (CSV only) become
-    NULL, then surrounding whitespace is trimmed."""
-    raw = f"CAST({column} AS {dialect.text})"
-    trimmed = dialect.trim(raw)
-    values = [v for v in dict.fromkeys([*missing, ""]) if "'" not in v and "\\" not in v]
-    if not csv or not values:
-        return trimmed
+def _missing_sql(expr: str, missing: Sequence[str]) -> str:
+    """NULL for the spec's missing-value markers beyond the empty cell (CSV only; empty cells
+    are NULL already in both readers)."""
+    values = [v for v in dict.fromkeys(missing) if v and "'" not in v and "\\" not in v]
+    if not values:
+        return expr
     listed = ", ".join(f"'{v}'" for v in values)
-    return f"CASE WHEN {raw} IN ({listed}) THEN NULL ELSE {trimmed} END"
+    return f"CASE WHEN {expr} IN ({listed}) THEN NULL ELSE {expr} END"
 
 
-def per_group_sql(
-    dialect: Dialect, source: Source, spec: ActivitySpec, quote: Callable[[str], str]
+def raw_types_sql(source: Source, quote: Callable[[str], str], dialect: Dialect) -> str:
+    """Pass 0: the distinct raw type values (a low-cardinality column; normalised in Python
+    with the local engine's own trim)."""
+    return f"SELECT DISTINCT CAST({quote(source.columns['type'])} AS {dialect.text}) FROM src"
+
+
+def lead_sql(
+    dialect: Dialect,
+    source: Source,
+    spec: ActivitySpec,
+    quote: Callable[[str], str],
+    n_kinds: int,
 ) -> str:
-    """Pass 1 over the log (relation `src`) joined to `leads(id, as_of_ns, i)`."""
+    """Pass 1, the one pass over the log (`src`) joined to `leads(id, as_of_ns, i)` and to
+    `kinds(raw, t)` (raw type value -> type code): one row per lead (plus one for ids not in
+    the lead table, `i` NULL) with every count, as plain-named columns.
+
+    Per-row work is kept to what the numbers need: the raw id is matched first and trimmed only
+    when it matches no lead (lead ids are trimmed already); types and channels are trimmed
+    after aggregation, on a few values."""
     cols = source.columns
-    text = {
-        role: _text_column(dialect, quote(cols[role]), spec.missing_values, source.csv)
-        for role in ("id", "type", "channel")
-        if role in cols
-    }
+    raw_id = f"CAST({quote(cols['id'])} AS {dialect.text})"
+    if source.csv:
+        raw_id = _missing_sql(raw_id, spec.missing_values)
     ts_raw = quote(cols["ts"])
     if source.csv:  # missing values are empty timestamps, reported as such
-        ts_raw = _text_column(dialect, ts_raw, spec.missing_values, True)
+        ts_raw = _missing_sql(ts_raw, spec.missing_values)
     ts = dialect.ts_ns(ts_raw, source.ts_is_text)
-    channel = text.get("channel", f"CAST(NULL AS {dialect.text})")
-    windows = ",\n          ".join(
-        f"count(*) FILTER (WHERE age <= {int(w)}) AS w{int(w)}" for w in spec.windows
-    )
+    channel = (f"CAST({quote(cols['channel'])} AS {dialect.text})" if "channel" in cols
+               else f"CAST(NULL AS {dialect.text})")
+    raw_type = f"CAST({quote(cols['type'])} AS {dialect.text})"
     key = dialect.key("ts_ns", "f", "r")
+    before = f"CASE WHEN status = 1 THEN {key} END"
+    aggs = [
+        "count(*) FILTER (WHERE status = 0) AS n_unknown",
+        "count(*) FILTER (WHERE status = 2) AS n_after",
+        "count(*) FILTER (WHERE status = 3) AS n_bad",
+        "max(ts_ns) AS latest",
+        "min(age) AS min_age",
+        f"{dialect.first('channel', before)} AS first_touch",
+        f"{dialect.last('channel', before)} AS last_touch",
+    ]
+    aggs += [f"count(*) FILTER (WHERE t = {t} AND age IS NOT NULL) AS n_t{t}"
+             for t in range(n_kinds)]
+    for w in spec.windows:
+        aggs.append(f"count(*) FILTER (WHERE age <= {int(w)}) AS w{int(w)}_total")
+        aggs += [f"count(*) FILTER (WHERE t = {t} AND age <= {int(w)}) AS w{int(w)}_t{t}"
+                 for t in range(n_kinds)]
+    listed = ",\n       ".join(aggs)
     return f"""
 WITH a AS (
-    SELECT {text["id"]} AS id, {ts} AS ts_ns, {text["type"]} AS type, {channel} AS channel,
+    SELECT {raw_id} AS id, {ts} AS ts_ns, {raw_type} AS type, {channel} AS channel,
            {source.order[0]} AS f, {source.order[1]} AS r
     FROM src
 ), j AS (
-    SELECT l.i, a.type, a.channel, a.ts_ns, a.f, a.r,
-           CASE WHEN a.ts_ns IS NULL THEN 3 WHEN l.i IS NULL THEN 0
-                WHEN a.ts_ns < l.as_of_ns THEN 1 ELSE 2 END AS status,
-           CASE WHEN a.ts_ns < l.as_of_ns THEN (l.as_of_ns - a.ts_ns) / {DAY_NS} END AS age
-    FROM a LEFT JOIN leads l ON a.id = l.id
+    SELECT coalesce(l0.i, l1.i) AS i, k.t, a.channel, a.ts_ns, a.f, a.r,
+           coalesce(l0.as_of_ns, l1.as_of_ns) AS as_of_ns
+    FROM a
+    LEFT JOIN leads l0 ON a.id = l0.id
+    LEFT JOIN leads l1 ON (CASE WHEN l0.i IS NULL THEN {dialect.trim("a.id")} END) = l1.id
+    LEFT JOIN kinds k ON a.type = k.raw
+), s AS (
+    SELECT i, t, channel, ts_ns, f, r,
+           CASE WHEN ts_ns IS NULL THEN 3 WHEN i IS NULL THEN 0
+                WHEN ts_ns < as_of_ns THEN 1 ELSE 2 END AS status,
+           CASE WHEN ts_ns < as_of_ns THEN (as_of_ns - ts_ns) / {DAY_NS} END AS age
+    FROM j
 )
-SELECT i, type, status, count(*) AS n,
-       {windows},
-       min(age) AS min_age, max(ts_ns) AS latest,
-       min({key}) AS first_key, max({key}) AS last_key,
-       {dialect.first("channel", key)} AS first_touch,
-       {dialect.last("channel", key)} AS last_touch
-FROM j
-GROUP BY i, type, status
-"""
-
-
-def per_lead_sql(dialect: Dialect, spec: ActivitySpec, n_types: int, channel: bool) -> str:
-    """Pass 2: `per` (status 1) joined to `kinds(type, t)`, one row per lead; columns c0, c1, …
-    in `feature_columns` order (aliases, not feature names: no quoting rules to share)."""
-    exprs = []
-    for w in spec.windows:
-        exprs.append(f"CAST(sum(w{int(w)}) AS DOUBLE)")
-        exprs += [
-            f"CAST(coalesce(sum(w{int(w)}) FILTER (WHERE k.t = {t}), 0) AS DOUBLE)"
-            for t in range(n_types)
-        ]
-    exprs.append("min(min_age)")
-    if channel:
-        exprs += [dialect.first("first_touch", "first_key"),
-                  dialect.last("last_touch", "last_key")]
-    listed = ",\n       ".join(f"{e} AS c{j}" for j, e in enumerate(exprs))
-    return f"""
-SELECT p.i AS i,
+SELECT i,
        {listed}
-FROM per p LEFT JOIN kinds k ON p.type = k.type
-WHERE p.status = 1
-GROUP BY p.i
+FROM s
+GROUP BY i
 """
+
+
+def kinds_for(raw: Sequence[Any], spec: ActivitySpec, csv: bool,
+              types: Sequence[str] | None) -> tuple[pa.Table, list[str]]:
+    """Raw type values -> codes of their normalised type (the local engine's missing values
+    and trim, on the distinct values), and the normalised types in code order. With `types`
+    (a model's), only those."""
+    values = pa.array([None if v is None else str(v) for v in raw], pa.string())
+    normal = _normalise(values, spec, csv).to_pylist()
+    names = sorted({v for v in normal if v is not None}) if types is None else list(types)
+    code = {name: t for t, name in enumerate(names)}
+    pairs = [(r, code[v]) for r, v in zip(values.to_pylist(), normal, strict=True)
+             if r is not None and v in code]
+    return pa.table({
+        "raw": pa.array([r for r, _ in pairs], pa.string()),
+        "t": pa.array([t for _, t in pairs], pa.int64()),
+    }), names
+
+
+def _normalise(values: pa.Array, spec: ActivitySpec, csv: bool) -> pa.Array:
+    """`data.load_activities`' reading of a text cell: missing markers (CSV) are NULL, then
+    `utf8_trim_whitespace`."""
+    import pyarrow.compute as pc
+
+    if csv:
+        missing = pa.array([v for v in spec.missing_values if v], pa.string())
+        if len(missing):
+            values = pc.if_else(pc.is_in(values, value_set=missing), pa.scalar(None, pa.string()),
+                                values)
+    return pc.utf8_trim_whitespace(values)
+
+
+def collect(result: pa.Table, n: int, spec: ActivitySpec, source: Source, names: list[str],
+            types: Sequence[str] | None) -> Aggregates:
+    """Pass 1's rows into `Aggregates`: the left-out counts, the latest time, the chosen types
+    (`min_count` before the as-of time, unless given) and the feature frame in lead order."""
+    import pyarrow.compute as pc
+
+    def total(column: str) -> int:
+        return int(pc.sum(result.column(column)).as_py() or 0)
+
+    statuses = {0: total("n_unknown"), 2: total("n_after"), 3: total("n_bad")}
+    skipped = summarise(statuses, source.file, spec.timestamp)
+    latest_ns = pc.max(result.column("latest")).as_py()
+    latest = pd.Timestamp(int(latest_ns), unit="ns") if latest_ns is not None else None
+    if types is None:
+        chosen = [name for t, name in enumerate(names) if total(f"n_t{t}") >= spec.min_count]
+    else:
+        chosen = list(types)
+    code = {name: t for t, name in enumerate(names)}
+    rows = result.filter(pc.is_valid(result.column("i")))
+    i = rows.column("i").to_numpy(zero_copy_only=False).astype(np.int64)
+    channel = "channel" in source.columns
+    out: dict[str, np.ndarray] = {}
+
+    def counts(column: str | None) -> np.ndarray:
+        values = np.zeros(n)
+        if column is not None:
+            values[i] = rows.column(column).to_numpy(zero_copy_only=False).astype("float64")
+        return values
+
+    for name, (w, kind) in zip(feature_columns(spec, chosen, False)[:-1], _count_plan(
+            spec, chosen), strict=True):
+        if kind is None:
+            out[name] = counts(f"w{w}_total")
+        else:
+            out[name] = counts(f"w{w}_t{code[kind]}" if kind in code else None)
+    since = np.full(n, np.nan)
+    since[i] = rows.column("min_age").to_numpy(zero_copy_only=False).astype("float64")
+    out[feature_columns(spec, [], False)[-1]] = since
+    frame = pd.DataFrame(out)
+    if channel:
+        for name, column in zip(feature_columns(spec, [], True)[-2:],
+                                ("first_touch", "last_touch"), strict=True):
+            touch = _normalise(rows.column(column).combine_chunks(), spec, source.csv)
+            values = np.full(n, None, dtype=object)
+            values[i] = np.asarray(touch.to_pylist(), dtype=object)
+            frame[name] = values
+    return Aggregates(frame, chosen, skipped, latest)
+
+
+def _count_plan(spec: ActivitySpec, types: Sequence[str]) -> list[tuple[int, str | None]]:
+    """(window, type or None for the total) in `feature_columns` order."""
+    plan: list[tuple[int, str | None]] = []
+    for w in spec.windows:
+        plan.append((int(w), None))
+        plan += [(int(w), kind) for kind in types]
+    return plan
 
 
 def feature_columns(spec: ActivitySpec, types: Sequence[str], channel: bool) -> list[str]:
@@ -246,16 +341,6 @@ def feature_columns(spec: ActivitySpec, types: Sequence[str], channel: bool) -> 
     return names
 
 
-def pick_types(
-    counts: list[tuple[Any, Any]], spec: ActivitySpec, types: Sequence[str] | None
-) -> list[str]:
-    """The activity types that become features: given (a model's), or those seen before the
-    as-of time at least `min_count` times, sorted (the local engine's rule)."""
-    if types is not None:
-        return list(types)
-    return sorted(str(t) for t, n in counts if t is not None and int(n) >= spec.min_count)
-
-
 def summarise(statuses: dict[int, int], file: Path, column: str) -> dict[str, int]:
     """Counts of activities left out, as the local engine reports them; bad timestamps fail."""
     if statuses.get(3):
@@ -268,33 +353,6 @@ def summarise(statuses: dict[int, int], file: Path, column: str) -> dict[str, in
         "activities for leads not in the lead table": int(statuses.get(0, 0)),
         "activities at or after the lead's as-of time": int(statuses.get(2, 0)),
     }
-
-
-def widen(result: pa.Table, n: int, names: list[str], channel: bool) -> pd.DataFrame:
-    """Rows of leads with activity (column `i`) into full-length columns in lead order: 0 for
-    counts, NaN days and no channel for a lead without activity, as `np.bincount` gives."""
-    i = result.column("i").to_numpy(zero_copy_only=False).astype(np.int64)
-    out: dict[str, np.ndarray] = {}
-    texts = set(names[-2:]) if channel else set()
-    for j, name in enumerate(names):
-        column = result.column(f"c{j}")
-        if name in texts:
-            values = np.full(n, None, dtype=object)
-            values[i] = np.asarray(column.to_pylist(), dtype=object)
-        else:
-            fill = np.nan if name.endswith("days_since_last") else 0.0
-            values = np.full(n, fill)
-            values[i] = column.to_numpy(zero_copy_only=False).astype("float64")
-        out[name] = values
-    return pd.DataFrame(out)
-
-
-def kinds_table(types: Sequence[str]) -> pa.Table:
-    """The chosen activity types and their positions (types stay data, never SQL text)."""
-    return pa.table({
-        "type": pa.array(list(types), pa.string()),
-        "t": pa.array(np.arange(len(types), dtype=np.int64)),
-    })
 
 
 def lead_table(lead_ids: Sequence[str], as_of: np.ndarray) -> pa.Table:
@@ -396,20 +454,11 @@ def aggregate_activities_duckdb(
     act = spec.activities
     assert act is not None
     source = describe_source(spec)
-    channel = "channel" in source.columns
     with session(spill_under, memory_limit) as con:
         _register_source(con, source)
+        raw = [row[0] for row in con.execute(raw_types_sql(source, _quote, DUCKDB)).fetchall()]
+        kinds, names = kinds_for(raw, act, source.csv, types)
+        con.register("kinds", kinds)
         con.register("leads", lead_table(lead_ids, as_of))
-        con.execute("CREATE TEMP TABLE per AS " + per_group_sql(DUCKDB, source, act, _quote))
-        statuses = dict(con.execute("SELECT status, sum(n) FROM per GROUP BY status").fetchall())
-        skipped = summarise(statuses, source.file, act.timestamp)
-        row = con.execute("SELECT max(latest) FROM per").fetchone()
-        latest = pd.Timestamp(int(row[0]), unit="ns") if row and row[0] is not None else None
-        counts = con.execute(
-            "SELECT type, sum(n) FROM per WHERE status = 1 GROUP BY type"
-        ).fetchall()
-        chosen = pick_types(counts, act, types)
-        con.register("kinds", kinds_table(chosen))
-        result = con.sql(per_lead_sql(DUCKDB, act, len(chosen), channel)).to_arrow_table()
-    frame = widen(result, len(lead_ids), feature_columns(act, chosen, channel), channel)
-    return Aggregates(frame, chosen, skipped, latest)
+        result = con.sql(lead_sql(DUCKDB, source, act, _quote, len(names))).to_arrow_table()
+    return collect(result, len(lead_ids), act, source, names, types)

@@ -23,15 +23,12 @@ from leadscore.features_duckdb import (
     SPARK,
     Aggregates,
     Source,
+    collect,
     describe_source,
-    feature_columns,
-    kinds_table,
+    kinds_for,
+    lead_sql,
     lead_table,
-    per_group_sql,
-    per_lead_sql,
-    pick_types,
-    summarise,
-    widen,
+    raw_types_sql,
 )
 
 log = logging.getLogger(__name__)
@@ -99,33 +96,14 @@ def aggregate_activities_spark(
     act = spec.activities
     assert act is not None
     source = describe_source(spec)
-    channel = "channel" in source.columns
     with utc_session(spark) as session:
         _register_source(session, source)
+        raw = [row[0] for row in session.sql(raw_types_sql(source, _quote, SPARK)).collect()]
+        kinds, names = kinds_for(raw, act, source.csv, types)
+        session.createDataFrame(kinds).createOrReplaceTempView("kinds")
         session.createDataFrame(lead_table(lead_ids, as_of)).createOrReplaceTempView("leads")
-        per = session.sql(per_group_sql(SPARK, source, act, _quote)).cache()
-        try:
-            per.createOrReplaceTempView("per")
-            statuses = {
-                int(r[0]): int(r[1])
-                for r in session.sql("SELECT status, sum(n) FROM per GROUP BY status").collect()
-            }
-            skipped = summarise(statuses, source.file, act.timestamp)
-            row = session.sql("SELECT max(latest) FROM per").collect()[0][0]
-            latest = pd.Timestamp(int(row), unit="ns") if row is not None else None
-            counts = [
-                (r[0], r[1])
-                for r in session.sql(
-                    "SELECT type, sum(n) FROM per WHERE status = 1 GROUP BY type"
-                ).collect()
-            ]
-            chosen = pick_types(counts, act, types)
-            session.createDataFrame(kinds_table(chosen)).createOrReplaceTempView("kinds")
-            result = session.sql(per_lead_sql(SPARK, act, len(chosen), channel)).toArrow()
-        finally:
-            per.unpersist()
-    frame = widen(result, len(lead_ids), feature_columns(act, chosen, channel), channel)
-    return Aggregates(frame, chosen, skipped, latest)
+        result = session.sql(lead_sql(SPARK, source, act, _quote, len(names))).toArrow()
+    return collect(result, len(lead_ids), act, source, names, types)
 
 
 def latest_activity_spark(spec: DatasetSpec, spark: Any | None = None) -> pd.Timestamp | None:
