@@ -7,14 +7,14 @@ same table. The SQL is written once here for both DuckDB and Spark (`features_sp
 few places the dialects differ (trimming, timestamps to nanoseconds, the position key and
 first/last by it) are a `Dialect`.
 
-Two passes over small intermediate tables, one over the log:
-1. `per`: one row per (lead, activity type, status) with counts per window, the youngest age,
-   the latest time and the first/last touch, where status is 1 for an activity before the
-   lead's as-of time, 0 for a lead not in the lead table, 2 at or after the as-of time and 3 for
-   an empty or unparseable timestamp (an error, as in `data.load_activities`).
-2. one row per lead with activity before its as-of time: the wide feature row.
-First and last touch break ties in time by position in the file (file path, then row), as the
-local engine's stable sort does.
+One pass over the log, after a scan of its distinct type values: each activity is joined to
+its lead and to its type's code, given a status (1 before the lead's as-of time, 0 for a lead
+not in the lead table, 2 at or after the as-of time, 3 for an empty or unparseable timestamp,
+an error as in `data.load_activities`), and aggregated into one row per lead: counts per type
+and window, the youngest age, the latest time, the first and last touch. First and last touch
+break ties in time by position (file, then row), as the local engine's stable sort does.
+Types and channels are trimmed with the local engine's own Arrow function on the distinct
+values; ids are matched raw first and trimmed (ASCII whitespace) only when they match no lead.
 """
 
 from __future__ import annotations
