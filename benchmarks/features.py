@@ -6,6 +6,8 @@ since the last activity, first/last channel) in pyarrow+numpy (leadscore's), pan
 Polars on the same Arrow table, checks they agree, and writes benchmarks/results/features.json.
 
     .venv/bin/python benchmarks/features.py [--leads N] [--engines ours,pandas,duckdb,polars]
+    .venv/bin/python benchmarks/features.py --activities 10000000,100000000 \
+        --build-engines local,duckdb      # the scaling curve (features_scale.py), "scaling"
 
 Synthetic CSVs are generated once into --cache (default /tmp/leadscore-bench) and reused.
 """
@@ -602,6 +604,47 @@ def engine_choice(comparison: dict[str, dict[str, Any]], build: dict[str, Any]) 
     return "; ".join(parts) + ". " + why
 
 
+# --------------------------------------------------------------------------- scaling
+
+
+SCALE_GOAL = {"activities": 100_000_000, "peak_rss_mib": 4096.0, "seconds": 180.0}
+
+
+def scaling(args: argparse.Namespace, folder: Path, info: dict[str, Any]) -> None:
+    """The scaling rows, merged into --out under "scaling" (earlier rows of other sizes or
+    engines are kept, so the curve can be measured a piece at a time)."""
+    from features_scale import run_scaling
+
+    counts = [int(c) for c in args.activities.split(",") if c]
+    engines = [e for e in args.build_engines.split(",") if e]
+    load_before = os.getloadavg()
+    rows = run_scaling(Path(__file__).resolve(), folder, counts, engines, args.seed,
+                       args.timeout)
+    previous = json.loads(args.out.read_text(encoding="utf-8")) if args.out.is_file() else {}
+    kept = [r for r in previous.get("scaling", {}).get("rows", [])
+            if (r["activities"], r["engine"]) not in {(c, e) for c in counts for e in engines}]
+    merged = sorted(kept + rows, key=lambda r: (r["activities"], r["engine"]))
+    goal = next((r for r in merged if r["engine"] == "duckdb"
+                 and r["activities"] == SCALE_GOAL["activities"] and "seconds" in r), None)
+    previous["scaling"] = {
+        "leads": info["leads"],
+        "log": "Parquet folder, 5M-row files sorted by time (features_scale.ensure_log)",
+        "rows": merged,
+        "goal": {**SCALE_GOAL, "met": None if goal is None else bool(
+            goal["peak_rss_mib"] <= SCALE_GOAL["peak_rss_mib"]
+            and goal["seconds"] <= SCALE_GOAL["seconds"])},
+        "duckdb_memory_limit": os.environ.get("LEADSCORE_DUCKDB_MEMORY", "2GB (default)"),
+        "machine": {
+            "cores": os.cpu_count(),
+            "load_average_1m_before": round(load_before[0], 2),
+            "load_average_1m_after": round(os.getloadavg()[0], 2),
+            "note": "peak RSS sums the build process and its children, sampled every 0.1 s",
+        },
+    }
+    args.out.write_text(json.dumps(previous, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {args.out}")
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -622,6 +665,12 @@ def main() -> None:
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--engine", help=argparse.SUPPRESS)
     parser.add_argument("--closed", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--log", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--activities", default="",
+                        help="comma-separated activity log sizes for the scaling curve (Parquet "
+                             "logs over the --leads synthetic leads); only the curve is run")
+    parser.add_argument("--build-engines", default="local,duckdb",
+                        help="build_table engines for the scaling curve")
     args = parser.parse_args()
 
     if args.child:
@@ -637,6 +686,10 @@ def main() -> None:
             out = child_build(args.data)
         elif args.child == "read":
             out = child_read(args.data, args.engine)
+        elif args.child == "scale-build":
+            from features_scale import child_scale_build
+
+            out = child_scale_build(args.data, args.log, args.engine)
         else:
             out = child_engine(args.data, args.engine, args.repeat, args.closed)
         print(json.dumps(out))
@@ -644,6 +697,9 @@ def main() -> None:
 
     folder = ensure_data(args.cache, args.leads, args.seed)
     info = json.loads((folder / "READY").read_text(encoding="utf-8"))
+    if args.activities:
+        scaling(args, folder, info)
+        return
     load_before = os.getloadavg()
     print(f"building the training table ({info['leads']:,} leads, "
           f"{info['activities']:,} activities) ...", flush=True)

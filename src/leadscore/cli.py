@@ -162,6 +162,21 @@ def main(
     setup_logging("DEBUG" if verbose else "INFO")
 
 
+EngineOption = Annotated[
+    str | None,
+    typer.Option(help="Who aggregates the activity log: local (in memory), duckdb (SQL over the "
+                 "files, spilling to disk) or spark (pip install leadscore[spark]). Default: "
+                 "LEADSCORE_FEATURE_ENGINE, else the spec's features.engine, else local."),
+]
+
+
+def feature_engine(spec: DatasetSpec, engine: str | None) -> str:
+    """The feature engine, checked before any data is read (a typo costs no waiting)."""
+    from leadscore.feature_engines import choose_engine
+
+    return choose_engine(spec, engine)
+
+
 ParamOption = Annotated[
     list[str] | None,
     typer.Option(
@@ -235,12 +250,14 @@ def train(
         typer.Option(help="Also write this run's bundle here (the only place --no-track writes "
                      "one; models/<name>/ holds the @champion alone)."),
     ] = None,
+    engine: EngineOption = None,
 ) -> None:
     """Train on a lead table, evaluate on its most recent slice, log and register the model
     (the spec's `model.name`, e.g. lead-bank-marketing; LEADSCORE_MODEL_NAME overrides)."""
     # the cheap checks first: a spec mistake must not wait for pandas, LightGBM and MLflow
     params = parse_params(param)
     spec = load_spec(config)
+    engine = feature_engine(spec, engine)
     if tune:
         from leadscore.tuning import require_optuna
 
@@ -262,6 +279,7 @@ def train(
             tune=tune,
             keep_tiers=keep_tiers,
             bundle_out=bundle_out,
+            engine=engine,
         )
     m = result.metrics
     table = Table(title=f"{spec.name}: test slice ({result.trained.split.kind} split)")
@@ -681,10 +699,12 @@ def features(
     training: Annotated[
         bool, typer.Option("--training", help="Write the training table (with labels) instead.")
     ] = False,
+    engine: EngineOption = None,
 ) -> None:
     """Build the table of leads to score (or the training table) from the spec's raw exports:
     joins, activity aggregates as of one moment, every lead kept. Feed it to `leadscore score`."""
     spec = load_spec(config)
+    engine = feature_engine(spec, engine)
     from leadscore.features import build_table, export_table
 
     types = None
@@ -696,7 +716,7 @@ def features(
             "activity_types"
         )
     if training:
-        table, report = build_table(spec, activity_types=types)
+        table, report = build_table(spec, activity_types=types, engine=engine)
     else:
         when = None
         if as_of:
@@ -706,7 +726,9 @@ def features(
                 when = pd.Timestamp(as_of)
             except ValueError:
                 raise LeadscoreError(f"--as-of {as_of!r} is not a date or timestamp") from None
-        table, report = build_table(spec, scoring_time=when or "cutoff", activity_types=types)
+        table, report = build_table(
+            spec, scoring_time=when or "cutoff", activity_types=types, engine=engine
+        )
     path = export_table(table, spec, output, with_label=training)
     console.print(f"{len(table):,} leads -> {path}")
     console.print(json.dumps(report.as_dict(), indent=2, default=str))

@@ -84,6 +84,8 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     # where built training tables are cached between retrains on unchanged files ("off": never)
     feature_cache: str = "auto"
+    # the activity aggregation's engine when --engine is not given (local, duckdb, spark)
+    feature_engine: str | None = None
     # a new version takes @champion when its test ROC AUC >= the champion's - this, and its
     # ECE <= the champion's + the next (both scored on the new version's test slice; the one
     # place these defaults are written, tracking.decide reads them)
@@ -315,6 +317,9 @@ class FeaturesSpec(_Strict):
     numeric: list[str] = Field(default_factory=list)
     # +1: more never lowers the score; -1: more never raises it (LightGBM monotone constraints)
     monotone: dict[str, Literal[-1, 1]] = Field(default_factory=dict)
+    # who aggregates the activity log: local (in memory), duckdb (SQL over the files, spilling
+    # to disk) or spark; LEADSCORE_FEATURE_ENGINE and --engine override it
+    engine: Literal["local", "duckdb", "spark"] | None = None
 
 
 class TrainSpec(_Strict):

@@ -761,12 +761,19 @@ def build_table(
     data_path: Path | None = None,
     scoring_time: pd.Timestamp | Literal["cutoff"] | None = None,
     activity_types: Sequence[str] | None = None,
+    engine: str | None = None,
 ) -> tuple[pd.DataFrame, TableReport]:
     """The training table: one row per usable lead, as of the moment it would have been scored.
 
     With `scoring_time` (a timestamp, or "cutoff" for the data's latest timestamp), the table of
     leads to score instead: every lead, as of that moment, labels left as they are.
+    `engine` aggregates the activity log: local (in memory, here), duckdb (SQL over the files,
+    spilling to disk) or spark; default from `feature_engines.choose_engine`. Same table from
+    each.
     """
+    from leadscore import feature_engines
+
+    engine = feature_engines.choose_engine(spec, engine)
     leads, load_report = load_leads(spec, data_path)
     report = TableReport(leads=len(leads))
     for reason, count in load_report.unusable.items():
@@ -787,9 +794,16 @@ def build_table(
         converted_at = leads[ID].map(conversions.set_index(ID)["converted_at"])
         leads["_converted_at"] = converted_at.to_numpy(dtype="datetime64[ns]")
 
-    activities = load_activities(spec) if spec.activities is not None else None
-    cutoff = _cutoff(spec, leads, activities)
-    report.notes["cutoff"] = str(cutoff) if cutoff is not None else None
+    # the SQL engines read the log where it lies: its latest time comes with the aggregation,
+    # or from a scan of its time column when scoring as of the cut-off needs it first
+    in_sql = engine != "local" and spec.activities is not None and created is not None
+    activities = (
+        load_activities(spec) if spec.activities is not None and not in_sql else None
+    )
+    latest = _latest(activities)
+    if in_sql and scoring_time == "cutoff" and not spec.cutoff:
+        latest = feature_engines.latest_activity(engine, spec)
+    cutoff = _cutoff(spec, leads, latest)
 
     if scoring_time == "cutoff":
         scoring_time = cutoff if cutoff is not None else pd.Timestamp.now()
@@ -798,13 +812,22 @@ def build_table(
             leads["_as_of"] = np.full(len(leads), np.datetime64(scoring_time, "ns"))
         else:
             leads["_as_of"] = created + np.timedelta64(int(spec.as_of_days * 86_400e9), "ns")
+    sql_result = None
+    if in_sql:
+        sql_result = feature_engines.aggregate(
+            engine, spec, leads[ID].tolist(), leads["_as_of"].to_numpy(), activity_types
+        )
+        cutoff = _cutoff(spec, leads, sql_result.latest)
+    report.notes["cutoff"] = str(cutoff) if cutoff is not None else None
     if conversions is not None and created is not None:
         _label_from_conversions(spec, leads, created, cutoff)
 
     for dim in spec.dimensions:
         leads = _join_dimension(spec, dim, leads, report)
 
-    if activities is not None and spec.activities is not None and created is not None:
+    if sql_result is not None:
+        aggregates, types, skipped = sql_result.frame, sql_result.types, sql_result.skipped
+    elif activities is not None and spec.activities is not None and created is not None:
         aggregates, types, skipped = aggregate_activities(
             activities,
             leads[ID].tolist(),
@@ -812,6 +835,7 @@ def build_table(
             spec.activities,
             activity_types,
         )
+    if spec.activities is not None and created is not None:
         report.notes["activity_types"] = types
         report.notes["activities_skipped"] = skipped
         leads = pd.concat([leads.reset_index(drop=True), aggregates], axis=1)
@@ -842,8 +866,14 @@ def export_table(table: pd.DataFrame, spec: DatasetSpec, output: Path, with_labe
     return output
 
 
+def _latest(activities: pa.Table | None) -> pd.Timestamp | None:
+    if activities is None or not activities.num_rows:
+        return None
+    return pd.Timestamp(pc.max(activities.column("ts")).as_py())
+
+
 def _cutoff(
-    spec: DatasetSpec, leads: pd.DataFrame, activities: pa.Table | None
+    spec: DatasetSpec, leads: pd.DataFrame, latest_activity: pd.Timestamp | None
 ) -> pd.Timestamp | None:
     if spec.cutoff:
         return pd.Timestamp(spec.cutoff)
@@ -852,8 +882,8 @@ def _cutoff(
     stamps = [leads[TIME].max()]
     if "_converted_at" in leads:
         stamps.append(leads["_converted_at"].max())
-    if activities is not None and activities.num_rows:
-        stamps.append(pd.Timestamp(pc.max(activities.column("ts")).as_py()))
+    if latest_activity is not None:
+        stamps.append(latest_activity)
     return max(pd.Timestamp(s) for s in stamps if s is not None and not pd.isna(s))
 
 

@@ -191,7 +191,8 @@ def _stand_in(values: pd.Series, kind: str, blank: set[str]) -> pd.Series:
 
 
 def cached_build(
-    spec: DatasetSpec, settings: Settings, data_path: Path | None = None
+    spec: DatasetSpec, settings: Settings, data_path: Path | None = None,
+    engine: str | None = None,
 ) -> tuple[pd.DataFrame, TableReport]:
     """`build_table`, scrubbed of personal data (`scrub_table`), cached between retrains on
     unchanged files: a 20M-row activity log takes tens of seconds to aggregate, and tuning or a
@@ -200,12 +201,13 @@ def cached_build(
     An entry is a Parquet file and a JSON report under `LEADSCORE_HOME/cache/features/`, keyed
     by the spec, each input file's path, size and modification time, and the table-building
     code's hash. Never a pickle: a file planted in the folder is at worst an unreadable entry,
-    which is rebuilt.
+    which is rebuilt. `engine` (see `feature_engines`) is not part of the key: every engine
+    builds the same table.
     """
     location = settings.resolved_feature_cache()
     files = _input_files(spec, data_path)
     if location is None or not all(f.is_file() for f in files):
-        leads, report = build_table(spec, data_path=data_path)
+        leads, report = build_table(spec, data_path=data_path, engine=engine)
         return scrub_table(leads, spec), report
     # paths in the spec resolve against its own folder; pin them so the key agrees
     pinned = spec.model_dump(mode="json", exclude={"labels", "tiers"})  # words: no rebuild
@@ -220,7 +222,7 @@ def cached_build(
     if hit is not None:
         log.debug("training table from the cache (%s)", table_path.name)
         return hit
-    leads, report = build_table(spec, data_path=data_path)
+    leads, report = build_table(spec, data_path=data_path, engine=engine)
     leads = scrub_table(leads, spec)
     _write_cached(leads, report, table_path, report_path)
     return leads, report
@@ -289,10 +291,13 @@ def _code_fingerprint() -> tuple[str, int, int]:
     from a table built before it."""
     import leadscore.config
     import leadscore.data
+    import leadscore.feature_engines
     import leadscore.features
+    import leadscore.features_duckdb
 
     digest = hashlib.sha256()
-    for module in (leadscore.config, leadscore.data, leadscore.features):
+    for module in (leadscore.config, leadscore.data, leadscore.features,
+                   leadscore.feature_engines, leadscore.features_duckdb):
         digest.update(Path(str(module.__file__)).read_bytes())
     return (digest.hexdigest(), 0, 0)
 
@@ -309,13 +314,15 @@ def run_training(
     with_report: bool = True,
     baselines: bool = True,
     bundle_out: Path | None = None,
+    engine: str | None = None,
 ) -> TrainingResult:
     """Build the point-in-time table, audit it for leaks, (optionally tune,) train, evaluate on
     the held-out most recent slice against the baselines, write the report, log and register
     (the champion moves only if the new version holds up).
 
     The bundle goes to `models/<name>/` only when this version becomes @champion, and to
-    `bundle_out` when given (the only place a `track=False` run writes one).
+    `bundle_out` when given (the only place a `track=False` run writes one). `engine` builds the
+    table (local, duckdb or spark: see `feature_engines`).
     """
     import time
 
@@ -324,7 +331,7 @@ def run_training(
     started = time.time()  # the MLflow run's start: its duration is the whole training
     name = model_name_for(spec, settings)
     progress.stage("reading the data and building features")
-    leads, report = cached_build(spec, settings, data_path)
+    leads, report = cached_build(spec, settings, data_path, engine)
     source = str(data_path or spec.resolve(spec.leads.path))
     check_ready(leads, spec, source)
     # always: the personal-data scan runs even with the leak statistics switched off
