@@ -25,9 +25,6 @@ from leadscore.config import Settings, load_spec
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 MODEL = "formtest"
 FORM = f"/models/{MODEL}/score"
 
@@ -216,26 +213,21 @@ def test_form_body_must_be_urlencoded(url: str) -> None:
     assert response.status_code == 415
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}")
-def test_browser_fills_numbers_and_gets_the_apis_probability(url: str) -> None:
-    from playwright.sync_api import sync_playwright
-
+def test_browser_fills_numbers_and_gets_the_apis_probability(url: str, browser: Any) -> None:
     hosts: set[str] = set()
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            page.on("request", lambda r: hosts.add(r.url.split("/")[2]))
-            page.goto(url + FORM)
-            page.select_option("select[name=plan]", "team")
-            page.fill("input[name='emp.var.rate']", "0.75")
-            page.fill("input[name=visits]", "6")
-            page.click("button[type=submit]")
-            page.wait_for_selector("#result")
-            shown = float(str(page.locator("#result").get_attribute("data-probability")))
-            tier = page.locator("#tier-label").inner_text()
-        finally:
-            browser.close()
+    page = browser.new_page()
+    try:
+        page.on("request", lambda r: hosts.add(r.url.split("/")[2]))
+        page.goto(url + FORM)
+        page.select_option("select[name=plan]", "team")
+        page.fill("input[name='emp.var.rate']", "0.75")
+        page.fill("input[name=visits]", "6")
+        page.click("button[type=submit]")
+        page.wait_for_selector("#result")
+        shown = float(str(page.locator("#result").get_attribute("data-probability")))
+        tier = page.locator("#tier-label").inner_text()
+    finally:
+        page.close()
     expected = api(url, {"plan": "team", "emp.var.rate": 0.75, "visits": 6})
     assert abs(shown - expected["probability"]) <= 1e-9
     assert tier == expected["tier_label"]
@@ -253,5 +245,5 @@ def test_with_api_keys_the_pages_send_to_sign_in(form_bundle: Path,
             response = httpx.request(method, address + path, data={"plan": "team"}
                                      if method == "POST" else None, timeout=30)
             assert response.status_code == 303, (method, path, response.status_code)
-            assert response.headers["location"] == "/signin"
+            assert response.headers["location"].startswith("/signin?next=")
             assert "data-probability" not in response.text

@@ -28,9 +28,6 @@ from leadscore.scoring import ModelBundle, score_arrays
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 MODEL = "test-leads"
 
 
@@ -214,54 +211,49 @@ def _api_probability(url: str, lead: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}")
 def test_browser_model_page_and_form(site: dict[str, Any], bundle: ModelBundle,
-                                     tmp_path: Path) -> None:
+                                     tmp_path: Path, browser: Any) -> None:
     """In Chromium: the page's calibration plot and history render; the form, filled in by
     choosing values, gives the API's probability; no request leaves the server's host."""
-    from playwright.sync_api import sync_playwright
-
     url = site["url"]
     hosts: set[str] = set()
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.on("request", lambda r: hosts.add(r.url.split("/")[2]))
-            page.goto(f"{url}/models/{MODEL}")
-            assert page.locator("#calibration-plot circle").count() > 0
-            assert page.locator("#calibration-plot").is_visible()
-            box = page.locator("#calibration-plot").bounding_box()
-            assert box is not None and box["width"] > 100 and box["height"] > 100
-            history = page.locator("#version-history")
-            assert history.is_visible()
-            assert "no champion yet" in history.inner_text()
-            page.screenshot(path=str(tmp_path / "model-desktop.png"), full_page=True)
-            page.set_viewport_size({"width": 390, "height": 844})
-            page.screenshot(path=str(tmp_path / "model-phone.png"), full_page=True)
-            page.set_viewport_size({"width": 1280, "height": 900})
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    try:
+        page.on("request", lambda r: hosts.add(r.url.split("/")[2]))
+        page.goto(f"{url}/models/{MODEL}")
+        assert page.locator("#calibration-plot circle").count() > 0
+        assert page.locator("#calibration-plot").is_visible()
+        box = page.locator("#calibration-plot").bounding_box()
+        assert box is not None and box["width"] > 100 and box["height"] > 100
+        history = page.locator("#version-history")
+        assert history.is_visible()
+        assert "no champion yet" in history.inner_text()
+        page.screenshot(path=str(tmp_path / "model-desktop.png"), full_page=True)
+        page.set_viewport_size({"width": 390, "height": 844})
+        page.screenshot(path=str(tmp_path / "model-phone.png"), full_page=True)
+        page.set_viewport_size({"width": 1280, "height": 900})
 
-            page.click("text=Score one lead")
-            page.wait_for_selector("#score-form")
-            chosen: dict[str, str] = {}
-            selects = page.locator("#score-form select")
-            for i in range(selects.count()):
-                select = selects.nth(i)
-                values = [v for v in select.locator("option").evaluate_all(
-                    "os => os.map(o => o.value)") if v]
-                if i % 3 == 2 or not values:
-                    continue  # some fields left blank: scored as missing
-                value = values[i % len(values)]
-                select.select_option(value)
-                chosen[str(select.get_attribute("name"))] = value
-            assert chosen
-            page.click("button[type=submit]")
-            page.wait_for_selector("#result")
-            shown = float(str(page.locator("#result").get_attribute("data-probability")))
-            reasons = page.locator("#reasons li").all_inner_texts()
-            page.screenshot(path=str(tmp_path / "form-result.png"), full_page=True)
-        finally:
-            browser.close()
+        page.click("text=Score one lead")
+        page.wait_for_selector("#score-form")
+        chosen: dict[str, str] = {}
+        selects = page.locator("#score-form select")
+        for i in range(selects.count()):
+            select = selects.nth(i)
+            values = [v for v in select.locator("option").evaluate_all(
+                "os => os.map(o => o.value)") if v]
+            if i % 3 == 2 or not values:
+                continue  # some fields left blank: scored as missing
+            value = values[i % len(values)]
+            select.select_option(value)
+            chosen[str(select.get_attribute("name"))] = value
+        assert chosen
+        page.click("button[type=submit]")
+        page.wait_for_selector("#result")
+        shown = float(str(page.locator("#result").get_attribute("data-probability")))
+        reasons = page.locator("#reasons li").all_inner_texts()
+        page.screenshot(path=str(tmp_path / "form-result.png"), full_page=True)
+    finally:
+        page.close()
     api = _api_probability(url, chosen)
     assert abs(shown - api["probability"]) <= 1e-9
     assert shown == api["probability"]  # the same code: the very same float
