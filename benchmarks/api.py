@@ -108,9 +108,10 @@ def train_bundle(folder: Path, leads: int) -> Path:
     spec_path = folder / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
     settings = Settings(models_dir=folder / "models", model_name="benchmark")
-    result = run_training(load_spec(spec_path), settings, track=False, with_report=False,
-                          baselines=False)
-    return result.bundle_dir
+    bundle_dir = folder / "models" / "benchmark"
+    run_training(load_spec(spec_path), settings, track=False, with_report=False,
+                 baselines=False, bundle_out=bundle_dir)  # track=False writes only bundle_out
+    return bundle_dir
 
 
 def sample_leads(bundle_dir: Path, n: int, seed: int = 0) -> list[dict[str, Any]]:
