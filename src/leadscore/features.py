@@ -490,6 +490,17 @@ class FeatureBuilder:
         return out
 
     def _codes_arrow(self, feature: Feature, array: pa.Array) -> np.ndarray:
+        if pa.types.is_dictionary(array.type):
+            # a dictionary column (Parquet written from pandas categories, say): its few
+            # distinct values are looked up once and the codes taken through its indices,
+            # rather than every row decoded to text, trimmed and looked up again
+            levels = self._codes_arrow(feature, array.dictionary)
+            codes = np.append(levels, np.nan)  # the last slot: a null row
+            indices = array.indices.to_numpy(zero_copy_only=False)
+            if array.null_count:
+                indices = np.where(array.is_valid().to_numpy(zero_copy_only=False),
+                                   np.nan_to_num(indices, nan=0.0), len(levels)).astype(np.int64)
+            return codes[indices]
         if not pa.types.is_string(array.type) and not pa.types.is_large_string(array.type):
             array = pc.cast(array, pa.string())
         array = pc.utf8_trim_whitespace(array)
