@@ -39,9 +39,8 @@ def test_an_append_spanning_two_days_lands_in_each_day(tmp_path: Path) -> None:
     assert columns["f_000"].statistics is None
     back = store.rows("m")
     assert back.num_rows == n
-    got = {lead: features for lead, features in zip(back.column("lead_id").to_pylist(),
-                                                     back.column("features").to_pylist(),
-                                                     strict=True)}
+    got = dict(zip(back.column("lead_id").to_pylist(), back.column("features").to_pylist(),
+                   strict=True))
     assert got["L1"] == [3.0, 4.0, 5.0]
     assert np.isnan(got["L2"][1]) and got["L2"][0] == 6.0
     assert store.lead("m", "L3").column("score").to_pylist() == [3]
