@@ -337,12 +337,12 @@ def rescore(
     finally:
         progress.close()
         scorer.shutdown(wait=True, cancel_futures=True)
-        if compiling is not None and compiling.is_alive():
-            log.info("finishing the model's compilation (once per model; later jobs use it)")
-            compiling.join()
         if recorder is not None:
             recorder.shutdown(wait=True, cancel_futures=True)
     seconds = time.perf_counter() - start
+    if compiling is not None and compiling.is_alive():  # a failed job does not wait for it
+        log.info("finishing the model's compilation (once per model; later jobs use it)")
+        compiling.join()
     state = job.state
     summary = BatchSummary.of_job(
         input_path, output_path, state, seconds, bundle, int(state["chunks_done"])
