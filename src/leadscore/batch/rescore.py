@@ -311,7 +311,8 @@ def rescore(
     try:
         for chunk in _prefetch(_checked(iter_chunks(source, chunk_rows), bundle, skip), 2, stop):
             scoring.append(scorer.submit(work, chunk))
-            limit = SCORING_THREADS if bundle.compiled_ is not None else 1
+            fast = bundle.compiled_ is not None and not bundle.compiled_.broken
+            limit = SCORING_THREADS if fast else 1
             while len(scoring) >= limit:
                 writer.put(scoring.popleft().result())
         while scoring:
