@@ -285,7 +285,7 @@ def rescore(
         if checked.table.num_rows:
             table, matrix = score_chunk(bundle, checked, raw.table, reasons, keep, scored_at)
             probability = table.column("probability").to_numpy()
-            counts = drift.counts_for(bundle, checked.table, checked.rows, probability)
+            counts = drift.counts_for(bundle, checked.table, checked.rows, probability, matrix)
             if recorder is not None:
                 recorded = recorder.submit(record, raw.index, table, matrix)
         else:
