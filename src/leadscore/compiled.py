@@ -165,7 +165,7 @@ def compile_model(
     try:
         key = model_key(booster, meta)
         folder = cache_root(home) / key
-        library = _cached(folder, key)
+        library = _cached(folder, key, quiet=True)  # `cached_model` said so already
         if library is None:
             library = _build(booster, folder, key, toolchain or os.environ.get("CC", "gcc"))
         return CompiledModel(library, booster, key)
@@ -190,7 +190,7 @@ def _versions() -> dict[str, str]:
     return {"tl2cgen": tl2cgen.__version__, "treelite": treelite.__version__}
 
 
-def _cached(folder: Path, key: str) -> Path | None:
+def _cached(folder: Path, key: str, quiet: bool = False) -> Path | None:
     """The cached library when its manifest vouches for it (same model, tools, bytes)."""
     library, manifest = folder / LIBRARY, folder / MANIFEST
     if not manifest.is_file() or not library.is_file():
@@ -208,8 +208,9 @@ def _cached(folder: Path, key: str) -> Path | None:
     except (OSError, ValueError):
         good = False
     if not good:
-        log.warning("%s: the compiled model's cache entry is stale or damaged; rebuilding it",
-                    folder)
+        if not quiet:
+            log.warning("%s: the compiled model's cache entry is stale or damaged; "
+                        "rebuilding it", folder)
         return None
     return library
 
