@@ -312,6 +312,10 @@ def main() -> None:
             "runs_rows_per_s": [round(r["rows"] / r["seconds"]) for r in file_runs],
             "runs_rows_per_s_lightgbm": [round(r["rows"] / r["seconds"]) for r in lgb_runs],
             "runs_raw_rows_per_s": [round(raw_rows / s) for s in raw_s],
+            # each round's file job over the raw predict measured just before it: the best-of
+            # ratio above pairs figures from different moments of a shared machine
+            "ratios_per_round": [round((r["rows"] / r["seconds"]) / (raw_rows / s), 3)
+                                 for r, s in zip(file_runs, raw_s, strict=False)],
             "load_average_at_start": load_start,
             "best_of": "each figure is the best of the interleaved repeats",
             "cpus": os.cpu_count(),
