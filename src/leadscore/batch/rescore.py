@@ -217,7 +217,8 @@ def rescore(
     `history`: the score store each kept chunk's scores are appended to (`store.py`); a resumed
     job rewrites its chunks' history files rather than adding their rows twice.
     `compiled`: score with the model's compiled trees when the [fast] extra can build them
-    (`compiled.py`; the same probabilities, checked); False: LightGBM only.
+    (`compiled.py`; the same probabilities, checked); False: LightGBM only (the bundle's
+    compiled trees, if a job attached them, are dropped).
     """
     if chunk_rows < 1:
         raise DataError("--chunk-rows must be at least 1")
@@ -296,6 +297,8 @@ def rescore(
 
     # the compiled trees, when the [fast] extra has them: built (or found in the cache) on a
     # thread of its own while LightGBM scores the first chunks; reasons need LightGBM's TreeSHAP
+    if not compiled:
+        bundle.compiled_ = None  # LightGBM only, for this job and the bundle's later use
     compiling = (
         _attach_compiled(bundle, source) if compiled and reasons == 0 and bundle.compiled_ is None
         else None
