@@ -39,7 +39,8 @@ ROUNDS = 3
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "api.json"
 TARGETS: dict[str, tuple[str, Callable[[dict[str, float]], bool]]] = {
-    "single_c16": ("ratio_to_empty >= 0.40", lambda r: r["ratio_to_empty"] >= 0.40),
+    # issue 16: one lead at concurrency 16 at 0.6x or more of the empty endpoint (was 0.40)
+    "single_c16": ("ratio_to_empty >= 0.60", lambda r: r["ratio_to_empty"] >= 0.60),
     "single_reasons_c16": ("ratio_to_empty >= 0.25 and p99_ms <= 20",
                            lambda r: r["ratio_to_empty"] >= 0.25 and r["p99_ms"] <= 20),
     "batch1000_reasons_c1": ("p50_ms <= 250", lambda r: r["p50_ms"] <= 250),
@@ -108,9 +109,10 @@ def train_bundle(folder: Path, leads: int) -> Path:
     spec_path = folder / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
     settings = Settings(models_dir=folder / "models", model_name="benchmark")
-    result = run_training(load_spec(spec_path), settings, track=False, with_report=False,
-                          baselines=False)
-    return result.bundle_dir
+    bundle_dir = folder / "models" / "benchmark"
+    run_training(load_spec(spec_path), settings, track=False, with_report=False,
+                 baselines=False, bundle_out=bundle_dir)  # track=False writes only bundle_out
+    return bundle_dir
 
 
 def sample_leads(bundle_dir: Path, n: int, seed: int = 0) -> list[dict[str, Any]]:
@@ -337,6 +339,8 @@ async def run_all(port: int, pid: int, leads: list[dict[str, Any]],
             "p50_ms": round(_quantile(timed, 0.50) * 1000, 3),
             "p99_ms": round(_quantile(timed, 0.99) * 1000, 3),
             "ratio_to_empty": round(rps / empty, 4),
+            # CPU time per request (server side), less disturbed by a busy machine
+            "server_cpu_us": round(server[name]),
         }
         r = results[name]
         print(f"{name:22s} {r['rps']:9.1f} req/s  p50 {r['p50_ms']:8.2f} ms  p99 "
@@ -359,6 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="Server worker processes, as `leadscore serve --workers N`.")
     parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    load_start = [round(v, 2) for v in os.getloadavg()]
     if args.serve:
         serve(args.serve, args.http, args.loop, args.workers)
         return 0
@@ -403,7 +408,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     for case, (text, met) in TARGETS.items():
         print(f"target {case}: {text} -> {'met' if met(results[case]) else 'MISSED'}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    output: dict[str, Any] = {**results, "details": {
+        "load_average_at_start": load_start,
+        "load_average_at_end": [round(v, 2) for v in os.getloadavg()],
+        "cpus": os.cpu_count(),
+        "yardstick": f"POST {EMPTY_PATH}: an empty endpoint in the same app and server (same "
+                     "middleware: access log and metrics), no auth",
+    }}
+    args.out.write_text(json.dumps(output, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {args.out}")
     return 0
 

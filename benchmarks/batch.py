@@ -7,8 +7,12 @@ Builds a synthetic CRM (leads + activity log), trains a model on it (no MLflow),
 of about 30 columns to Parquet, then measures on the same machine, interleaved:
   raw       `booster.predict` on the first min(N, 1M) rows held as an in-memory numpy matrix;
   file      `leadscore.batch.rescore` Parquet→Parquet without reasons, in a fresh process
-            (its peak RSS is the memory figure);
+            (its peak RSS is the memory figure), with the compiled trees (`leadscore.compiled`,
+            the [fast] extra; compiled once before, as a first job would, and cached);
+  lightgbm  the same job scoring with LightGBM only (`compiled=False`);
   reasons   the same with 3 reasons per lead on the first --reasons-rows rows.
+The compiled and LightGBM outputs are compared: the largest difference in probability is
+recorded (the issue holds it to 1e-9).
 Writes benchmarks/results/batch.json.
 """
 
@@ -146,7 +150,9 @@ def child(args: argparse.Namespace) -> None:
     bundle = load_bundle(args.bundle)
     cpu = time.process_time()
     summary = rescore(bundle, Path(args.input), Path(args.output), reasons=args.reasons,
-                      chunk_rows=args.chunk_rows)
+                      chunk_rows=args.chunk_rows, compiled=bool(args.compiled))
+    used = bundle.compiled_ is not None and bundle.compiled_.checked and \
+        not bundle.compiled_.broken
     # VmHWM, not ru_maxrss: the latter keeps the parent's RSS from before exec
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with open("/proc/self/status", encoding="ascii") as status:
@@ -155,19 +161,47 @@ def child(args: argparse.Namespace) -> None:
                 peak_kib = int(line.split()[1])
     json.dump({"rows": summary.rows, "seconds": summary.seconds,
                "cpu_seconds": time.process_time() - cpu,
-               "peak_rss_mib": round(peak_kib / 1024, 1)}, sys.stdout)
+               "peak_rss_mib": round(peak_kib / 1024, 1), "compiled": used}, sys.stdout)
 
 
-def score_file(bundle_dir: Path, src: Path, out: Path, reasons: int, chunk_rows: int) -> dict:
+def score_file(bundle_dir: Path, src: Path, out: Path, reasons: int, chunk_rows: int,
+               compiled: bool = True, keep: bool = False) -> dict:
     command = [sys.executable, __file__, "--child", "--bundle", str(bundle_dir), "--input",
                str(src), "--output", str(out), "--reasons", str(reasons),
-               "--chunk-rows", str(chunk_rows)]
+               "--chunk-rows", str(chunk_rows), "--compiled", str(int(compiled))]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     if result.returncode != 0:
         raise SystemExit(f"scoring failed:\n{result.stderr[-3000:]}")
-    out.unlink(missing_ok=True)
+    if not keep:
+        out.unlink(missing_ok=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def compile_once(bundle_dir: Path) -> float | None:
+    """Build the compiled model into LEADSCORE_HOME's cache (as a first large job would); its
+    seconds, or None when the [fast] extra or a compiler is missing."""
+    from leadscore import compiled
+    from leadscore.scoring import load_bundle
+
+    bundle = load_bundle(bundle_dir)
+    start = time.perf_counter()
+    if compiled.cached_model(bundle.booster, bundle.meta) is not None:
+        return 0.0
+    model = compiled.compile_model(bundle.booster, bundle.meta)
+    return round(time.perf_counter() - start, 1) if model is not None else None
+
+
+def probability_gap(a: Path, b: Path) -> float | None:
+    """The largest difference in probability between two outputs of the same leads."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    if not (a.is_file() and b.is_file()):
+        return None
+    left = pq.read_table(a, columns=["probability"]).column("probability").to_numpy()
+    right = pq.read_table(b, columns=["probability"]).column("probability").to_numpy()
+    return float(np.max(np.abs(left - right))) if len(left) == len(right) else None
 
 
 def main() -> None:
@@ -185,6 +219,7 @@ def main() -> None:
     parser.add_argument("--input", help=argparse.SUPPRESS)
     parser.add_argument("--output", help=argparse.SUPPRESS)
     parser.add_argument("--reasons", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--compiled", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args)
@@ -201,6 +236,7 @@ def main() -> None:
         workdir = args.workdir
         workdir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    load_start = [round(x, 2) for x in os.getloadavg()]
     print(f"building model and {args.rows:,}-row input in {workdir} ...", flush=True)
     bundle_dir, base_path = build(workdir, args.base, args.seed)
     src = write_input(base_path, workdir / f"leads-{args.rows}.parquet", args.rows)
@@ -209,24 +245,40 @@ def main() -> None:
     raw_rows = min(args.rows, 1_000_000)
     out = workdir / "scores.parquet"
 
-    raw_s, raw_cpu, file_runs = [], [], []
+    os.environ.setdefault("LEADSCORE_HOME", str(workdir))  # the compiled model's cache
+    compile_s = compile_once(bundle_dir)
+    print(f"  compiled model: {'unavailable' if compile_s is None else f'{compile_s} s'}",
+          flush=True)
+    raw_s, raw_cpu, file_runs, lgb_runs = [], [], [], []
+    lgb_out = workdir / "scores-lightgbm.parquet"
     for i in range(args.repeats):
         wall, cpu = raw_predict(bundle_dir, src, raw_rows)
         raw_s.append(wall)
         raw_cpu.append(cpu)
         print(f"  raw predict    {raw_rows / wall:>12,.0f} rows/s", flush=True)
-        file_runs.append(score_file(bundle_dir, src, out, 0, args.chunk_rows))
+        last = i == args.repeats - 1 or args.rows > 2_000_000
+        file_runs.append(score_file(bundle_dir, src, out, 0, args.chunk_rows, keep=last))
         run = file_runs[-1]
         print(f"  file -> file   {run['rows'] / run['seconds']:>12,.0f} rows/s  "
-              f"(peak RSS {run['peak_rss_mib']:,.0f} MiB)", flush=True)
+              f"(peak RSS {run['peak_rss_mib']:,.0f} MiB, compiled: {run['compiled']})",
+              flush=True)
+        lgb_runs.append(score_file(bundle_dir, src, lgb_out, 0, args.chunk_rows, compiled=False,
+                                   keep=last))
+        run = lgb_runs[-1]
+        print(f"  ... LightGBM   {run['rows'] / run['seconds']:>12,.0f} rows/s", flush=True)
         if i == 0 and args.rows > 2_000_000:
             break  # one pass is enough to show a large job's speed and memory
+    gap = probability_gap(out, lgb_out)
+    out.unlink(missing_ok=True)
+    lgb_out.unlink(missing_ok=True)
     reasons = score_file(bundle_dir, reasons_src, out, 3, args.chunk_rows)
     print(f"  with 3 reasons {reasons['rows'] / reasons['seconds']:>12,.0f} rows/s", flush=True)
 
     raw_rate = raw_rows / min(raw_s)
     best = min(file_runs, key=lambda r: r["seconds"])
     rate = best["rows"] / best["seconds"]
+    best_lgb = min(lgb_runs, key=lambda r: r["seconds"])
+    lgb_rate = best_lgb["rows"] / best_lgb["seconds"]
     from leadscore.scoring import load_bundle
 
     bundle = load_bundle(bundle_dir)
@@ -237,8 +289,15 @@ def main() -> None:
         "rows_per_s": round(rate, 1),
         "raw_predict_rows_per_s": round(raw_rate, 1),
         "ratio": round(rate / raw_rate, 3),
+        "ratio_target": 1.5,
+        "compiled": bool(best["compiled"]),
+        "rows_per_s_lightgbm": round(lgb_rate, 1),
+        "ratio_lightgbm": round(lgb_rate / raw_rate, 3),
+        "max_probability_difference_compiled_vs_lightgbm": gap,
+        "compile_seconds_once": compile_s,
         "rows_per_s_reasons3": round(reasons["rows"] / reasons["seconds"], 1),
         "peak_rss_mib": max(r["peak_rss_mib"] for r in file_runs),
+        "peak_rss_mib_lightgbm": max(r["peak_rss_mib"] for r in lgb_runs),
         "details": {
             "input_columns": len(pq.read_schema(src).names),
             "input": "Parquet, snappy; output Parquet",
@@ -250,6 +309,14 @@ def main() -> None:
             "reasons_rows": reasons_rows,
             "model": {"trees": bundle.booster.num_trees(), "features": len(bundle.inputs)},
             "repeats": len(file_runs),
+            "runs_rows_per_s": [round(r["rows"] / r["seconds"]) for r in file_runs],
+            "runs_rows_per_s_lightgbm": [round(r["rows"] / r["seconds"]) for r in lgb_runs],
+            "runs_raw_rows_per_s": [round(raw_rows / s) for s in raw_s],
+            # each round's file job over the raw predict measured just before it: the best-of
+            # ratio above pairs figures from different moments of a shared machine
+            "ratios_per_round": [round((r["rows"] / r["seconds"]) / (raw_rows / s), 3)
+                                 for r, s in zip(file_runs, raw_s, strict=False)],
+            "load_average_at_start": load_start,
             "best_of": "each figure is the best of the interleaved repeats",
             "cpus": os.cpu_count(),
             "load_average_at_end": [round(x, 2) for x in os.getloadavg()],

@@ -178,6 +178,9 @@ class ModelBundle:
         linear = self.meta.get("linear")
         self.linear_: LinearStart | None = LinearStart.from_dict(linear) if linear else None
         self.row_predictors_: dict[str, RowPredictor | None] = {}
+        # the compiled trees (`compiled.py`) batch scoring attaches when the [fast] extra has
+        # them: raw margins for batches, checked against LightGBM's
+        self.compiled_: Any = None
         self._row_lock = threading.Lock()
         # numeric values far outside training (a warning) or outside the spec's bounds (refused)
         self.range_check_ = RangeCheck.of(self.builder, self.meta.get("ranges") or {})
@@ -434,6 +437,9 @@ def _booster_predict(bundle: ModelBundle, matrix: np.ndarray, kind: str) -> np.n
         out = row_api.predict(matrix)
         return out if kind == "contrib" else out[:, 0]
     threads: dict[str, Any] = {"num_threads": 1} if n <= SINGLE_THREAD_ROWS else {}
+    compiled = bundle.compiled_
+    if compiled is not None and kind == "raw" and n > SINGLE_THREAD_ROWS:
+        return np.asarray(compiled.predict(matrix))
     if kind == "contrib":
         return np.asarray(bundle.booster.predict(matrix, pred_contrib=True, **threads))
     return np.asarray(bundle.booster.predict(matrix, raw_score=True, **threads))

@@ -47,9 +47,12 @@ class Drift:
         return bool(self.profile)
 
     def counts_for(
-        self, bundle: ModelBundle, table: pa.Table, rows: np.ndarray, probability: np.ndarray
+        self, bundle: ModelBundle, table: pa.Table, rows: np.ndarray, probability: np.ndarray,
+        matrix: np.ndarray | None = None,
     ) -> dict[str, list[int]]:
-        """One chunk's bin counts (added to the totals by `add`, once the chunk is written)."""
+        """One chunk's bin counts (added to the totals by `add`, once the chunk is written).
+        `matrix`: the chunk's encoded features when already computed (else the sampled rows
+        are encoded here)."""
         if not self.enabled or len(rows) == 0:
             return {}
         out: dict[str, list[int]] = {}
@@ -57,8 +60,11 @@ class Drift:
             out["score"] = bin_counts(self.profile["score"], probability).tolist()
         positions = np.flatnonzero((rows - 1) % self.stride == 0)
         if len(positions) and self.features:
-            sample = table if len(positions) == len(rows) else table.take(pa.array(positions))
-            matrix = bundle.builder.transform(sample)
+            if matrix is not None and len(matrix) == len(rows):
+                matrix = matrix if len(positions) == len(rows) else matrix[positions]
+            else:
+                sample = table if len(positions) == len(rows) else table.take(pa.array(positions))
+                matrix = bundle.builder.transform(sample)
             for name, j in zip(self.features, self.index, strict=True):
                 out[name] = bin_counts(self.profile["features"][name], matrix[:, j]).tolist()
         out["_sampled"] = [len(positions)]

@@ -7,6 +7,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -20,6 +21,8 @@ from leadscore.batch.checks import Checked, check_chunk, output_schema, score_ch
 from leadscore.batch.drift import Drift, _drift_stride
 from leadscore.batch.job import BatchSummary, Job, _write_atomic
 from leadscore.batch.sources import Chunk, Source, absent_fields, iter_chunks, open_source
+from leadscore.compiled import available as compiled_unavailable
+from leadscore.compiled import cached_model, compile_model
 from leadscore.errors import DataError
 from leadscore.evaluate import PSI_WARNING
 from leadscore.faults import Fault
@@ -35,6 +38,11 @@ log = logging.getLogger(__name__)
 
 
 DEFAULT_CHUNK_ROWS = 100_000
+SCORING_THREADS = 2
+# a job this large compiles the model's trees when no compiled copy is cached (seconds of gcc,
+# paid once per model); a smaller one is done before the compiler would be
+COMPILE_MIN_ROWS = 300_000
+CSV_ROW_BYTES = 200  # a rough size of a CSV row, to guess a CSV's rows from its bytes
 LOG_EVERY_S = 10.0
 
 
@@ -198,6 +206,7 @@ def rescore(
     scored_at: str | None = None,
     after_chunk: Callable[[int], None] | None = None,
     history: ScoreStore | None = None,
+    compiled: bool = True,
 ) -> BatchSummary:
     """Score a CSV/Parquet file (or folder of Parquet files) into a Parquet or CSV file.
 
@@ -207,6 +216,9 @@ def rescore(
     progress bar on. `after_chunk(index)` is called once each chunk is kept (tests use it).
     `history`: the score store each kept chunk's scores are appended to (`store.py`); a resumed
     job rewrites its chunks' history files rather than adding their rows twice.
+    `compiled`: score with the model's compiled trees when the [fast] extra can build them
+    (`compiled.py`; the same probabilities, checked); False: LightGBM only (the bundle's
+    compiled trees, if a job attached them, are dropped).
     """
     if chunk_rows < 1:
         raise DataError("--chunk-rows must be at least 1")
@@ -272,33 +284,47 @@ def rescore(
         )
         history.append(bundle.name, rows, key, index)
 
+    def work(chunk: tuple[Checked, Chunk]) -> tuple[Any, ...]:
+        """Score one chunk (on a scoring thread): the writer's item for it."""
+        checked, raw = chunk
+        recorded: Future[None] | None = None
+        if checked.table.num_rows:
+            table, matrix = score_chunk(bundle, checked, raw.table, reasons, keep, scored_at)
+            probability = table.column("probability").to_numpy()
+            counts = drift.counts_for(bundle, checked.table, checked.rows, probability, matrix)
+            if recorder is not None:
+                recorded = recorder.submit(record, raw.index, table, matrix)
+        else:
+            table, counts = schema.empty_table(), {}
+        rows_in = raw.table.num_rows + len(raw.malformed)
+        return (raw.index, table.cast(schema), checked.rejects, rows_in, counts, raw.bytes_read,
+                recorded)
+
+    # the compiled trees, when the [fast] extra has them: built (or found in the cache) on a
+    # thread of its own while LightGBM scores the first chunks; reasons need LightGBM's TreeSHAP
+    if not compiled:
+        bundle.compiled_ = None  # LightGBM only, for this job and the bundle's later use
+    compiling = (
+        _attach_compiled(bundle, source) if compiled and reasons == 0 and bundle.compiled_ is None
+        else None
+    )
     writer = _Writer(job, on_done, on_kept)
     stop = threading.Event()
     start = time.perf_counter()
     writer.start()
+    # two chunks scored at once when the compiled trees do it (one thread each, the GIL
+    # released while they walk): LightGBM's own predict already uses every core
+    scorer = ThreadPoolExecutor(SCORING_THREADS, "leadscore-score")
+    scoring: deque[Future[tuple[Any, ...]]] = deque()
     try:
         for chunk in _prefetch(_checked(iter_chunks(source, chunk_rows), bundle, skip), 2, stop):
-            checked, raw = chunk
-            recorded: Future[None] | None = None
-            if checked.table.num_rows:
-                table, matrix = score_chunk(bundle, checked, raw.table, reasons, keep, scored_at)
-                probability = table.column("probability").to_numpy()
-                counts = drift.counts_for(bundle, checked.table, checked.rows, probability)
-                if recorder is not None:
-                    recorded = recorder.submit(record, raw.index, table, matrix)
-            else:
-                table, counts = schema.empty_table(), {}
-            writer.put(
-                (
-                    raw.index,
-                    table.cast(schema),
-                    checked.rejects,
-                    raw.table.num_rows + len(raw.malformed),
-                    counts,
-                    raw.bytes_read,
-                    recorded,
-                )
-            )
+            scoring.append(scorer.submit(work, chunk))
+            fast = bundle.compiled_ is not None and not bundle.compiled_.broken
+            limit = SCORING_THREADS if fast else 1
+            while len(scoring) >= limit:
+                writer.put(scoring.popleft().result())
+        while scoring:
+            writer.put(scoring.popleft().result())
         writer.finish()
         lines = LineFinder(source.path, source.encoding, source.delimiter)
         rejects_path = job.commit(lines if source.kind == "csv" else None)
@@ -319,9 +345,13 @@ def rescore(
         raise
     finally:
         progress.close()
+        scorer.shutdown(wait=True, cancel_futures=True)
         if recorder is not None:
             recorder.shutdown(wait=True, cancel_futures=True)
     seconds = time.perf_counter() - start
+    if compiling is not None and compiling.is_alive():  # a failed job does not wait for it
+        log.info("finishing the model's compilation (once per model; later jobs use it)")
+        compiling.join()
     state = job.state
     summary = BatchSummary.of_job(
         input_path, output_path, state, seconds, bundle, int(state["chunks_done"])
@@ -373,6 +403,31 @@ def rescore(
         seconds,
     )
     return summary
+
+
+def _attach_compiled(bundle: ModelBundle, source: Source) -> threading.Thread | None:
+    """The bundle's compiled trees: from the cache at once, or (a job large enough to gain from
+    them) compiled on a thread and attached when ready. Until then, and for good when they
+    cannot be had, LightGBM scores."""
+    cached = cached_model(bundle.booster, bundle.meta)
+    if cached is not None:
+        bundle.compiled_ = cached
+        return None
+    rows = source.total_rows
+    if (rows if rows is not None else source.total_bytes // CSV_ROW_BYTES) < COMPILE_MIN_ROWS:
+        return None
+    if compiled_unavailable() is not None:
+        log.info("scoring with LightGBM: %s", compiled_unavailable())
+        return None
+
+    def build() -> None:
+        model = compile_model(bundle.booster, bundle.meta)
+        if model is not None:
+            bundle.compiled_ = model
+
+    thread = threading.Thread(target=build, name="leadscore-compile", daemon=True)
+    thread.start()
+    return thread
 
 
 def _checked(
