@@ -107,6 +107,7 @@ def output_schema(
         pa.field("probability", pa.float64()),
         pa.field("score", pa.int64()),
         pa.field("tier", pa.string()),
+        pa.field("tier_label", pa.string()),  # the tier's word (hot, warm...), as CSV and API give
         pa.field("percentile", pa.int64()),
     ]
     if reasons > 0:
@@ -145,7 +146,12 @@ def score_chunk(
             columns[name] = raw.column(name)
     columns["probability"] = pa.array(result.probability, type=pa.float64())
     columns["score"] = pa.array(result.score, type=pa.int64())
-    columns["tier"] = pa.array(result.tier, type=pa.string())
+    tier = pa.array(result.tier, type=pa.string())
+    columns["tier"] = tier
+    # a word per tier, not per row: the few distinct tiers are labelled, then taken by index
+    encoded = tier.dictionary_encode()
+    words = pa.array(bundle.tier_labels(encoded.dictionary.to_pylist()), type=pa.string())
+    columns["tier_label"] = pc.take(words, encoded.indices)
     columns["percentile"] = pa.array(result.percentile, type=pa.int64())
     dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
     if result.reasons is not None:
