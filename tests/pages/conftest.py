@@ -66,8 +66,11 @@ def anonymous(world: World) -> Iterator[httpx.Client]:
         yield c
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Headless Debian Chromium, one per test module: Playwright's sync API runs an event loop
+    in this thread while it is open, so it is closed before the next module (tests/serve calls
+    `asyncio.run`, which refuses to start inside a running loop)."""
     if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
         pytest.skip(f"no Chromium at {CHROMIUM}: `make test` installs Debian's chromium")
     from playwright.sync_api import sync_playwright

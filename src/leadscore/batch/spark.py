@@ -111,7 +111,8 @@ def score_spark(
     id_col = bundle.id_column
     fields = [f"`{id_col}` string"]
     fields += [f"`{c}` {by_name[c].dataType.simpleString()}" for c in keep if c != id_col]
-    fields += ["probability double", "score bigint", "tier string", "percentile bigint"]
+    fields += ["probability double", "score bigint", "tier string", "tier_label string",
+               "percentile bigint"]
     if reasons > 0:
         fields.append("reasons string")
     fields.append("warnings string")
