@@ -89,8 +89,13 @@ def model_name_for(spec: DatasetSpec, settings: Settings) -> str:
 def setup_logging(level: str) -> None:
     """Our own records at `level`; third-party libraries only from WARNING up, and their
     Python warnings (deprecations, PySpark's pandas notice) kept out of a user's terminal."""
+    import os
     import warnings
 
+    if level.upper() != "DEBUG":
+        # MLflow sets up its own handler at import, INFO by default ("Creating initial MLflow
+        # database tables..."); its documented switch, read then, keeps it to warnings
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     if not sys.warnoptions:  # `python -W ...` still wins, for whoever debugs
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=FutureWarning)
