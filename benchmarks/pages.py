@@ -9,7 +9,8 @@ differ), starts a real `leadscore serve` on that LEADSCORE_HOME (no API keys: op
 times GET / (the first page: 50 rows sorted by score, each with its top raiser and lowerer) over
 HTTP:
 
-  first     the very first request (DuckDB imported, the store read, 50 rows explained);
+  first     the very first request, right after /readyz: the server's warm-up thread is
+            still reading the store (DuckDB imported, the store read, 50 rows explained);
   cold      after touching a store file (the cache sees a change and reads the store again);
   warm      the same page again (the cached latest rows; only the page's 50 rows explained);
   filtered  warm, top tier + a kept-column filter + sorted by probability ascending;
@@ -227,7 +228,9 @@ def main() -> None:
             "measured": "HTTP GET from a client on the same machine to a real `leadscore serve` "
                         "(uvicorn, one worker): the first page is 50 rows sorted by score, each "
                         "with its top raiser and lowerer recomputed from its stored features",
-            "first_request": "includes importing DuckDB and the first read of the store",
+            "first_request": "right after /readyz, while the start-up warm-up "
+                             "(serve.pages.board.warm) is still reading the store: it waits "
+                             "for that read",
             "cold": f"median of {args.cold}, each after touching a store file (the cache "
                     "keyed by file names, sizes and mtimes sees a change and reads every file)",
             "warm": f"median of {args.warm} of the same page",

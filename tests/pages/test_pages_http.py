@@ -7,11 +7,22 @@ from __future__ import annotations
 import csv
 import io
 import re
+import time
+from typing import Any
 
 import httpx
 import pyarrow.parquet as pq
 import pytest
-from pages_helpers import API_KEY, HTML_ID, HTML_REGION, LEADS, MODEL, World, sign_in
+from pages_helpers import (
+    API_KEY,
+    HTML_ID,
+    HTML_REGION,
+    LEADS,
+    MODEL,
+    World,
+    sign_in,
+    start_server,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -197,3 +208,19 @@ def test_an_empty_server_shows_an_empty_board(tmp_path) -> None:  # type: ignore
         assert board.status_code == 200 and "No model is served" in board.text
         lead = empty.get("/leads/L1", headers={"accept": "text/html"})
         assert lead.status_code == 404 and "no scores are recorded yet" in lead.text
+
+
+def test_the_board_is_read_into_its_cache_at_start(scored_home: Any) -> None:
+    """A started server reads each served model's latest scores on a side thread: the board
+    is cached before anyone opens it (its log says so without a page being asked for)."""
+    bundle_dir, home, bundle, _ = scored_home
+    server = start_server(bundle_dir, home)
+    try:
+        deadline = time.monotonic() + 30
+        while "board for" not in server.text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        line = next(x for x in server.text().splitlines() if "board for" in x)
+        assert f"board for {bundle.name}: {LEADS} leads" in line
+        assert "GET / " not in server.text()
+    finally:
+        server.stop()
