@@ -5,7 +5,7 @@
 Builds benchmarks/pages.py's demo (the synthetic CRM's model, leads scored on 3 dates), starts
 a real `leadscore serve` with an API key, signs in through the form in headless Chromium
 (Debian's /usr/bin/chromium, driven by Playwright) and writes
-benchmarks/results/pages/{board,lead,model}-{1280,390}.png. A page the server does not have
+benchmarks/results/pages/{board,lead,model,form}-{1280,390}.png. A page the server does not have
 (the model page, before it exists) is skipped with a note.
 """
 
@@ -66,7 +66,8 @@ def main() -> None:
         latest = Board(ScoreStore(home / "scores")).latest(MODEL).to_pylist()
         moved = max(latest, key=lambda r: (r["trend"] == "rising", r["score"]))
         lead = moved["lead_id"]
-        pages = {"board": "/", "lead": f"/leads/{lead}", "model": f"/models/{MODEL}"}
+        pages = {"board": "/", "lead": f"/leads/{lead}", "model": f"/models/{MODEL}",
+                 "form": f"/models/{MODEL}/score"}
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
             for width in (1280, 390):

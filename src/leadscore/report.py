@@ -323,7 +323,8 @@ def forecast_verdict(report: Mapping[str, Any]) -> list[str]:
     ece = float((report.get("test") or {}).get("ece", float("nan")))
     if abs(gap) <= FORECAST_TOLERANCE or abs(expected - actual) <= chance:
         lines = [first, f"Summed over all leads, the probabilities **can be used as a "
-                 f"forecast** ({gap:+.0%}, within {FORECAST_TOLERANCE:.0%} or chance)."]
+                 f"forecast** ({gap:+.0%}: within {FORECAST_TOLERANCE:.0%} of what happened, or "
+                 "within what chance alone would give)."]
         if ece > ECE_SUBSET_WARNING:
             lines.append(
                 f"Lead by lead they are off by {ece:.3f} on average (ECE; calibration: "
