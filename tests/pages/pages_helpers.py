@@ -9,7 +9,10 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from leadscore.batch import rescore
+from leadscore.config import Settings
 from leadscore.evaluate import feature_profile
 from leadscore.features import FeatureBuilder
 from leadscore.scoring import ModelBundle, load_bundle
@@ -170,3 +174,35 @@ def sign_in(client: httpx.Client, key: str = API_KEY, next_path: str = "/") -> h
     form = client.get("/signin", params={"next": next_path})
     return client.post("/signin", data={"csrf": csrf_of(form.text), "next": next_path,
                                         "key": key})
+
+
+@contextmanager
+def running(settings: Settings) -> Iterator[str]:
+    """The app on a real uvicorn server (its own thread, a free port) until the block ends."""
+    import uvicorn
+
+    from serve.main import create_app
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
+                                           log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        assert thread.is_alive(), "server stopped while starting"
+        assert time.monotonic() < deadline, "server not ready in 60 s"
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

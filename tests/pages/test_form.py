@@ -6,11 +6,7 @@ and turns bad input into the form again with one plain line naming the field (42
 from __future__ import annotations
 
 import re
-import socket
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 from markupsafe import escape
+from pages_helpers import running
 
 from leadscore.config import Settings, load_spec
 
@@ -27,38 +24,6 @@ pytestmark = pytest.mark.slow
 
 MODEL = "formtest"
 FORM = f"/models/{MODEL}/score"
-
-
-@contextmanager
-def running(settings: Settings) -> Iterator[str]:
-    """The app on a real uvicorn server (its own thread, a free port) until the block ends."""
-    import uvicorn
-
-    from serve.main import create_app
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        assert thread.is_alive(), "server stopped while starting"
-        assert time.monotonic() < deadline, "server not ready in 60 s"
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    try:
-        yield url
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -22,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+from pages_helpers import running
 
 from leadscore.config import Settings
 from leadscore.scoring import ModelBundle, score_arrays
@@ -29,39 +26,6 @@ from leadscore.scoring import ModelBundle, score_arrays
 pytestmark = pytest.mark.slow
 
 MODEL = "test-leads"
-
-
-@contextmanager
-def running(settings: Settings) -> Iterator[str]:
-    """The app on a real uvicorn server (its own thread, a free port) until the block ends."""
-    import uvicorn
-
-    from serve.main import create_app
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
-                            log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        assert thread.is_alive(), "server stopped while starting"
-        assert time.monotonic() < deadline, "server not ready in 60 s"
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    try:
-        yield url
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 def write_monitor_report(home: Path, bundle: ModelBundle, leads: pd.DataFrame) -> dict[str, Any]:
