@@ -123,6 +123,7 @@ def _batch_scores(line_root: Path, settings: Settings, uri: str, leads_csv: Path
         MLFLOW_TRACKING_URI=str(settings.tracking_uri),
         LEADSCORE_MODELS_DIR=str(settings.models_dir),
         LEADSCORE_MODEL_NAME=settings.model_name,
+        LEADSCORE_HOME=str(line_root),  # its score history too: never the checkout's scores/
         MLFLOW_ALLOW_PICKLE_DESERIALIZATION="false",
     )
     command = [str(Path(sys.executable).parent / "leadscore"), "score", "--model", uri,

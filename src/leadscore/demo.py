@@ -18,6 +18,7 @@ from leadscore.cli import err, setup_logging
 from leadscore.config import get_settings, load_spec, model_name_for, project_root
 from leadscore.errors import LeadscoreError
 from leadscore.pipeline import run_training
+from leadscore.store import ScoreStore
 from leadscore.terminal import training_progress
 from leadscore.tracking import load_model, local_tracking_hint
 
@@ -51,7 +52,10 @@ def main() -> int:
         with training_progress(err):
             result = run_training(spec, settings)
         bundle = load_model(f"models:/{name}@champion", settings)  # the champion scores
-        summary = rescore(bundle, spec.resolve(spec.leads.path), output, reasons=3)
+        # the scores go to the history too, as `leadscore score` does: `make serve`'s lead board
+        # then shows them
+        summary = rescore(bundle, spec.resolve(spec.leads.path), output, reasons=3,
+                          history=ScoreStore.of(settings))
     except LeadscoreError as exc:
         console.print(f"[bold red]error:[/] {exc}")
         return exc.exit_code
