@@ -204,3 +204,12 @@ def test_a_sparse_column_filled_only_for_eventual_customers_is_flagged(late_sale
     [reason] = report.flagged["invoice_sent"]
     assert "of leads that eventually converted" in reason and "post-outcome" in reason
     assert report.checked["invoice_sent"]["fill_never_converted"] == 0.0
+
+
+def test_lone_aucs_from_a_sample_still_flag_the_planted_leak(planted: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import leadscore.audit as audit_module
+
+    monkeypatch.setattr(audit_module, "AUC_MAX_ROWS", 500)
+    report = _audit(planted)
+    assert set(report.dropped) == {"rep_verdict", "followup_note"}
+    assert "AUC" in report.flagged["rep_verdict"][0]

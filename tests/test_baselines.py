@@ -68,3 +68,20 @@ def test_baselines_are_fitted_on_the_same_split_and_rank_leads() -> None:
         assert np.all((p > 0) & (p < 1)), name
         assert roc_auc_score(y, p) > 0.65, name
     assert "channel" in result.scorecard
+
+
+def test_baselines_learn_from_a_sample_of_a_large_table_and_say_so(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import leadscore.baselines as baselines_module
+
+    table = make_table(3000)
+    model = fit_model(table, make_spec(), FAST)
+    full = fit_baselines(model, table, make_spec())
+    assert full.note is None
+    monkeypatch.setattr(baselines_module, "BASELINE_MAX_ROWS", 800)
+    sampled = fit_baselines(model, table, make_spec())
+    y = table[LABEL].to_numpy()[model.split.test]
+    assert sampled.note is not None and "random 800 of the" in sampled.note
+    for name, p in sampled.probabilities.items():
+        assert len(p) == len(y), name
+        assert roc_auc_score(y, p) > 0.6, name
+        assert not np.allclose(p, full.probabilities[name]), name

@@ -303,3 +303,48 @@ def test_the_model_card_names_what_the_linear_start_extrapolates() -> None:
     note = next(n for n in card["notes"] if n.startswith("The logistic start"))
     assert "extrapolates index beyond" in note and note.endswith("held at the edge of their "
                                                                   "training range: rate.")
+
+
+def test_refit_auto_skips_a_large_steady_table_and_says_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past REFIT_ALWAYS_BELOW training leads with no drift, "auto" keeps the first model (a
+    second training would double the time for little); under drift it still refits."""
+    import leadscore.train as train_module
+
+    assert train_module.wants_refit("auto", True, 10**7)
+    assert not train_module.wants_refit("auto", False, 10**7)
+    assert train_module.wants_refit("auto", False, 10)
+    assert train_module.wants_refit("true", False, 10**7)
+    assert not train_module.wants_refit(False, True, 10)
+    monkeypatch.setattr(train_module, "REFIT_ALWAYS_BELOW", 1000)
+    steady = fit_model(make_table(3000), make_spec(), FAST)
+    assert steady.extras["refit"] is False
+    assert "Not refitted" in steady.extras["refit_skipped"]
+    assert "refit=true" in steady.extras["refit_skipped"]
+    assert steady.calibrator.state_["method"] in {"platt", "isotonic", "none"}
+    drifted = fit_model(make_table(4000, drift=True), make_spec(), FAST)
+    assert drifted.extras["drift"]["drift"] and drifted.extras["refit"] is True
+    asked = fit_model(make_table(3000), make_spec(), {**FAST, "refit": True})
+    assert asked.extras["refit"] is True and "refit_skipped" not in asked.extras
+
+
+def test_the_drift_profile_of_a_large_table_comes_from_a_sample(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import leadscore.evaluate as evaluate_module
+    from leadscore.evaluate import bin_counts, population_stability, profile_training
+
+    table = make_table(3000)
+    model = fit_model(table, make_spec(), FAST)
+    full = profile_training(model, table)
+    monkeypatch.setattr(evaluate_module, "PROFILE_MAX_ROWS", 1500)
+    sampled = profile_training(model, table)
+    assert full["rows"] == 3000 and "profiled_rows" not in full
+    assert sampled["rows"] == 3000 and sampled["profiled_rows"] == 1500
+    # the whole table measured against the sampled profile shows no drift
+    x = model.builder.transform(table)
+    for j, name in enumerate(model.builder.feature_names_):
+        entry = sampled["features"][name]
+        psi = population_stability(entry["proportions"], bin_counts(entry, x[:, j]))
+        assert psi < 0.02, name

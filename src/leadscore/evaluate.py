@@ -87,11 +87,25 @@ def feature_profile(
     return {"rows": int(len(matrix)), "features": out, "score": score}
 
 
-def profile_training(trained: Any, leads: Any) -> dict[str, Any]:
-    """`feature_profile` of the leads a model was trained on (a `TrainedModel` and its rows)."""
+# The drift reference is bin edges and proportions: a seeded random sample of this many leads
+# pins each proportion to within about 0.001 (PSI noise far below the 0.1 warning), while
+# encoding and scoring every lead of a 1M-lead table for it took 27 s.
+PROFILE_MAX_ROWS = 200_000
+
+
+def profile_training(trained: Any, leads: Any, seed: int = 0) -> dict[str, Any]:
+    """`feature_profile` of the leads a model was trained on (a `TrainedModel` and its rows),
+    from a sample of at most PROFILE_MAX_ROWS of them."""
+    total = len(leads)
+    if total > PROFILE_MAX_ROWS:
+        rows = np.random.default_rng(seed).choice(total, PROFILE_MAX_ROWS, replace=False)
+        leads = leads.iloc[np.sort(rows)]
     matrix = trained.builder.transform(leads)
     probability = trained.calibrator.transform(trained.margin(matrix))  # trees + linear start
-    return feature_profile(trained.builder.features_, matrix, probability)
+    profile = feature_profile(trained.builder.features_, matrix, probability)
+    if total > len(matrix):
+        profile["rows"], profile["profiled_rows"] = total, len(matrix)
+    return profile
 
 
 def bin_counts(entry: Mapping[str, Any], values: np.ndarray) -> np.ndarray:

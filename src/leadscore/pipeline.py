@@ -520,14 +520,18 @@ def _evaluation(
     p_test = trained.predict_proba(leads.iloc[split.test])
     p_valid = trained.predict_proba(leads.iloc[split.valid])
     others: dict[str, np.ndarray] = {}
+    note = None
     if with_baselines:
-        others = fit_baselines(trained, leads, spec, spec.train.seed).probabilities
+        fitted = fit_baselines(trained, leads, spec, spec.train.seed)
+        others, note = fitted.probabilities, fitted.note
     card = build_report(
         dataset=spec.name, trained=trained, y_valid=y[split.valid], p_valid=p_valid,
         y_test=y[split.test], p_test=p_test, baselines=others,
         leak={"dropped": leak.dropped, "flagged": leak.flagged}, tuning=tuning,
         kept_tiers=kept_tiers,
     )
+    if note:
+        card["notes"].append(note)
     return {"report": card, "baselines": card["baselines"], "p_test": p_test,
             "y_test": y[split.test], "others": others}
 

@@ -98,6 +98,8 @@ def build_report(
             "After early stopping on validation the model was refitted on train + "
             "validation with the same tree count."
         )
+    elif trained.extras.get("refit_skipped"):
+        notes.append(trained.extras["refit_skipped"])
     if kept_tiers:
         notes.append("Tier cutoffs were kept from the previous champion (--keep-tiers).")
     if not tiers_descend(tiers_valid):

@@ -68,14 +68,19 @@ EARLY_STOPPING = 100
 #     LINEAR_C_GRID with the lowest validation log loss (a trend fitted on a narrow range and
 #     extrapolated far beyond it needs shrinking, and only the next slice can say how much);
 #   refit: on a time split, after early stopping and calibration chose the tree count, refit on
-#     train + valid with that count (otherwise the model never learns from the newest leads);
+#     train + valid with that count (otherwise the model never learns from the newest leads).
+#     "auto": when the validation slice drifted (see `drift_check`), or the training slice has
+#     fewer than REFIT_ALWAYS_BELOW leads. Past that size, on a slice that did not drift, the
+#     newest fifth adds little (measured on 100k synthetic leads: test ROC AUC 0.8790 refitted vs
+#     0.8786 not) while a second training doubles the time of `train` (151 s of 598 s at 1M);
 #   recency_half_life: weight training leads by 0.5 ** (age / (half_life * span)) (time only).
 LEADSCORE_OPTIONS: dict[str, Any] = {
     "linear_start": "auto",
     "linear_c": "auto",
-    "refit": True,
+    "refit": "auto",
     "recency_half_life": None,
 }
+REFIT_ALWAYS_BELOW = 200_000  # training leads
 LINEAR_C_GRID = (1.0, 0.1, 0.01, 0.001)
 TREND_SEARCH_C = 0.1  # the regularisation at which drifted fields are chosen as trends
 # drift: this share of validation leads has a numeric field outside its training range, or the
@@ -519,7 +524,10 @@ def boost(
             x_valid, label=y_valid, init_score=init_valid, reference=train_set
         )
         booster = lgb.train(
-            {**params, "metric": ["binary_logloss", "auc"]},
+            # log loss only: early stopping reads it, and an AUC per round (a sort of the whole
+            # validation slice) cost 29 s of 194 s at 1M leads; the validation AUC is computed
+            # once, after training
+            {**params, "metric": ["binary_logloss"]},
             train_set,
             num_boost_round=rounds,
             valid_sets=[valid_set],
@@ -791,7 +799,9 @@ def fit_model(
     )
     first = TrainedModel(booster, builder, Calibrator(), split, merged, best, {}, [], {}, linear)
     margin_valid = first.margin(x_valid)
-    refit = bool(options["refit"]) and split.kind == "time" and len(split.valid) > 0
+    refit = wants_refit(options["refit"], drift["drift"], len(split.train)) and (
+        split.kind == "time" and len(split.valid) > 0
+    )
     # A refitted model's log-odds move a little: a smooth map (Platt) carries over to them, while
     # isotonic steps would flatten every lead beyond the validation range into one score. Under
     # drift the validation slice's map mostly encodes "the old model under-predicts the new
@@ -813,6 +823,12 @@ def fit_model(
         "valid_roc_auc": _auc(y[split.valid], p_valid),
         "refit": False,
     }
+    if not refit and split.kind == "time" and len(split.valid) and options["refit"] == "auto":
+        extras["refit_skipped"] = (
+            f"Not refitted on train + validation: {len(split.train):,} training leads (at least "
+            f"{REFIT_ALWAYS_BELOW:,}) and no drift between the slices, so the newest leads add "
+            "little; `--param refit=true` refits anyway."
+        )
 
     if refit:
         progress.stage("refit on the training and validation slices")
@@ -851,6 +867,15 @@ def fit_model(
         extras=extras,
         linear=linear,
     )
+
+
+def wants_refit(option: Any, drifted: bool, train_rows: int) -> bool:
+    """`refit` as asked: true/false, or "auto" (under drift, or below REFIT_ALWAYS_BELOW)."""
+    if isinstance(option, str) and option.strip().lower() == "auto":
+        return drifted or train_rows < REFIT_ALWAYS_BELOW
+    if isinstance(option, str):
+        return option.strip().lower() in {"1", "true", "yes", "on"}
+    return bool(option)
 
 
 def _auc(y: np.ndarray, p: np.ndarray) -> float:
