@@ -25,6 +25,8 @@ log = logging.getLogger("serve")
 router = APIRouter(include_in_schema=False, dependencies=[Depends(require_page_user)])
 
 ARROWS = {"rising": "\u2191", "falling": "\u2193", "steady": "\u2192", "unknown": "\u00b7"}
+# what the board says for a trend (the API keeps "unknown": one scoring has no trend yet)
+TREND_WORDS = {"rising": "rising", "falling": "falling", "steady": "steady", "unknown": "new"}
 # the board's columns: (sort key or None, heading); the kept columns follow the lowerer
 COLUMNS = [("lead_id", "Lead"), ("score", "Score"), ("tier", "Tier"),
            ("probability", "Probability"), ("trend", "Trend"), (None, "Raises it most"),
@@ -147,7 +149,8 @@ async def lead_board(request: Request) -> Response:
     words = _tier_words(request, model) if model else dict(DEFAULT_TIER_WORDS)
     context: dict[str, Any] = {
         "model": model, "models": choices, "tiers": TIERS, "tier_words": words,
-        "arrows": ARROWS, "link": lambda **c: link(request, **c), "columns": COLUMNS,
+        "arrows": ARROWS, "trend_words": TREND_WORDS, "link": lambda **c: link(request, **c),
+        "columns": COLUMNS,
         "tail": TAIL, "params": request.query_params, "page": None, "query": None,
         "kept_label": prettify,
     }

@@ -354,14 +354,18 @@ def prepare_leads(
     report.open = int((~labelled).sum()) if spec.outcome.column is not None else 0
     if report.open:
         report.unusable["open outcome (scorable, not trained on)"] = report.open
-    log.info(
-        "read %s: %d rows, %d labelled (%d converted), %d open",
-        file.name,
-        report.rows_read,
-        report.labelled,
-        report.positives,
-        report.open,
-    )
+    if spec.outcome.column is None:  # labels come later, from the outcome table and horizon
+        log.info("read %s: %d rows (outcomes from the outcome table)", file.name,
+                 report.rows_read)
+    else:
+        log.info(
+            "read %s: %d rows, %d labelled (%d converted), %d open",
+            file.name,
+            report.rows_read,
+            report.labelled,
+            report.positives,
+            report.open,
+        )
     return leads, report
 
 

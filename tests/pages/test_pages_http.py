@@ -224,3 +224,28 @@ def test_the_board_is_read_into_its_cache_at_start(scored_home: Any) -> None:
         assert "GET / " not in server.text()
     finally:
         server.stop()
+
+
+def test_a_lead_scored_once_reads_new_not_unknown(scored_home: Any, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """One scoring has no trend: the API says "unknown", the pages say it in words."""
+    from fastapi.testclient import TestClient
+    from pages_helpers import make_leads
+
+    from leadscore.batch import rescore
+    from leadscore.config import Settings
+    from leadscore.store import ScoreStore
+    from serve.main import create_app
+
+    bundle_dir, _, bundle, _ = scored_home
+    src = tmp_path / "leads.csv"
+    make_leads(5, seed=2).to_csv(src, index=False)
+    rescore(bundle, src, tmp_path / "out.parquet", history=ScoreStore(tmp_path / "scores"))
+    app = create_app(Settings(home=tmp_path, api_keys="", model_uri=str(bundle_dir),
+                              reload_seconds=0))
+    with TestClient(app) as client:
+        board = client.get("/", headers={"accept": "text/html"})
+        assert board.status_code == 200
+        assert re.findall(r'class="trend-word">([^<]+)<', board.text) == ["new"] * 5
+        lead_id = re.findall(r'href="/leads/([^"?]+)', board.text)[0]
+        lead = client.get(f"/leads/{lead_id}", headers={"accept": "text/html"})
+        assert "first scoring, no trend yet" in lead.text and "unknown" not in lead.text
