@@ -19,6 +19,7 @@ def test_page_numbers_equal_the_bundles_metadata(bundle: ModelBundle) -> None:
     page = modelpage.gather(bundle)
     assert page.name == bundle.name and page.version == bundle.version
     assert page.missing == []
+    assert page.calibration_method == bundle.calibrator.state_["method"]
     ev = page.expected_vs_actual
     assert ev is not None
     expected = meta["metrics"]["test_expected_conversions"]

@@ -60,6 +60,7 @@ class ModelPage:
     monitor_note: str  # where the cohorts came from, or how to get some
     missing: list[str] = field(default_factory=list)
     versions_note: str = ""  # why there is no version history, when there is none
+    calibration_method: str | None = None  # "none": the model's own probabilities (under drift)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -111,6 +112,7 @@ def gather(bundle: ModelBundle, *, versions: Sequence[Mapping[str, Any]] = (),
         monitor_note=_monitor_note(bundle.name, monitor_report),
         missing=missing,
         versions_note=versions_note,
+        calibration_method=(bundle.calibrator.state_ or {}).get("method"),
     )
 
 

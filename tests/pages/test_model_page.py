@@ -225,3 +225,27 @@ def test_browser_model_page_and_form(site: dict[str, Any], bundle: ModelBundle,
     assert hosts == {url.split("/")[2]}, hosts
     assert (tmp_path / "model-phone.png").stat().st_size > 0
     assert np.isfinite(shown)
+
+
+def test_a_model_without_calibration_does_not_claim_one(bundle: Any) -> None:
+    """Under drift the refitted model keeps its own probabilities (calibration: none): the
+    page must not call them calibrated."""
+    from types import SimpleNamespace
+
+    from leadscore import modelpage
+    from serve.pages.rendering import TEMPLATES
+
+    page = modelpage.gather(bundle)
+    template = TEMPLATES.env.get_template("model.html")
+    served = SimpleNamespace(models={bundle.name: bundle}, default=bundle.name)
+    state = SimpleNamespace(models=served, key_digests=None)
+    request = SimpleNamespace(scope={}, app=SimpleNamespace(state=state), path_params={},
+                              query_params={}, url=SimpleNamespace(path="/models/m"), cookies={})
+    context = {"request": request, "root": "", "csrf": "t", "keys_required": False,
+               "signed_in": False, "page": page, "plot": None,
+               "not_recorded": modelpage.NOT_RECORDED, "error": None}
+    page.calibration_method = "none"
+    text = " ".join(template.render(context).split())
+    assert "no separate calibration step" in text and "calibrated probability" not in text
+    page.calibration_method = "platt"
+    assert "calibrated probability" in " ".join(template.render(context).split())
