@@ -60,7 +60,8 @@ def _random_lead(rng: random.Random, i: int) -> dict[str, Any]:
                                  "NA", "", math.inf])
     lead["revenue"] = rng.choice([95.5, -20.0, None, 1e9, "130", 250.25, 0])
     lead["job_title"] = rng.choice([*TITLES, "Chief Bottle Washer", None, "", "  CEO  ", "n/a"])
-    lead["email"] = rng.choice(["a@gmail.com", "b@acme.com", "not-an-email", None, "", "c@new.org"])
+    lead["email"] = rng.choice(["a@gmail.com", "b@acme.com", "not-an-email", None, "",
+                                "c@new.org"])
     lead["phone"] = rng.choice(["+1 555 0101", "", None, "NA"])
     lead["budget"] = rng.choice(["yes", "", None, "no"])
     lead["need"] = rng.choice(["high", "n/a", None])

@@ -493,7 +493,8 @@ class FeatureBuilder:
                 row.append(0.0 if _is_missing(lead.get(feature.inputs[0]), missing) else 1.0)
             else:
                 value = lead.get(feature.inputs[0])
-                text = None if _is_missing(value, missing) else TEXT_DERIVATIONS[derive](str(value))
+                derived = TEXT_DERIVATIONS[derive]
+                text = None if _is_missing(value, missing) else derived(str(value))
                 row.append(_code_of(self.lookup_[feature.name], text))
         return np.array([row], dtype=np.float64)
 
