@@ -463,31 +463,40 @@ class FeatureBuilder:
 
     def _codes_small(self, feature: Feature, values: list[Any]) -> list[float]:
         index = self.lookup_[feature.name]
-        out = []
-        for value in values:
-            if value is None or (isinstance(value, float) and math.isnan(value)):
-                out.append(math.nan)
-            else:
-                out.append(index.get(str(value).strip(), math.nan))
-        return out
+        return [_code_of(index, value) for value in values]
 
     def _numbers_small(self, feature: Feature, values: list[Any]) -> list[float]:
-        out = []
-        for value in values:
-            if value is None:
-                out.append(math.nan)
-            elif isinstance(value, str):
-                text = value.strip()
-                if text in self.missing_ or text == "":
-                    out.append(math.nan)
+        missing = self.missing_
+        return [_number_of(feature, value, missing) for value in values]
+
+    def transform_one(self, lead: Mapping[str, Any]) -> np.ndarray:
+        """One lead (a dict keyed by field) as a (1, features) matrix: `transform`'s small path
+        value by value (the same `_code_of`, `_number_of` and `_is_missing`), without the
+        columns, the per-feature lists and the array writes one API lead paid for (~25 µs of a
+        ~60 µs scoring). An absent field is missing, as an absent column is in `transform`."""
+        missing = self.missing_
+        row: list[float] = []
+        for feature in self.features_:
+            derive = feature.derive
+            if derive is None:
+                value = lead.get(feature.source)
+                if feature.kind == "categorical":
+                    row.append(_code_of(self.lookup_[feature.name], value))
                 else:
-                    try:
-                        out.append(float(text))
-                    except ValueError:
-                        raise DataError(f"field {feature.source!r} should be a number") from None
+                    row.append(_number_of(feature, value, missing))
+            elif derive == "count_filled":
+                total = 0.0
+                for column in feature.inputs:
+                    total += 0.0 if _is_missing(lead.get(column), missing) else 1.0
+                row.append(total)
+            elif derive == "present":
+                row.append(0.0 if _is_missing(lead.get(feature.inputs[0]), missing) else 1.0)
             else:
-                out.append(float(value))
-        return out
+                value = lead.get(feature.inputs[0])
+                derived = TEXT_DERIVATIONS[derive]
+                text = None if _is_missing(value, missing) else derived(str(value))
+                row.append(_code_of(self.lookup_[feature.name], text))
+        return np.array([row], dtype=np.float64)
 
     def _codes_arrow(self, feature: Feature, array: pa.Array) -> np.ndarray:
         if pa.types.is_dictionary(array.type):
@@ -606,6 +615,28 @@ def _email_domains(array: pa.Array) -> pa.Array:
     domains = pc.cast(pc.utf8_lower(domains), pa.string())
     invalid = pc.if_else(pc.is_valid(array), pa.scalar("@"), pa.scalar(None, pa.string()))
     return pc.if_else(pa.array(valid), domains, invalid)
+
+
+def _code_of(index: Mapping[str, float], value: Any) -> float:
+    """A category's code (its level's position), NaN for a missing value or an unseen level."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return math.nan
+    return index.get(str(value).strip(), math.nan)
+
+
+def _number_of(feature: Feature, value: Any, missing: set[str]) -> float:
+    """A numeric value as a float; text is read as a number, a missing marker is NaN."""
+    if value is None:
+        return math.nan
+    if isinstance(value, str):
+        text = value.strip()
+        if text in missing or text == "":
+            return math.nan
+        try:
+            return float(text)
+        except ValueError:
+            raise DataError(f"field {feature.source!r} should be a number") from None
+    return float(value)
 
 
 def _is_missing(value: Any, missing: set[str]) -> bool:
