@@ -15,6 +15,7 @@ from leadscore.evaluate import tier_table, tiers_descend
 from leadscore.scoring import ModelBundle, field_impacts, score
 from leadscore.train import (
     LINEAR_C_GRID,
+    LINEAR_DAMPING_GRID,
     TREND_SEARCH_C,
     Calibrator,
     LinearStart,
@@ -88,6 +89,37 @@ def test_linear_start_round_trips_and_its_contributions_add_up() -> None:
     again = LinearStart.from_dict(linear.to_dict())
     np.testing.assert_allclose(again.margin(x), linear.margin(x), atol=1e-12)
     np.testing.assert_allclose(linear.contributions(x).sum(axis=1), linear.margin(x), atol=1e-9)
+
+
+def test_damping_shortens_only_the_reach_beyond_the_training_range() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.uniform(0, 1, size=(1000, 1))
+    y = (rng.random(1000) < 1 / (1 + np.exp(-(4 * x[:, 0] - 2)))).astype(float)
+    straight = LinearStart().fit(x, y, ["numeric"], [0])
+    half = LinearStart.from_dict({**straight.to_dict(), "damping": 0.5})
+    inside = np.linspace(x.min(), x.max(), 7).reshape(-1, 1)
+    np.testing.assert_allclose(half.margin(inside), straight.margin(inside), atol=1e-12)
+    edge, beyond = np.array([[x.max()]]), np.array([[x.max() + 0.5]])
+    reach = straight.margin(beyond) - straight.margin(edge)
+    assert reach[0] > 0.5  # a real slope: the test would pass trivially on a flat one
+    np.testing.assert_allclose(half.margin(beyond) - half.margin(edge), reach / 2, atol=1e-9)
+    held = LinearStart.from_dict({**straight.to_dict(), "damping": 0.0})
+    np.testing.assert_allclose(held.margin(beyond), held.margin(edge), atol=1e-12)
+    np.testing.assert_allclose(half.contributions(beyond).sum(axis=1), half.margin(beyond),
+                               atol=1e-9)
+
+
+def test_a_linear_start_saved_before_damping_extrapolates_straight() -> None:
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(500, 1))
+    y = (rng.random(500) < 1 / (1 + np.exp(-x[:, 0]))).astype(float)
+    state = LinearStart().fit(x, y, ["numeric"], [0]).to_dict()
+    old = {k: v for k, v in state.items() if k != "damping"}
+    old["features"] = [{k: v for k, v in f.items() if k not in ("low", "high")}
+                       for f in state["features"]]
+    far = np.array([[10.0]])
+    np.testing.assert_allclose(LinearStart.from_dict(old).margin(far),
+                               LinearStart.from_dict(state).margin(far), atol=1e-12)
 
 
 def test_linear_start_never_contradicts_a_declared_direction() -> None:
@@ -202,6 +234,27 @@ def test_linear_start_regularisation_can_be_fixed() -> None:
     assert plan["c"] == 0.5
     assert all(key.startswith("C=0.5") for key in plan["valid_log_loss"])
     assert model.linear is not None and model.linear.c == 0.5
+
+
+def test_linear_start_damping_is_chosen_on_validation_or_fixed() -> None:
+    table = make_regime_table(3000)
+    spec = make_spec(numeric=["index", "rate", "visits"], monotone={"index": -1})
+    model = fit_model(table, spec, {**FAST, "linear_damping": "auto"})
+    plan, losses = model.extras["linear_plan"], model.extras["linear_plan"]["valid_log_loss"]
+    assert plan["damping"] in LINEAR_DAMPING_GRID
+    assert model.linear is not None and model.linear.damping == plan["damping"]
+    prefix = f"C={plan['c']:g}, trend={'+'.join(plan['trend']) or '-'}"
+    candidates = {1.0: losses[prefix], **{d: losses[f"{prefix}, damping={d:g}"]
+                                          for d in LINEAR_DAMPING_GRID if d != 1.0}}
+    assert plan["damping"] == min(candidates, key=lambda d: candidates[d])
+    fixed = fit_model(table, spec, {**FAST, "linear_damping": 0.25})
+    assert fixed.extras["linear_plan"]["damping"] == 0.25
+    assert fixed.linear is not None and fixed.linear.damping == 0.25
+    # every trend and regularisation was judged with the fixed damping
+    assert all(k.endswith("damping=0.25") for k in fixed.extras["linear_plan"]["valid_log_loss"])
+    test = table.iloc[fixed.split.test]
+    scored = score(bundle_of(fixed), test)  # the bundle extrapolates as the model did
+    np.testing.assert_allclose(scored["probability"], fixed.predict_proba(test), atol=1e-12)
 
 
 def test_reasons_add_up_to_the_raw_score_with_a_linear_start() -> None:

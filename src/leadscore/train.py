@@ -69,14 +69,20 @@ EARLY_STOPPING = 100
 #     extrapolated far beyond it needs shrinking, and only the next slice can say how much);
 #   refit: on a time split, after early stopping and calibration chose the tree count, refit on
 #     train + valid with that count (otherwise the model never learns from the newest leads);
-#   recency_half_life: weight training leads by 0.5 ** (age / (half_life * span)) (time only).
+#   recency_half_life: weight training leads by 0.5 ** (age / (half_life * span)) (time only);
+#   linear_damping: the share of a numeric value's distance beyond its training range that the
+#     linear start extrapolates (1: a straight line, 0: held at the edge, as trees do); "auto":
+#     the value of LINEAR_DAMPING_GRID with the lowest validation log loss (a damped trend: the
+#     further a forecast reaches past what was seen, the less of the trend usually persists).
 LEADSCORE_OPTIONS: dict[str, Any] = {
     "linear_start": "auto",
     "linear_c": "auto",
+    "linear_damping": 1.0,
     "refit": True,
     "recency_half_life": None,
 }
 LINEAR_C_GRID = (1.0, 0.1, 0.01, 0.001)
+LINEAR_DAMPING_GRID = (1.0, 0.5, 0.25, 0.0)
 TREND_SEARCH_C = 0.1  # the regularisation at which drifted fields are chosen as trends
 # drift: this share of validation leads has a numeric field outside its training range, or the
 # conversion rate moved by this factor between the training and validation slices
@@ -241,9 +247,12 @@ class LinearStart:
     in `exclude` get no weight at all (their contribution is zero, the state keeps its shape).
     """
 
-    def __init__(self, c: float = 1.0, clip: float = 50.0) -> None:
+    def __init__(self, c: float = 1.0, clip: float = 50.0, damping: float = 1.0) -> None:
         self.c = c
         self.clip = clip
+        # share of a numeric value's distance beyond its training range that the log-odds
+        # follow (1: a straight line, 0: held at the edge); see `choose_linear_start`
+        self.damping = damping
 
     # ---------------------------------------------------------------- design matrix
 
@@ -264,6 +273,8 @@ class LinearStart:
                 if spec["log1p"]:
                     value = np.sign(value) * np.log1p(np.abs(value))
                 z = (value - spec["mean"]) / spec["scale"]
+                if self.damping != 1.0 and "low" in spec:
+                    z = _damped(z, spec["low"], spec["high"], self.damping)
                 z = np.clip(np.where(missing, 0.0, z), -self.clip, self.clip)
                 block = np.column_stack([z, missing.astype(float)])
             blocks.append(block)
@@ -291,9 +302,13 @@ class LinearStart:
                 present = np.log1p(present)
             mean = float(present.mean()) if len(present) else 0.0
             scale = float(present.std()) if len(present) else 1.0
-            features.append(
-                {"kind": "numeric", "log1p": skewed, "mean": mean, "scale": scale or 1.0}
+            low, high = (
+                ((float(present.min()) - mean) / (scale or 1.0),
+                 (float(present.max()) - mean) / (scale or 1.0))
+                if len(present) else (0.0, 0.0)
             )
+            features.append({"kind": "numeric", "log1p": skewed, "mean": mean,
+                             "scale": scale or 1.0, "low": low, "high": high})
         self.features_ = features
         design = self._design(matrix)
         widths = [int(f["levels"]) + 1 if f["kind"] == "categorical" else 2 for f in features]
@@ -355,6 +370,7 @@ class LinearStart:
         return {
             "c": self.c,
             "clip": self.clip,
+            "damping": self.damping,
             "features": self.features_,
             "coef": [float(v) for v in self.coef_],
             "intercept": self.intercept_,
@@ -364,13 +380,21 @@ class LinearStart:
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> LinearStart:
-        linear = cls(c=float(state["c"]), clip=float(state["clip"]))
+        linear = cls(c=float(state["c"]), clip=float(state["clip"]),
+                     damping=float(state.get("damping", 1.0)))
         linear.features_ = [dict(f) for f in state["features"]]
         linear.coef_ = np.asarray(state["coef"], dtype=float)
         linear.intercept_ = float(state["intercept"])
         linear.owner_ = np.asarray(state["owner"], dtype=np.int64)
         linear.means_ = np.asarray(state["means"], dtype=float)
         return linear
+
+
+def _damped(z: np.ndarray, low: float, high: float, damping: float) -> np.ndarray:
+    """Standardised values beyond the training range [low, high] moved towards its edge: only
+    `damping` of the distance past the edge is kept (a damped trend)."""
+    return np.where(z > high, high + damping * (z - high),
+                    np.where(z < low, low + damping * (z - low), z))
 
 
 def _logit(p: float) -> float:
@@ -614,6 +638,7 @@ def choose_linear_start(
     weight: np.ndarray | None,
     drift: dict[str, Any],
     linear_c: float | str = "auto",
+    linear_damping: float | str = 1.0,
 ) -> tuple[LinearStart, dict[str, Any]]:
     """The linear start fitted on the training slice, its trends chosen by validation log loss.
 
@@ -635,13 +660,16 @@ def choose_linear_start(
     directions = dict(zip(builder.feature_names_, builder.monotone_constraints_, strict=True))
     drifted = [n for n in drift.get("out_of_range_fields", []) if n in directions]
     grid = LINEAR_C_GRID if linear_c == "auto" else (float(linear_c),)
+    dampings = LINEAR_DAMPING_GRID if linear_damping == "auto" else (float(linear_damping),)
     losses: dict[str, float] = {}
     scoreable = len(y_valid) > 0 and 0 < float(np.sum(y_valid)) < len(y_valid)
     if not scoreable:  # nothing to choose with: the cautious plan, declared trends only
         declared = [n for n in drifted if directions[n]]
         held = [n for n in drifted if n not in declared]
         linear = _fit_linear(builder, x_train, y_train, weight, c=grid[0], exclude=held)
-        return linear, {"c": grid[0], "held": held, "trend": declared, "valid_log_loss": {}}
+        linear.damping = dampings[0]
+        return linear, {"c": grid[0], "held": held, "trend": declared, "valid_log_loss": {},
+                        "damping": dampings[0]}
 
     # Two forecast origins, as the model will run: fitted on the training slice, scored on the
     # first half of validation; refitted with that half, scored on the second. A trend that
@@ -654,18 +682,28 @@ def choose_linear_start(
     if not all(0 < float(np.sum(y)) < len(y) for _, y in origins):
         origins = [(x_valid, y_valid)]  # too few of one class in a half: one origin only
 
-    def attempt(c: float, extrapolated: list[str]) -> tuple[float, LinearStart]:
-        held = [n for n in drifted if n not in extrapolated]
-        linear = _fit_linear(builder, x_train, y_train, weight, c=c, exclude=held)
-        fits = [linear]
-        if len(origins) == 2:
-            fits.append(_fit_linear(builder, x_later, y_later, w_later, c=c, exclude=held))
+    fitted: dict[tuple[float, tuple[str, ...]], list[LinearStart]] = {}
+
+    def attempt(
+        c: float, extrapolated: list[str], damping: float | None = None
+    ) -> tuple[float, LinearStart]:
+        key = (c, tuple(extrapolated))
+        if key not in fitted:
+            held = [n for n in drifted if n not in extrapolated]
+            fits = [_fit_linear(builder, x_train, y_train, weight, c=c, exclude=held)]
+            if len(origins) == 2:
+                fits.append(_fit_linear(builder, x_later, y_later, w_later, c=c, exclude=held))
+            fitted[key] = fits
+        fits = fitted[key]
+        damping = dampings[0] if damping is None else damping
         loss = 0.0
         for fit, (x, y) in zip(fits, origins, strict=True):
+            fit.damping = damping  # damping changes only values beyond the range: no refit
             p = 1.0 / (1.0 + np.exp(-fit.margin(x)))
             loss += float(log_loss(y, np.clip(p, 1e-6, 1 - 1e-6), labels=[0, 1])) / len(fits)
-        losses[f"C={c:g}, trend={'+'.join(extrapolated) or '-'}"] = loss
-        return loss, linear
+        name = f"C={c:g}, trend={'+'.join(extrapolated) or '-'}"
+        losses[name if damping == 1.0 else f"{name}, damping={damping:g}"] = loss
+        return loss, fits[0]
 
     # the trends first, greedily, at one moderate regularisation; then the regularisation for
     # them (a greedy search per value of C would cost four times the fits for the same choice)
@@ -683,11 +721,18 @@ def choose_linear_start(
             other_loss, other_linear = attempt(other, trend)
             if other_loss < loss:
                 loss, linear, c = other_loss, other_linear, other
+    damping = dampings[0]
+    for other in dampings[1:]:  # last: how far the chosen trends reach past their range
+        other_loss, _ = attempt(c, trend, other)
+        if other_loss < loss:
+            loss, damping = other_loss, other
+    linear.damping = damping
     held = [n for n in drifted if n not in trend]
-    plan = {"c": c, "held": held, "trend": trend, "valid_log_loss": losses}
+    plan = {"c": c, "held": held, "trend": trend, "valid_log_loss": losses, "damping": damping}
     log.info(
-        "linear start: C=%g; extrapolating %s; holding %s at the edge of their range",
+        "linear start: C=%g, damping %g; extrapolating %s; holding %s at the edge of their range",
         c,
+        damping,
         ", ".join(trend) or "-",
         ", ".join(held) or "-",
     )
@@ -750,6 +795,7 @@ def plan_start(
             weight,
             drift,
             options["linear_c"],
+            options["linear_damping"],
         )
         _tree_penalty(builder, merged, plan["trend"])
     return Start(merged, options, weight, drift, linear, plan, half_life)
@@ -827,6 +873,7 @@ def fit_model(
             linear = _fit_linear(
                 builder, x_all, y[rows], weight_all, c=plan["c"], exclude=plan["held"]
             )
+            linear.damping = plan.get("damping", 1.0)
         booster, _ = boost(
             merged,
             builder,
