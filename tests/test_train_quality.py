@@ -11,6 +11,7 @@ from sklearn.metrics import roc_auc_score
 
 from leadscore.config import DatasetSpec
 from leadscore.data import ID, LABEL, ROW, TIME
+from leadscore.errors import SpecError
 from leadscore.evaluate import tier_table, tiers_descend
 from leadscore.scoring import ModelBundle, field_impacts, score
 from leadscore.train import (
@@ -88,6 +89,37 @@ def test_linear_start_round_trips_and_its_contributions_add_up() -> None:
     again = LinearStart.from_dict(linear.to_dict())
     np.testing.assert_allclose(again.margin(x), linear.margin(x), atol=1e-12)
     np.testing.assert_allclose(linear.contributions(x).sum(axis=1), linear.margin(x), atol=1e-9)
+
+
+def test_damping_shortens_only_the_reach_beyond_the_training_range() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.uniform(0, 1, size=(1000, 1))
+    y = (rng.random(1000) < 1 / (1 + np.exp(-(4 * x[:, 0] - 2)))).astype(float)
+    straight = LinearStart().fit(x, y, ["numeric"], [0])
+    half = LinearStart.from_dict({**straight.to_dict(), "damping": 0.5})
+    inside = np.linspace(x.min(), x.max(), 7).reshape(-1, 1)
+    np.testing.assert_allclose(half.margin(inside), straight.margin(inside), atol=1e-12)
+    edge, beyond = np.array([[x.max()]]), np.array([[x.max() + 0.5]])
+    reach = straight.margin(beyond) - straight.margin(edge)
+    assert reach[0] > 0.5  # a real slope: the test would pass trivially on a flat one
+    np.testing.assert_allclose(half.margin(beyond) - half.margin(edge), reach / 2, atol=1e-9)
+    held = LinearStart.from_dict({**straight.to_dict(), "damping": 0.0})
+    np.testing.assert_allclose(held.margin(beyond), held.margin(edge), atol=1e-12)
+    np.testing.assert_allclose(half.contributions(beyond).sum(axis=1), half.margin(beyond),
+                               atol=1e-9)
+
+
+def test_a_linear_start_saved_before_damping_extrapolates_straight() -> None:
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(500, 1))
+    y = (rng.random(500) < 1 / (1 + np.exp(-x[:, 0]))).astype(float)
+    state = LinearStart().fit(x, y, ["numeric"], [0]).to_dict()
+    old = {k: v for k, v in state.items() if k != "damping"}
+    old["features"] = [{k: v for k, v in f.items() if k not in ("low", "high")}
+                       for f in state["features"]]
+    far = np.array([[10.0]])
+    np.testing.assert_allclose(LinearStart.from_dict(old).margin(far),
+                               LinearStart.from_dict(state).margin(far), atol=1e-12)
 
 
 def test_linear_start_never_contradicts_a_declared_direction() -> None:
@@ -202,6 +234,27 @@ def test_linear_start_regularisation_can_be_fixed() -> None:
     assert plan["c"] == 0.5
     assert all(key.startswith("C=0.5") for key in plan["valid_log_loss"])
     assert model.linear is not None and model.linear.c == 0.5
+
+
+def test_linear_start_damping_reaches_the_bundle() -> None:
+    table = make_regime_table(3000)
+    spec = make_spec(numeric=["index", "rate", "visits"], monotone={"index": -1})
+    straight = fit_model(table, spec, FAST)
+    assert straight.extras["linear_plan"]["damping"] == 1.0
+    damped = fit_model(table, spec, {**FAST, "linear_damping": 0.25})
+    assert damped.extras["linear_plan"]["damping"] == 0.25
+    assert damped.linear is not None and damped.linear.damping == 0.25  # the refitted one
+    test = table.iloc[damped.split.test]  # `index` keeps falling past its training range
+    scored = score(bundle_of(damped), test)  # the bundle extrapolates as the model did
+    np.testing.assert_allclose(scored["probability"], damped.predict_proba(test), atol=1e-12)
+    # a damped downward trend predicts a smaller rise in conversion over the test slice
+    assert damped.predict_proba(test).mean() < straight.predict_proba(test).mean()
+
+
+@pytest.mark.parametrize("value", [1.5, -0.1, "half"])
+def test_linear_damping_outside_zero_to_one_is_refused(value: object) -> None:
+    with pytest.raises(SpecError, match=r"linear_damping must be a number from 0 to 1"):
+        fit_model(make_table(600), make_spec(), {**FAST, "linear_damping": value})
 
 
 def test_reasons_add_up_to_the_raw_score_with_a_linear_start() -> None:
