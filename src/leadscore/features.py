@@ -427,6 +427,13 @@ class FeatureBuilder:
         if feature.inputs[0] not in names:
             return pa.nulls(n, pa.string())
         array = _to_arrow(leads[feature.inputs[0]])
+        if pa.types.is_dictionary(array.type):
+            # a dictionary column (batch reads job titles so): each distinct title derived
+            # once, and the result kept as a dictionary over the same indices, so the codes
+            # are looked up per distinct value too (`_codes_arrow`)
+            values = self._derived_text(feature, {feature.inputs[0]: array.dictionary},
+                                        len(array.dictionary))
+            return pa.DictionaryArray.from_arrays(array.indices, values)
         if not pa.types.is_string(array.type):
             array = pc.cast(array, pa.string())
         array = pc.utf8_trim_whitespace(array)
@@ -451,6 +458,12 @@ class FeatureBuilder:
         if small:
             return np.array([0.0 if _is_missing(v, self.missing_) else 1.0 for v in column])
         array = _to_arrow(column)
+        if pa.types.is_dictionary(array.type):
+            # each distinct value judged once (a blank or a missing marker is not filled, as
+            # in a text column), a null row not filled
+            per_value = np.append(self._filled(array.dictionary, False), 0.0)
+            indices = pc.fill_null(array.indices, len(array.dictionary))
+            return per_value[indices.to_numpy(zero_copy_only=False)]
         if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
             array = pc.utf8_trim_whitespace(array)
             missing = pa.array(sorted(self.missing_ | {""}), type=pa.string())
