@@ -609,13 +609,13 @@ def _email_domains(array: pa.Array) -> pa.Array:
     at, dot, space = last(ord("@")), last(ord(".")), last(ord(" "))
     valid = (at > start) & (dot > at) & (space < at)
     first = np.where(valid, at + 1, end)
-    lengths = end - first
-    cut = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(lengths, out=cut[1:])
-    take = np.repeat(first - cut[:-1], lengths) + np.arange(cut[-1], dtype=np.int64)
-    domains = pa.LargeStringArray.from_buffers(
-        n, pa.py_buffer(cut), pa.py_buffer(raw[take].tobytes()), validity
-    )
+    # each value split in two over the same bytes, no copy: value 2i its head (up to the "@"),
+    # value 2i + 1 its domain; Arrow's take then copies the domains alone (a numpy gather of
+    # every domain byte through an index array cost three times as much)
+    halves = np.empty(2 * n + 1, dtype=np.int64)
+    halves[0:-1:2], halves[1::2], halves[-1] = start, first, end[-1] if n else 0
+    split = pa.LargeStringArray.from_buffers(2 * n, pa.py_buffer(halves), pa.py_buffer(raw))
+    domains = pc.take(split, pa.array(np.arange(1, 2 * n, 2, dtype=np.int64)))
     domains = pc.cast(pc.utf8_lower(domains), pa.string())
     invalid = pc.if_else(pc.is_valid(array), pa.scalar("@"), pa.scalar(None, pa.string()))
     return pc.if_else(pa.array(valid), domains, invalid)
