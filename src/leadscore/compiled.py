@@ -58,7 +58,8 @@ class CompiledModel:
     """The compiled trees of one model: raw margins, as `Booster.predict(raw_score=True)`.
 
     tl2cgen's predictor may be used by one thread at a time, so each thread loads its own
-    (the same library, opened once by the system loader). The first call is checked against
+    (the same library, opened once by the system loader); lleaves' compiled entry point keeps
+    no state, so one loaded copy serves every thread. The first call is checked against
     LightGBM; a model that fails the check answers with LightGBM's scores from then on.
     """
 
