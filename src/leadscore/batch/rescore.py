@@ -238,7 +238,7 @@ def rescore(
         "reasons": reasons,
         "keep": keep,
     }
-    job = Job(output_path, identity, schema)
+    job = Job(output_path, identity, schema, bundle.id_column)
     job.refuse_overwriting(source)
     saved = job.prepare(resume)
     drift = Drift(bundle, _drift_stride(source))

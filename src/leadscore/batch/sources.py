@@ -44,6 +44,10 @@ class Source:
     encoding: str = "utf-8"
     delimiter: str = ","
     id_position: int | None = None  # the id's place in a CSV header (read from bad records)
+    # Parquet: the text columns read as Arrow dictionaries (`dictionary_columns`), and the
+    # schema of the batches as read (`schema` stays the file's: kept columns keep their type)
+    dictionary: list[str] = field(default_factory=list)
+    read_schema: pa.Schema | None = None
 
 
 def _stat(path: Path) -> list[Any]:
@@ -78,7 +82,13 @@ def open_source(path: Path, bundle: ModelBundle, keep: Sequence[str] = ()) -> So
         stats = [_stat(Path(f)) for f in files]
         fingerprint = {"path": str(resolved), "files": stats}
         size = sum(s[1] for s in stats)
-        return Source(path, "parquet", columns, schema, fingerprint, total, size, files)
+        dictionary = dictionary_columns(bundle, schema, keep)
+        read_schema = pa.schema([
+            pa.field(f.name, pa.dictionary(pa.int32(), f.type)) if f.name in dictionary else f
+            for f in schema
+        ])
+        return Source(path, "parquet", columns, schema, fingerprint, total, size, files,
+                      dictionary=dictionary, read_schema=read_schema)
     encoding = detect_encoding(path)
     delimiter = detect_delimiter(path, encoding)
     header = _header(path, encoding, delimiter)
@@ -125,6 +135,21 @@ def _input_columns(
             ", ".join(absent[:10]) + (" ..." if len(absent) > 10 else ""),
         )
     return columns
+
+
+def dictionary_columns(bundle: ModelBundle, schema: pa.Schema, keep: Sequence[str]) -> list[str]:
+    """The text columns a Parquet input is read as dictionaries: the model's categorical fields
+    and the job titles its text derivations read. Their few distinct values are decoded once
+    per page (no string per row), and the encoding looks each one up once (`FeatureBuilder`
+    takes codes through the indices). Not the id or a kept column (copied to the output as
+    read), and not a text read for its presence or an address's domain (nearly all distinct)."""
+    wanted: set[str] = set()
+    for feature in bundle.builder.features_:
+        if feature.derive in (None, "seniority", "department") and feature.kind == "categorical":
+            wanted.update(feature.inputs if feature.derive else (feature.source,))
+    wanted -= {bundle.id_column, *keep}
+    return [f.name for f in schema if f.name in wanted
+            and (pa.types.is_string(f.type) or pa.types.is_large_string(f.type))]
 
 
 def absent_fields(bundle: ModelBundle, available: Sequence[str]) -> list[str]:
@@ -233,12 +258,13 @@ def _parquet_batches(name: str, source: Source) -> Iterator[pa.RecordBatch]:
     """One Parquet file's batches; a corrupt page stops the job with one line naming the file
     (a part of a folder, maybe), never a traceback from the reading thread."""
     # pre_buffer keeps every row group's buffers it has read: memory grows with the file
+    schema = source.read_schema or source.schema
     with plainly(name, "read it as Parquet", resumable=False), pq.ParquetFile(
-        name, pre_buffer=False
+        name, pre_buffer=False, read_dictionary=source.dictionary or None
     ) as parquet:
         for batch in parquet.iter_batches(batch_size=64 * 1024, columns=source.columns):
-            if batch.schema != source.schema:
-                batch = batch.select(source.columns).cast(source.schema)
+            if batch.schema != schema:
+                batch = batch.select(source.columns).cast(schema)
             yield batch
 
 
@@ -277,7 +303,7 @@ def iter_chunks(source: Source, chunk_rows: int) -> Iterator[Chunk]:
         if pending:
             table = pa.Table.from_batches(pending, schema=pending[0].schema)
         else:
-            table = source.schema.empty_table()
+            table = (source.read_schema or source.schema).empty_table()
         chunk = Chunk(index, first_row, table, bytes_read=source.total_bytes)
         yield skipped.assign(chunk, tracker, None)
 

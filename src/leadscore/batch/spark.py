@@ -355,7 +355,7 @@ def rescore_spark(
     keep = list(dict.fromkeys(keep))
     source = open_source(input_path, bundle, keep)
     schema = output_schema(bundle, source.schema, keep, reasons)
-    job = Job(output_path, {"engine": "spark"}, schema)
+    job = Job(output_path, {"engine": "spark"}, schema, bundle.id_column)
     job.refuse_overwriting(source)
     job.prepare(resume=False)
     scored_at = scored_at or datetime.now(UTC).isoformat(timespec="seconds")
