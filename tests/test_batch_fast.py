@@ -8,7 +8,6 @@ import importlib
 import json
 from pathlib import Path
 
-import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -16,12 +15,12 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
+from bundle_helpers import save_small_bundle
 
 from leadscore import compiled
 from leadscore.batch import open_source, rescore
 from leadscore.features import FeatureBuilder
-from leadscore.scoring import ModelBundle, load_bundle
-from leadscore.train import Calibrator, percentile_grid, tier_cutoffs
+from leadscore.scoring import load_bundle
 
 SCORED_AT = "2026-01-01T00:00:00+00:00"
 rescore_module = importlib.import_module("leadscore.batch.rescore")
@@ -55,18 +54,8 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     logit = -1.0 + 0.08 * leads["visits"].to_numpy() + (leads["channel"] == "referral") * 1.2 + (
         leads["job_title"].isin(["CEO", "VP Sales"])) * 0.9 - 0.01 * leads["budget"].to_numpy()
     y = (np.random.default_rng(2).random(len(leads)) < 1 / (1 + np.exp(-logit))).astype(int)
-    params = {"objective": "binary", "num_leaves": 15, "verbosity": -1, "deterministic": True,
-              "num_threads": 1, "min_data_in_leaf": 10}
-    data = lgb.Dataset(x, y, categorical_feature=builder.categorical_indices_)
-    booster = lgb.train(params, data, num_boost_round=40)
-    margin = booster.predict(x, raw_score=True)
-    calibrator = Calibrator("platt").fit(margin, y)
-    p = calibrator.transform(margin)
-    meta = {"name": "fast-test", "version": "1", "id_column": "lead_id",
-            "tiers": tier_cutoffs(p), "percentiles": percentile_grid(p)}
-    out = tmp_path_factory.mktemp("fast") / "bundle"
-    ModelBundle(booster, builder, calibrator, meta).save(out)
-    return out
+    return save_small_bundle(builder, x, y, "fast-test",
+                             tmp_path_factory.mktemp("fast") / "bundle")
 
 
 def messy(n: int) -> pa.Table:

@@ -11,17 +11,16 @@ import os
 import shutil
 from pathlib import Path
 
-import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from bundle_helpers import save_small_bundle
 
 from leadscore import compiled
 from leadscore.batch import rescore
 from leadscore.features import FeatureBuilder
-from leadscore.scoring import ModelBundle, load_bundle
-from leadscore.train import Calibrator, percentile_grid, tier_cutoffs
+from leadscore.scoring import load_bundle
 
 SCORED_AT = "2026-01-01T00:00:00+00:00"
 # the module (the package re-exports its function under the same name)
@@ -56,18 +55,8 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     logit = -1.0 + 0.07 * np.nan_to_num(x[:, 1]) - 0.01 * np.nan_to_num(x[:, 2], nan=50.0) + (
         leads["channel"] == "referral").to_numpy() * 1.1
     y = (np.random.default_rng(4).random(len(leads)) < 1 / (1 + np.exp(-logit))).astype(int)
-    params = {"objective": "binary", "num_leaves": 15, "verbosity": -1, "deterministic": True,
-              "num_threads": 1, "min_data_in_leaf": 10}
-    data = lgb.Dataset(x, y, categorical_feature=builder.categorical_indices_)
-    booster = lgb.train(params, data, num_boost_round=40)
-    margin = booster.predict(x, raw_score=True)
-    calibrator = Calibrator("platt").fit(margin, y)
-    p = calibrator.transform(margin)
-    meta = {"name": "compiled-test", "version": "1", "id_column": "lead_id",
-            "tiers": tier_cutoffs(p), "percentiles": percentile_grid(p)}
-    out = tmp_path_factory.mktemp("compiled") / "bundle"
-    ModelBundle(booster, builder, calibrator, meta).save(out)
-    return out
+    return save_small_bundle(builder, x, y, "compiled-test",
+                             tmp_path_factory.mktemp("compiled") / "bundle")
 
 
 @pytest.fixture
