@@ -40,8 +40,8 @@ def build(workdir: Path, base: int, seed: int) -> tuple[Path, Path]:
 
     from leadscore import synth
     from leadscore.config import Settings, load_spec
-    from leadscore.features import build_table
     from leadscore.pipeline import run_training
+    from leadscore.table import build_table
 
     bundle_dir = workdir / "models" / "bench"
     base_path = workdir / f"base-{base}.parquet"

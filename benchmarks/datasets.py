@@ -47,8 +47,8 @@ def train_one(
     from leadscore.config import Settings
     from leadscore.data import LABEL
     from leadscore.evaluate import classification_metrics
-    from leadscore.features import build_table
     from leadscore.pipeline import run_training
+    from leadscore.table import build_table
 
     # models, reports and the feature cache all go to the temporary folder: the repository is
     # left as it was, and every table is built afresh (no stale cache from older code)

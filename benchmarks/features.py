@@ -1,6 +1,6 @@
 """Benchmark: the point-in-time training table for 1M synthetic leads and ~20M activity rows.
 
-Measures `leadscore.features.build_table(spec)` (seconds, CPU seconds, peak RSS) in a fresh
+Measures `leadscore.table.build_table(spec)` (seconds, CPU seconds, peak RSS) in a fresh
 subprocess, then runs the same activity aggregation (counts per type per window, totals, days
 since the last activity, first/last channel) in pyarrow+numpy (leadscore's), pandas, DuckDB and
 Polars on the same Arrow table, checks they agree, and writes benchmarks/results/features.json.
@@ -182,7 +182,7 @@ def child_prepare(folder: Path) -> dict[str, Any]:
 
 def child_build(folder: Path) -> dict[str, Any]:
     """build_table on the spec, with the time of each stage (wrappers add microseconds)."""
-    import leadscore.features as features
+    import leadscore.table as features
     from leadscore.config import load_spec
 
     stages: dict[str, float] = {}
@@ -236,7 +236,7 @@ def window_is_closed() -> bool:
     import pyarrow as pa
 
     from leadscore.config import ActivitySpec
-    from leadscore.features import aggregate_activities
+    from leadscore.table import aggregate_activities
 
     as_of = np.array(["2024-01-08T00:00:00"], dtype="datetime64[ns]")
     acts = pa.table({
@@ -251,7 +251,8 @@ def window_is_closed() -> bool:
 def agg_ours(acts: Any, leads: Any, types: list[str], windows: list[int], closed: bool
              ) -> dict[str, Any]:
     from leadscore.config import ActivitySpec
-    from leadscore.features import ACTIVITY_PREFIX, aggregate_activities
+    from leadscore.features import ACTIVITY_PREFIX
+    from leadscore.table import aggregate_activities
 
     del closed  # leadscore's own rule, whichever it is: the others copy it
     spec = ActivitySpec(path=Path("-"), id="id", timestamp="ts", type="type", channel="channel",
@@ -498,8 +499,8 @@ def _text(value: Any) -> str:
 
 
 def _warm(engine: str) -> None:
-    """Import the engine before the clock starts (leadscore.features pulls in pandera)."""
-    modules = {"ours": "leadscore.features", "pandas": "pandas"}
+    """Import the engine before the clock starts (leadscore.table pulls in pandera)."""
+    modules = {"ours": "leadscore.table", "pandas": "pandas"}
     __import__(modules.get(engine, engine))
 
 

@@ -89,7 +89,7 @@ def child_scale_build(folder: Path, log_folder: Path, engine: str) -> dict[str, 
     """build_table on the synthetic spec with its activity log swapped for `log_folder`."""
     import yaml
 
-    import leadscore.features as features
+    import leadscore.table as features
     from leadscore.config import load_spec
 
     raw = yaml.safe_load((folder / "spec.yaml").read_text(encoding="utf-8"))

@@ -144,7 +144,7 @@ def raw(spec_path: str, params_json: str) -> dict[str, object]:
     import lightgbm as lgb
 
     from leadscore.config import load_spec
-    from leadscore.features import build_table
+    from leadscore.table import build_table
     from leadscore.train import EARLY_STOPPING, NUM_BOOST_ROUND, prepare
 
     spec = load_spec(Path(spec_path))

@@ -12,7 +12,7 @@ import yaml
 
 from leadscore.audit import audit_leaks, single_feature_auc
 from leadscore.config import load_spec
-from leadscore.features import build_table
+from leadscore.table import build_table
 from leadscore.train import split_leads
 
 

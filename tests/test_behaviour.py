@@ -13,7 +13,8 @@ from sklearn.metrics import roc_auc_score
 
 from leadscore.config import DatasetSpec, load_spec
 from leadscore.data import ID, LABEL
-from leadscore.features import activity_count_column, build_table
+from leadscore.features import activity_count_column
+from leadscore.table import build_table
 from leadscore.train import TrainedModel, fit_model
 
 ROOT = Path(__file__).resolve().parents[1]

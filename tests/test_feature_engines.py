@@ -20,7 +20,7 @@ from leadscore.config import get_settings, load_spec
 from leadscore.data import ID
 from leadscore.errors import DataError, LeadscoreError, SpecError
 from leadscore.feature_engines import check_engine
-from leadscore.features import build_table
+from leadscore.table import build_table
 
 AS_OF_DAYS = 14
 SPEC = {

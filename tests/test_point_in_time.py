@@ -11,7 +11,7 @@ import yaml
 
 from leadscore.config import load_spec
 from leadscore.data import ID, LABEL
-from leadscore.features import build_table
+from leadscore.table import build_table
 
 
 def write_spec(path: Path, data: dict) -> Path:
@@ -266,7 +266,8 @@ def test_email_domain_rule_is_the_same_on_both_paths() -> None:
     import random
     import string
 
-    from leadscore.features import FeatureBuilder, email_domain_type
+    from leadscore.derive import email_domain_type
+    from leadscore.features import FeatureBuilder
 
     rnd = random.Random(0)
     emails = [

@@ -13,9 +13,10 @@ import yaml
 
 from leadscore.audit import flag_personal_data
 from leadscore.config import Settings, load_spec
-from leadscore.features import FeatureBuilder, build_table
+from leadscore.features import FeatureBuilder
 from leadscore.privacy import looks_like_email, looks_like_phone, scan_column
 from leadscore.scoring import load_bundle, score
+from leadscore.table import build_table
 
 # the synthetic CRM's honest columns (not imported from conftest: tests/serve has its own)
 SYNTH_CATEGORICAL = ["source_channel", "seniority", "industry", "company_size", "country",

@@ -13,15 +13,9 @@ from leadscore.config import DatasetSpec
 from leadscore.data import ID, LABEL, ROW, TIME
 from leadscore.errors import SpecError
 from leadscore.evaluate import tier_table, tiers_descend
+from leadscore.linear_start import LINEAR_C_GRID, TREND_SEARCH_C, LinearStart
 from leadscore.scoring import ModelBundle, field_impacts, score
-from leadscore.train import (
-    LINEAR_C_GRID,
-    TREND_SEARCH_C,
-    Calibrator,
-    LinearStart,
-    drift_check,
-    fit_model,
-)
+from leadscore.train import Calibrator, drift_check, fit_model
 
 FAST = {"learning_rate": 0.1, "monotone_constraints_method": "basic"}
 

@@ -9,7 +9,7 @@ import pandas as pd
 import yaml
 
 from leadscore.config import Settings, load_spec
-from leadscore.features import build_table
+from leadscore.table import build_table
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = {

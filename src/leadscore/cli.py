@@ -4,7 +4,11 @@ line on stderr and exit code 2, never a traceback.
 Start-up is part of the interface: `--help`, `--version` and a spec mistake answer in well
 under a second, so this module imports only typer, rich and the settings; MLflow, LightGBM,
 scikit-learn and pandas are imported inside the command that uses them (tests/test_cli.py
-checks, benchmarks/cli.py measures)."""
+checks, benchmarks/cli.py measures).
+
+Past 600 lines on purpose: each command is its options, help text and a call into the library,
+and Typer wants them declared where the app is; the score-history commands (history, monitor,
+recalibrate) live in `cli_memory`, the output helpers in `terminal`."""
 
 from __future__ import annotations
 
@@ -710,7 +714,7 @@ def features(
     joins, activity aggregates as of one moment, every lead kept. Feed it to `leadscore score`."""
     spec = load_spec(config)
     engine = feature_engine(spec, engine)
-    from leadscore.features import build_table, export_table
+    from leadscore.table import build_table, export_table
 
     types = None
     if model:

@@ -1,7 +1,7 @@
 """The out-of-core activity aggregation: the activity log's per-lead features computed in SQL over
 the files (CSV, Parquet or a folder of Parquet) by DuckDB, spilling to disk past its memory limit.
 
-It returns exactly what `features.aggregate_activities` returns from the log in memory (same
+It returns exactly what `table.aggregate_activities` returns from the log in memory (same
 columns, dtypes, values and point-in-time rules), so `build_table(engine="duckdb")` writes the
 same table. The SQL is written once here for both DuckDB and Spark (`features_spark.py`); the
 few places the dialects differ (trimming, timestamps to nanoseconds, the position key and
@@ -450,7 +450,7 @@ def aggregate_activities_duckdb(
     spill_under: Path | None = None,
     memory_limit: str | None = None,
 ) -> Aggregates:
-    """`features.aggregate_activities`, in DuckDB over the spec's activity files."""
+    """`table.aggregate_activities`, in DuckDB over the spec's activity files."""
     act = spec.activities
     assert act is not None
     source = describe_source(spec)

@@ -92,7 +92,7 @@ def aggregate_activities_spark(
     types: Sequence[str] | None = None,
     spark: Any | None = None,
 ) -> Aggregates:
-    """`features.aggregate_activities`, in Spark SQL over the spec's activity files."""
+    """`table.aggregate_activities`, in Spark SQL over the spec's activity files."""
     act = spec.activities
     assert act is not None
     source = describe_source(spec)
@@ -121,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     of leads to score (or, with --training, the training table), activity log aggregated by
     Spark."""
     from leadscore.errors import LeadscoreError
-    from leadscore.features import build_table, export_table
+    from leadscore.table import build_table, export_table
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--config", type=Path, required=True)

@@ -25,10 +25,10 @@ from leadscore.audit import LeakReport, audit_leaks
 from leadscore.config import DatasetSpec, Settings, model_name_for
 from leadscore.data import ID, LABEL, check_ready
 from leadscore.evaluate import classification_metrics, profile_training
-from leadscore.features import TableReport, build_table
 from leadscore.promotion import quality_problem
 from leadscore.ranges import training_ranges
 from leadscore.scoring import ModelBundle, publish_bundle
+from leadscore.table import TableReport, build_table
 from leadscore.train import TrainedModel, fit_model, split_leads
 
 log = logging.getLogger(__name__)
@@ -287,17 +287,19 @@ def clear_cache(settings: Settings) -> int:
 
 
 def _code_fingerprint() -> tuple[str, int, int]:
-    """The table-building code's own hash: a fix in data.py or features.py must not be answered
-    from a table built before it."""
+    """The table-building code's own hash: a fix in data.py, table.py or features.py must not be
+    answered from a table built before it."""
     import leadscore.config
     import leadscore.data
+    import leadscore.derive
     import leadscore.feature_engines
     import leadscore.features
     import leadscore.features_duckdb
+    import leadscore.table
 
     digest = hashlib.sha256()
-    for module in (leadscore.config, leadscore.data, leadscore.features,
-                   leadscore.feature_engines, leadscore.features_duckdb):
+    for module in (leadscore.config, leadscore.data, leadscore.derive, leadscore.features,
+                   leadscore.table, leadscore.feature_engines, leadscore.features_duckdb):
         digest.update(Path(str(module.__file__)).read_bytes())
     return (digest.hexdigest(), 0, 0)
 

@@ -2,6 +2,10 @@
 
 The API, batch rescoring, the MLflow pyfunc and Spark all call `score` / `score_records`, so a
 lead gets the same probability, score, tier and reasons wherever it is scored.
+
+Slightly past 600 lines on purpose: the bundle's loading checks, the single-row predictor and
+the scoring paths are kept beside the one function they serve, so no caller can score by
+another route.
 """
 
 from __future__ import annotations
@@ -30,9 +34,10 @@ from leadscore.config import get_settings
 from leadscore.errors import ModelError
 from leadscore.features import Columns, FeatureBuilder
 from leadscore.labels import FieldWords, reason_text, resolve, tier_words
+from leadscore.linear_start import LinearStart
 from leadscore.modelcheck import verify_model_text
 from leadscore.ranges import RangeCheck
-from leadscore.train import Calibrator, LinearStart
+from leadscore.train import Calibrator
 
 log = logging.getLogger(__name__)
 
