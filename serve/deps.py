@@ -8,6 +8,7 @@ import logging
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -181,6 +182,73 @@ def key_digests(settings: Settings, admin: bool = False) -> list[bytes]:
     return [hashlib.sha256(key.encode()).digest() for key in keys]
 
 
+# Wrong keys a client address may send in a window before the API and the sign-in form answer
+# 429: a person mistyping never reaches it, a script guessing keys is slowed to a few a minute.
+MAX_FAILURES = 10
+FAILURE_WINDOW_SECONDS = 60.0
+
+
+class KeyThrottle:
+    """Recent wrong keys per client address, from the API and the pages' sign-in alike (memory
+    only, per process). Behind a proxy every reader shares the proxy's address: the limit then
+    counts them together."""
+
+    def __init__(self, limit: int = MAX_FAILURES, window: float = FAILURE_WINDOW_SECONDS):
+        self.limit, self.window = limit, window
+        self._failures: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, client: str, now: float) -> int:
+        """How many of the client's failures are still in the window (older ones dropped; an
+        address with none left is forgotten, so the lock-free check below stays the usual
+        path)."""
+        times = self._failures.get(client)
+        if times is None:
+            return 0
+        while times and now - times[0] > self.window:
+            times.popleft()
+        if not times:
+            del self._failures[client]
+        return len(times)
+
+    def wait_seconds(self, client: str) -> int:
+        """0 when the client may try; else the seconds until its oldest failure expires."""
+        if not self._failures:  # the usual case, checked on every API request: no lock
+            return 0
+        now = time.monotonic()
+        with self._lock:
+            if self._recent(client, now) < self.limit:
+                return 0
+            oldest = self._failures[client][0]
+            return max(1, int(self.window - (now - oldest)) + 1)
+
+    def failed(self, client: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if len(self._failures) > 10_000:  # many addresses: drop those no longer counting
+                for other in list(self._failures):
+                    self._recent(other, now)
+            self._recent(client, now)
+            self._failures.setdefault(client, deque()).append(now)
+
+    def succeeded(self, client: str) -> None:
+        with self._lock:
+            self._failures.pop(client, None)
+
+
+def key_throttle(request: Request) -> KeyThrottle:
+    """The app's one throttle (made on first use)."""
+    state = request.app.state
+    if getattr(state, "key_throttle", None) is None:
+        state.key_throttle = KeyThrottle()
+    throttle: KeyThrottle = state.key_throttle
+    return throttle
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "-"
+
+
 async def require_key(request: Request) -> None:
     """`Authorization: Bearer <key>` or `X-API-Key: <key>`, checked in constant time against
     every configured key. No keys configured: open. Keys are never logged."""
@@ -198,6 +266,11 @@ def check_key(request: Request, admin: bool = False) -> None:
                             else request.app.state.key_digests)
     if not digests:
         return
+    throttle, client = key_throttle(request), client_address(request)
+    wait = throttle.wait_seconds(client)
+    if wait:
+        raise ApiError(429, "too_many_wrong_keys", f"too many wrong keys from this address: "
+                       f"wait {wait} seconds", headers={"Retry-After": str(wait)})
     offered = []
     for name, value in request.scope["headers"]:  # raw headers: no Headers object to build
         if name == b"authorization" and value[:7].lower() == b"bearer ":
@@ -211,6 +284,8 @@ def check_key(request: Request, admin: bool = False) -> None:
             for digest in digests:
                 matched |= hmac.compare_digest(supplied, digest)
     if not matched:
+        if any(offered):
+            throttle.failed(client)
         kind = "admin key (LEADSCORE_ADMIN_KEYS)" if admin and \
             request.app.state.settings.admin_key_list() else "API key"
         raise ApiError(401, "unauthorized", f"missing or invalid {kind}: send "

@@ -7,6 +7,7 @@ import logging
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
+from serve.deps import client_address, key_throttle
 from serve.pages.auth import (
     COOKIE,
     SESSION_SECONDS,
@@ -43,16 +44,27 @@ async def signin_form(request: Request) -> Response:
 @router.post("/signin")
 async def signin(request: Request) -> Response:
     """A configured API key: a session cookie and a 303 to where the reader was going. A wrong
-    key: the form again, 401, one plain line (the key is never echoed or logged)."""
+    key: the form again, 401, one plain line (the key is never echoed or logged); past
+    MAX_FAILURES wrong keys from one address in a minute, 429 with Retry-After."""
     form = await read_form(request)
     next_path = safe_next(form.get("next"))
     if not keys_required(request):
         return RedirectResponse(root_of(request) + next_path, status_code=303)
     check_csrf(request, form.get("csrf", ""))
+    throttle, client = key_throttle(request), client_address(request)
+    wait = throttle.wait_seconds(client)
+    if wait:
+        log.info("page sign-in refused: too many wrong keys from one address")
+        refused = _form(request, next_path, f"Too many wrong keys from this address: wait {wait} "
+                        "seconds, then try again.", 429)
+        refused.headers["Retry-After"] = str(wait)
+        return refused
     key = matching_key(request.app.state.settings, form.get("key", "").strip())
     if key is None:
+        throttle.failed(client)
         log.info("page sign-in refused: not a configured API key")
         return _form(request, next_path, "That is not one of this server's API keys.", 401)
+    throttle.succeeded(client)
     response = RedirectResponse(root_of(request) + next_path, status_code=303)
     response.set_cookie(COOKIE, session_cookie(request.app.state.settings, key),
                         **cookie_args(request))

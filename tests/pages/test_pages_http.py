@@ -249,3 +249,30 @@ def test_a_lead_scored_once_reads_new_not_unknown(scored_home: Any, tmp_path) ->
         lead_id = re.findall(r'href="/leads/([^"?]+)', board.text)[0]
         lead = client.get(f"/leads/{lead_id}", headers={"accept": "text/html"})
         assert "first scoring, no trend yet" in lead.text and "unknown" not in lead.text
+
+
+def test_guessing_keys_is_slowed_to_a_429(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Ten wrong keys from one address in a minute: the eleventh try is a 429 with Retry-After,
+    even with the right key; another address is not held back."""
+    from fastapi.testclient import TestClient
+    from pages_helpers import csrf_of
+
+    from leadscore.config import Settings
+    from serve.deps import MAX_FAILURES
+    from serve.main import create_app
+
+    app = create_app(Settings(home=tmp_path, api_keys=API_KEY, reload_seconds=0),
+                     load_model=False)
+
+    def attempt(client: TestClient, key: str) -> Any:
+        token = csrf_of(client.get("/signin").text)
+        return client.post("/signin", data={"csrf": token, "next": "/", "key": key},
+                           follow_redirects=False)
+
+    with TestClient(app) as guesser, TestClient(app, client=("10.0.0.9", 5000)) as other:
+        for _ in range(MAX_FAILURES):
+            assert attempt(guesser, "wrong-key").status_code == 401
+        held = attempt(guesser, API_KEY)
+        assert held.status_code == 429 and "Too many wrong keys" in held.text
+        assert 1 <= int(held.headers["retry-after"]) <= 61
+        assert attempt(other, API_KEY).status_code == 303

@@ -216,3 +216,40 @@ def test_polling_reloads_only_when_the_source_changes(
     refused = [line for line in api.get("/metrics").text.splitlines()
                if line.startswith(REFUSED)]
     assert refused == [f"{REFUSED} 1.0"]  # tried once
+
+
+def test_guessing_keys_is_slowed_to_a_429(locked: TestClient) -> None:
+    """Ten wrong keys from one address within a minute: then even the right key is a 429 with
+    Retry-After and a JSON body, until the window passes; requests without a key do not count."""
+    from serve.deps import MAX_FAILURES
+
+    for _ in range(5):
+        assert_error(locked.post("/v1/score", json=LEAD), 401, "unauthorized")
+    for i in range(MAX_FAILURES):
+        response = locked.post("/v1/score", json=LEAD, headers={"X-API-Key": f"guess-{i}"})
+        assert_error(response, 401, "unauthorized")
+    held = locked.post("/v1/score", json=LEAD, headers={"X-API-Key": API_KEY})
+    error = assert_error(held, 429, "too_many_wrong_keys")
+    assert "wait" in error["message"] and 1 <= int(held.headers["retry-after"]) <= 61
+    throttle = locked.app.state.key_throttle  # type: ignore[attr-defined]
+    throttle.window = 0.0  # the window has passed
+    assert locked.post("/v1/score", json=LEAD, headers={"X-API-Key": API_KEY}).status_code == 200
+
+
+def test_the_throttle_forgets_an_address_once_its_failures_expire() -> None:
+    """Expired failures are dropped and their address forgotten, so the check on every request
+    goes back to its lock-free path."""
+    from serve.deps import KeyThrottle
+
+    throttle = KeyThrottle(limit=2, window=60.0)
+    assert throttle.wait_seconds("a") == 0
+    throttle.failed("a")
+    assert throttle.wait_seconds("a") == 0 and throttle.wait_seconds("b") == 0
+    throttle.failed("a")
+    assert 1 <= throttle.wait_seconds("a") <= 61 and throttle.wait_seconds("b") == 0
+    throttle.window = 0.0
+    assert throttle.wait_seconds("a") == 0
+    assert throttle._failures == {}  # noqa: SLF001
+    throttle.failed("b")
+    throttle.succeeded("b")
+    assert throttle._failures == {}  # noqa: SLF001
