@@ -32,10 +32,11 @@ $(SPARK_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,spark]'
 	@touch $(SPARK_STAMP)
 
-# Debian's Chromium for the pages' browser tests (tests/pages/, driven by Playwright) and gcc
-# for the compiled trees' tests: `make test`
-# and CI only
+# Debian's Chromium and Playwright for the pages' browser tests (tests/pages/), gcc and the
+# [fast] extra for the compiled trees' tests: `make test` and CI only (not `make demo`: together
+# about 0.3 GB a demo never uses)
 $(CHROMIUM_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,fast,browser]'
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
 	@# the compiled-trees tests (tests/test_compiled.py, the [fast] extra) build C with gcc
 	@command -v gcc >/dev/null || { apt-get update -qq && apt-get install -y -qq gcc; }
