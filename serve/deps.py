@@ -237,11 +237,8 @@ class KeyThrottle:
 
 
 def key_throttle(request: Request) -> KeyThrottle:
-    """The app's one throttle (made on first use)."""
-    state = request.app.state
-    if getattr(state, "key_throttle", None) is None:
-        state.key_throttle = KeyThrottle()
-    throttle: KeyThrottle = state.key_throttle
+    """The app's one throttle (`serve.main.create_app` makes it)."""
+    throttle: KeyThrottle = request.app.state.key_throttle
     return throttle
 
 

@@ -21,7 +21,7 @@ from leadscore.config import Settings, get_settings
 from leadscore.errors import LeadscoreError
 from leadscore.store import ScoreStore
 from serve import errors, pages
-from serve.deps import ModelHolder, key_digests
+from serve.deps import KeyThrottle, ModelHolder, key_digests
 from serve.examples import add_examples
 from serve.models import ModelSet, Plan, plan_models
 from serve.observe import Metrics, ObserveMiddleware
@@ -118,6 +118,7 @@ def create_app(settings: Settings | None = None, *, load_model: bool = True) -> 
     app.state.models = ModelSet(Plan([], None, "starting"), make_holder)
     app.state.key_digests = key_digests(current)
     app.state.admin_key_digests = key_digests(current, admin=True)
+    app.state.key_throttle = KeyThrottle()  # wrong keys per client address (API and sign-in)
     app.state.openapi_model = None
     app.state.recorder = None  # a ScoreRecorder when LEADSCORE_RECORD_SCORES=1
     app.state.history_bundles = {}  # (model, version) -> bundle, for explaining a history

@@ -11,20 +11,18 @@ import sys
 import time
 from pathlib import Path
 
-import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from bundle_helpers import save_small_bundle
 from typer.testing import CliRunner
 
 from leadscore.batch import check_chunk, iter_chunks, open_source, rescore
 from leadscore.errors import DataError
-from leadscore.evaluate import feature_profile
 from leadscore.features import FeatureBuilder
 from leadscore.scoring import ModelBundle, load_bundle, score
-from leadscore.train import Calibrator, percentile_grid, tier_cutoffs
 
 CHANNELS = ["web", "event", "referral", "email"]
 SCORED_AT = "2026-01-01T00:00:00+00:00"
@@ -57,19 +55,8 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     x = builder.transform(leads)
     logit = -1.5 + 0.08 * np.nan_to_num(x[:, 1]) + 0.9 * (leads["channel"] == "referral")
     y = (np.random.default_rng(2).random(len(leads)) < 1 / (1 + np.exp(-logit))).astype(int)
-    params = {"objective": "binary", "num_leaves": 7, "verbosity": -1, "deterministic": True,
-              "num_threads": 1, "min_data_in_leaf": 20}
-    data = lgb.Dataset(x, y, categorical_feature=builder.categorical_indices_)
-    booster = lgb.train(params, data, num_boost_round=25)
-    margin = booster.predict(x, raw_score=True)
-    calibrator = Calibrator("platt").fit(margin, y)
-    p = calibrator.transform(margin)
-    meta = {"name": "tiny", "version": "1", "id_column": "lead_id", "tiers": tier_cutoffs(p),
-            "percentiles": percentile_grid(p),
-            "profile": feature_profile(builder.features_, x, p)}
-    folder = tmp_path_factory.mktemp("tiny") / "bundle"
-    ModelBundle(booster, builder, calibrator, meta).save(folder)
-    return folder
+    return save_small_bundle(builder, x, y, "tiny", tmp_path_factory.mktemp("tiny") / "bundle",
+                             num_leaves=7, min_data_in_leaf=20, rounds=25, profile=True)
 
 
 @pytest.fixture(scope="module")

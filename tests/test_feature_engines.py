@@ -3,16 +3,13 @@ values, report) on the synthetic CRM, edge cases added; a wrong engine name is o
 
 from __future__ import annotations
 
-import os
 import shutil
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
+from test_point_in_time import write_spec
 from typer.testing import CliRunner
 
 from leadscore import cli, synth
@@ -44,11 +41,6 @@ SPEC = {
     "derive": {"job_title": "job_title", "email": "email"},
     "pii": ["name", "email", "phone"],
 }
-
-
-def write_spec(path: Path, data: dict) -> Path:
-    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    return path
 
 
 def _iso(stamps: pd.Series) -> pd.Series:
@@ -236,31 +228,6 @@ def test_engine_from_the_spec_and_the_cli(crm: Path, tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- Spark
-
-
-@pytest.fixture(scope="module")
-def spark() -> Iterator[object]:
-    pytest.importorskip("pyspark")
-    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
-        pytest.skip("Spark needs Java (make test installs it)")
-    from pyspark.sql import SparkSession
-
-    saved = os.environ.get("PYSPARK_PYTHON")
-    os.environ["PYSPARK_PYTHON"] = sys.executable
-    session = (
-        SparkSession.builder.master("local[2]").appName("leadscore-feature-tests")
-        .config("spark.ui.enabled", "false")
-        .config("spark.sql.shuffle.partitions", "2")
-        .config("spark.driver.memory", "1g")
-        .getOrCreate()
-    )
-    session.sparkContext.setLogLevel("ERROR")
-    yield session
-    session.stop()
-    if saved is None:
-        os.environ.pop("PYSPARK_PYTHON", None)
-    else:
-        os.environ["PYSPARK_PYTHON"] = saved
 
 
 @pytest.mark.slow

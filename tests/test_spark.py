@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,29 +22,6 @@ from leadscore.batch import rescore, rescore_spark, score_spark  # noqa: E402
 from leadscore.scoring import load_bundle  # noqa: E402
 
 SCORED_AT = "2026-01-01T00:00:00+00:00"
-
-
-@pytest.fixture(scope="module")
-def spark() -> Iterator[object]:
-    from pyspark.sql import SparkSession
-
-    saved = os.environ.get("PYSPARK_PYTHON")
-    os.environ["PYSPARK_PYTHON"] = sys.executable  # workers import leadscore from this venv
-    os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")
-    session = (
-        SparkSession.builder.master("local[2]").appName("leadscore-tests")
-        .config("spark.ui.enabled", "false")
-        .config("spark.sql.shuffle.partitions", "2")
-        .config("spark.driver.memory", "1g")
-        .getOrCreate()
-    )
-    session.sparkContext.setLogLevel("ERROR")
-    yield session
-    session.stop()
-    if saved is None:
-        os.environ.pop("PYSPARK_PYTHON", None)
-    else:
-        os.environ["PYSPARK_PYTHON"] = saved
 
 
 @pytest.mark.slow

@@ -31,6 +31,8 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 
+from leadscore.scoring import sha256_file
+
 log = logging.getLogger(__name__)
 
 CACHE_DIR = Path("cache") / "compiled"
@@ -235,14 +237,6 @@ def compile_model(
         return None
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _versions(backend: str) -> dict[str, str]:
     if backend == "lleaves":
         from importlib.metadata import version
@@ -293,7 +287,7 @@ def _cached(folder: Path, key: str, backend: str, quiet: bool = False) -> Path |
             and saved.get("model_sha256") == key
             and saved.get("tools") == _versions(backend)
             and saved.get("target") == _target(backend)
-            and saved.get("files") == {name: _sha256(folder / name) for name in names}
+            and saved.get("files") == {name: sha256_file(folder / name) for name in names}
         )
     except (OSError, ValueError):
         good = False
@@ -330,7 +324,7 @@ def _build(booster: lgb.Booster, folder: Path, key: str, backend: str, toolchain
         names = _files(backend)
         manifest = {"format": FORMAT, "backend": backend, "model_sha256": key,
                     "tools": _versions(backend), "target": _target(backend),
-                    "files": {name: _sha256(staging / name) for name in names}}
+                    "files": {name: sha256_file(staging / name) for name in names}}
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         shutil.rmtree(folder, ignore_errors=True)
         os.replace(staging, folder)

@@ -110,20 +110,17 @@ _DEPARTMENT = (
 )
 
 
-def seniority(title: str) -> str:
+def _first_match(title: str, table: tuple[tuple[str, re.Pattern[str]], ...], default: str) -> str:
     text = title.lower()
-    for label, pattern in _SENIORITY:
-        if pattern.search(text):
-            return label
-    return "individual"
+    return next((label for label, pattern in table if pattern.search(text)), default)
+
+
+def seniority(title: str) -> str:
+    return _first_match(title, _SENIORITY, "individual")
 
 
 def department(title: str) -> str:
-    text = title.lower()
-    for label, pattern in _DEPARTMENT:
-        if pattern.search(text):
-            return label
-    return "other"
+    return _first_match(title, _DEPARTMENT, "other")
 
 
 def email_domain_type(email: str) -> str:
@@ -131,7 +128,7 @@ def email_domain_type(email: str) -> str:
     _, at, domain = email.strip().lower().rpartition("@")
     if not at or "." not in domain or not _ or " " in domain:
         return "invalid"
-    return "free" if domain in FREE_MAIL else "business"
+    return domain_type(domain)
 
 
 def domain_type(domain: str) -> str:

@@ -136,9 +136,13 @@ def measure_limits(builder: Any, used: pd.DataFrame, spec: DatasetSpec) -> dict[
     }
 
 
-def evaluate_test(trained: TrainedModel, leads: pd.DataFrame) -> dict[str, float]:
+def evaluate_test(
+    trained: TrainedModel, leads: pd.DataFrame
+) -> tuple[dict[str, float], np.ndarray]:
+    """The test slice's metrics and its probabilities (the report reuses them)."""
     test = leads.iloc[trained.split.test]
-    return classification_metrics(test[LABEL].to_numpy(), trained.predict_proba(test))
+    p_test = trained.predict_proba(test)
+    return classification_metrics(test[LABEL].to_numpy(), p_test), p_test
 
 
 def _input_files(spec: DatasetSpec, data_path: Path | None) -> list[Path]:
@@ -359,7 +363,8 @@ def run_training(
             log.warning("--keep-tiers: no previous champion with tiers; new cutoffs chosen")
             keep_tiers = False
     progress.stage("evaluating on the test slice")
-    metrics = {f"test_{k}": v for k, v in evaluate_test(trained, leads).items()}
+    tested, p_test = evaluate_test(trained, leads)
+    metrics = {f"test_{k}": v for k, v in tested.items()}
     log.info(
         "test ROC AUC %.4f, PR AUC %.4f, log loss %.4f, Brier %.4f (%s split)",
         metrics["test_roc_auc"],
@@ -375,7 +380,7 @@ def run_training(
     card: dict[str, Any] | None = None
     if with_report or baselines:
         progress.stage("baselines and the evaluation report")
-        card = _evaluation(trained, leads, spec, leak, tuning, keep_tiers, baselines)
+        card = _evaluation(trained, leads, spec, leak, tuning, keep_tiers, baselines, p_test)
         result.baselines = card["baselines"]
         from leadscore.report import bundle_evaluation
 
@@ -512,14 +517,15 @@ def _evaluation(
     tuning: dict[str, Any],
     kept_tiers: bool,
     with_baselines: bool,
+    p_test: np.ndarray,
 ) -> dict[str, Any]:
-    """Test probabilities of the model and the baselines, and the report built from them."""
+    """The baselines' test probabilities beside the model's (`p_test`), and the report built
+    from them."""
     from leadscore.baselines import fit_baselines
     from leadscore.report import build_report
 
     split = trained.split
     y = leads[LABEL].to_numpy()
-    p_test = trained.predict_proba(leads.iloc[split.test])
     p_valid = trained.predict_proba(leads.iloc[split.valid])
     others: dict[str, np.ndarray] = {}
     note = None

@@ -574,7 +574,8 @@ def fit_model(
         "valid_roc_auc": _auc(y[split.valid], p_valid),
         "refit": False,
     }
-    if not refit and split.kind == "time" and len(split.valid) and options["refit"] == "auto":
+    asked = str(options["refit"]).strip().lower()
+    if not refit and split.kind == "time" and len(split.valid) and asked == "auto":
         extras["refit_skipped"] = (
             f"Not refitted on train + validation: {len(split.train):,} training leads (at least "
             f"{REFIT_ALWAYS_BELOW:,}) and no drift between the slices, so the newest leads add "

@@ -6,11 +6,7 @@ from __future__ import annotations
 
 import os
 import re
-import socket
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +16,7 @@ import httpx
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+from server_helpers import Server, free_port, launch, wait_ready
 
 from leadscore.batch import rescore
 from leadscore.config import Settings
@@ -98,57 +95,14 @@ def score_dates(bundle: ModelBundle, home: Path, n: int) -> ScoreStore:
     return store
 
 
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    url: str
-    log: Path
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start_server(bundle_dir: Path, home: Path, **env: str) -> Server:
     """`leadscore serve` on a free port of 127.0.0.1, once `/readyz` answers 200 (60 s)."""
-    import httpx
-
     clean = {k: v for k, v in os.environ.items()
              if not k.startswith(("LEADSCORE_", "MLFLOW_", "PROMETHEUS_"))}
     clean.update({"LEADSCORE_MODEL_URI": str(bundle_dir), "LEADSCORE_HOME": str(home),
                   "LEADSCORE_API_KEYS": API_KEY, "PYTHONWARNINGS": "ignore",
                   "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]), **env})
-    port = free_port()
-    log = home / f"server-{port}.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "leadscore.cli", "serve", "--port", str(port)],
-            env=clean, stdout=out, stderr=subprocess.STDOUT, cwd=home)
-    server = Server(process, f"http://127.0.0.1:{port}", log)
-    deadline = time.monotonic() + 60
-    while True:
-        assert process.poll() is None, server.text()[-3000:]
-        assert time.monotonic() < deadline, "server not ready in 60 s"
-        try:
-            if httpx.get(f"{server.url}/readyz", timeout=1).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
+    return launch(clean, home, home)
 
 
 @dataclass
@@ -183,24 +137,13 @@ def running(settings: Settings) -> Iterator[str]:
 
     from serve.main import create_app
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
                                            log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        assert thread.is_alive(), "server stopped while starting"
-        assert time.monotonic() < deadline, "server not ready in 60 s"
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
+    wait_ready(url, thread.is_alive, lambda: "server stopped while starting")
     try:
         yield url
     finally:

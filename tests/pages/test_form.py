@@ -11,14 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
-import pandas as pd
 import pytest
-import yaml
+from bundle_helpers import train_plan_bundle
 from markupsafe import escape
 from pages_helpers import running
 
-from leadscore.config import Settings, load_spec
+from leadscore.config import Settings
 
 pytestmark = pytest.mark.slow
 
@@ -29,36 +27,10 @@ FORM = f"/models/{MODEL}/score"
 @pytest.fixture(scope="module")
 def form_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small model: plan (category), emp.var.rate and visits (numbers, visits bounded)."""
-    from leadscore.pipeline import run_training
-
-    root = tmp_path_factory.mktemp("formtest")
-    rng = np.random.default_rng(11)
-    n = 1500
-    plan = rng.choice(["free", "team", "enterprise"], n)
-    rate = rng.normal(0, 1, n).round(2)
-    visits = rng.poisson(3, n)
-    logit = -1 + (plan == "enterprise") * 1.2 + rate * 0.8 + visits * 0.2
-    converted = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
-    pd.DataFrame({
-        "lead_id": [f"F{i:05d}" for i in range(n)],
-        "created_at": pd.date_range("2024-01-01", periods=n, freq="h").astype(str),
-        "plan": plan, "emp.var.rate": rate, "visits": visits, "converted": converted,
-    }).to_csv(root / "leads.csv", index=False)
-    spec = {
-        "name": "form_test",
-        "leads": {"path": str(root / "leads.csv"), "id": "lead_id", "created_at": "created_at"},
-        "outcome": {"column": "converted", "positive": ["1"], "negative": ["0"]},
-        "features": {"categorical": ["plan"], "numeric": ["emp.var.rate", "visits"]},
-        "bounds": {"visits": [0, 500]},
-        "labels": {"plan": {"label": "Plan <b>tier</b>", "values": {"enterprise": "Enterprise"}}},
-        "train": {"min_per_class": 20, "params": {"num_threads": 1}},
-    }
-    (root / "spec.yaml").write_text(yaml.safe_dump(spec), encoding="utf-8")
-    settings = Settings(models_dir=root / "models", model_name=MODEL, home=root)
-    result = run_training(load_spec(root / "spec.yaml"), settings, track=False,
-                          baselines=False, bundle_out=root / "models" / MODEL)
-    assert result.bundle_dir is not None
-    return result.bundle_dir
+    return train_plan_bundle(
+        tmp_path_factory.mktemp("formtest"), "form_test", MODEL, seed=11, id_prefix="F",
+        with_report=True, bounds={"visits": [0, 500]},
+        labels={"plan": {"label": "Plan <b>tier</b>", "values": {"enterprise": "Enterprise"}}})
 
 
 @pytest.fixture(scope="module")

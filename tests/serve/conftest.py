@@ -8,14 +8,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
 import pytest
-import yaml
+from bundle_helpers import train_plan_bundle
 from fastapi.testclient import TestClient
 from serve_helpers import corrupt, serve_settings, write_version
 
-from leadscore.config import Settings, load_spec
 from leadscore.scoring import load_bundle
 
 
@@ -34,35 +31,8 @@ def bundles(trained: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
 @pytest.fixture(scope="session")
 def mixed_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small model with numeric fields, one of them named like `emp.var.rate`."""
-    from leadscore.pipeline import run_training
-
-    root = tmp_path_factory.mktemp("mixed")
-    rng = np.random.default_rng(3)
-    n = 1500
-    plan = rng.choice(["free", "team", "enterprise"], n)
-    rate = rng.normal(0, 1, n).round(2)
-    visits = rng.poisson(3, n)
-    logit = -1 + (plan == "enterprise") * 1.2 + rate * 0.8 + visits * 0.2
-    converted = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
-    frame = pd.DataFrame({
-        "lead_id": [f"M{i:05d}" for i in range(n)],
-        "created_at": pd.date_range("2024-01-01", periods=n, freq="h").astype(str),
-        "plan": plan, "emp.var.rate": rate, "visits": visits, "converted": converted,
-    })
-    frame.to_csv(root / "leads.csv", index=False)
-    spec = {
-        "name": "mixed_test",
-        "leads": {"path": str(root / "leads.csv"), "id": "lead_id", "created_at": "created_at"},
-        "outcome": {"column": "converted", "positive": ["1"], "negative": ["0"]},
-        "features": {"categorical": ["plan"], "numeric": ["emp.var.rate", "visits"]},
-        # one thread: OpenMP's spin-waits make training crawl when the machine is busy
-        "train": {"min_per_class": 20, "params": {"num_threads": 1}},
-    }
-    (root / "spec.yaml").write_text(yaml.safe_dump(spec), encoding="utf-8")
-    settings = Settings(models_dir=root / "models", model_name="mixed")
-    result = run_training(load_spec(root / "spec.yaml"), settings, track=False, with_report=False,
-                          baselines=False, bundle_out=root / "models" / "mixed")
-    return result.bundle_dir
+    return train_plan_bundle(tmp_path_factory.mktemp("mixed"), "mixed_test", "mixed", seed=3,
+                             id_prefix="M")
 
 
 @pytest.fixture

@@ -4,11 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
-import subprocess
-import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -79,47 +74,3 @@ def assert_no_canary(logs: pytest.LogCaptureFixture) -> None:
     assert "canary.person" not in text.lower()
 
 
-HOST = "127.0.0.1"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    url: str
-    log: Path
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
-def launch(env: dict[str, str], cwd: Path, logs: Path, *args: str) -> Server:
-    """`leadscore serve` in its own process on a free port, returned once `/readyz` says 200
-    (60 s at most); its output goes to a log file in `logs`."""
-    import httpx
-
-    port = free_port()
-    log = logs / f"server-{port}.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "leadscore.cli", "serve", "--host", HOST, "--port", str(port),
-             *args],
-            env=env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
-        )
-    server = Server(process, f"http://{HOST}:{port}", log)
-    deadline = time.monotonic() + 60
-    while True:
-        assert process.poll() is None, server.text()[-3000:]
-        assert time.monotonic() < deadline, "server not ready in 60 s"
-        try:
-            if httpx.get(f"{server.url}/readyz", timeout=1).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)

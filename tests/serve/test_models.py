@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from serve_helpers import Server, launch
+from server_helpers import Server, launch
 
 from leadscore.config import DatasetSpec, Settings, load_spec
 from leadscore.pipeline import run_training

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from serve_helpers import API_KEY, CANARY, Server, launch
+from serve_helpers import API_KEY, CANARY
+from server_helpers import Server, launch
 
 pytestmark = pytest.mark.slow
 
