@@ -9,7 +9,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -258,22 +258,36 @@ async def require_admin_key(request: Request) -> None:
     check_key(request, admin=True)
 
 
-def check_key(request: Request, admin: bool = False) -> None:
-    digests: list[bytes] = (request.app.state.admin_key_digests if admin
-                            else request.app.state.key_digests)
-    if not digests:
-        return
-    throttle, client = key_throttle(request), client_address(request)
-    wait = throttle.wait_seconds(client)
-    if wait:
-        raise ApiError(429, "too_many_wrong_keys", f"too many wrong keys from this address: "
-                       f"wait {wait} seconds", headers={"Retry-After": str(wait)})
+def offered_keys(headers: Iterable[tuple[bytes, bytes]]) -> list[bytes]:
+    """The keys a request offers, read from its raw headers (no Headers object to build)."""
     offered = []
-    for name, value in request.scope["headers"]:  # raw headers: no Headers object to build
+    for name, value in headers:
         if name == b"authorization" and value[:7].lower() == b"bearer ":
             offered.append(value[7:].strip())
         elif name == b"x-api-key":
             offered.append(value.strip())
+    return offered
+
+
+def check_key(request: Request, admin: bool = False) -> None:
+    """401 unless the request offers a configured key; 429 while its address is throttled."""
+    state = request.app.state
+    digests: list[bytes] = state.admin_key_digests if admin else state.key_digests
+    if digests:
+        authorize(request, digests, state.key_throttle, offered_keys(request.scope["headers"]),
+                  admin and bool(state.settings.admin_key_list()))
+
+
+def authorize(request: Request, digests: list[bytes], throttle: KeyThrottle,
+              offered: list[bytes], admin: bool = False) -> None:
+    """`check_key` once the configured digests and the offered keys are in hand (the scoring
+    route reads the keys in the same pass over the headers as everything else it needs)."""
+    client = request.scope.get("client")
+    address = client[0] if client else "-"
+    wait = throttle.wait_seconds(address)
+    if wait:
+        raise ApiError(429, "too_many_wrong_keys", f"too many wrong keys from this address: "
+                       f"wait {wait} seconds", headers={"Retry-After": str(wait)})
     matched = False
     for candidate in offered:
         if candidate:
@@ -282,9 +296,8 @@ def check_key(request: Request, admin: bool = False) -> None:
                 matched |= hmac.compare_digest(supplied, digest)
     if not matched:
         if any(offered):
-            throttle.failed(client)
-        kind = "admin key (LEADSCORE_ADMIN_KEYS)" if admin and \
-            request.app.state.settings.admin_key_list() else "API key"
+            throttle.failed(address)
+        kind = "admin key (LEADSCORE_ADMIN_KEYS)" if admin else "API key"
         raise ApiError(401, "unauthorized", f"missing or invalid {kind}: send "
                        "'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
                        headers={"WWW-Authenticate": 'Bearer realm="leadscore"'})
@@ -296,20 +309,34 @@ AdminAuthorized = Annotated[None, Depends(require_admin_key)]
 
 @dataclass(frozen=True)
 class Scoring:
-    """What the scoring route needs from the app."""
+    """What the scoring route needs from the app, gathered once (`serve.main`'s lifespan)."""
 
     models: Any  # serve.models.ModelSet
     settings: Settings
     metrics: Any
     limiter: Any  # anyio.CapacityLimiter: how many worker threads score at once
+    key_digests: list[bytes]
+    key_throttle: KeyThrottle
+
+    @classmethod
+    def of(cls, state: Any) -> Scoring:
+        return cls(state.models, state.settings, state.metrics, state.score_limiter,
+                   state.key_digests, state.key_throttle)
 
 
-def scoring_context(request: Request) -> Scoring:
+def scoring_context(request: Request, offered: list[bytes] | None = None) -> Scoring:
     """The caller is authorised (else 401), and the app's holder, settings and metrics.
 
     Called directly by the scoring route rather than through `Depends`: each FastAPI
-    dependency costs ~15 µs a request, a real share of a single-lead request.
+    dependency costs ~15 µs a request, a real share of a single-lead request. `offered`: the
+    keys, when the route read them with its other headers.
     """
-    check_key(request)
     state = request.app.state
-    return Scoring(state.models, state.settings, state.metrics, state.score_limiter)
+    context: Scoring | None = getattr(state, "scoring", None)
+    if context is None:  # an app whose lifespan has not run (some tests)
+        context = Scoring.of(state)
+    if context.key_digests:
+        if offered is None:
+            offered = offered_keys(request.scope["headers"])
+        authorize(request, context.key_digests, context.key_throttle, offered)
+    return context

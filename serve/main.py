@@ -21,7 +21,7 @@ from leadscore.config import Settings, get_settings
 from leadscore.errors import LeadscoreError
 from leadscore.store import ScoreStore
 from serve import errors, pages
-from serve.deps import KeyThrottle, ModelHolder, key_digests
+from serve.deps import KeyThrottle, ModelHolder, Scoring, key_digests
 from serve.examples import add_examples
 from serve.models import ModelSet, Plan, plan_models
 from serve.observe import Metrics, ObserveMiddleware
@@ -61,6 +61,8 @@ def create_app(settings: Settings | None = None, *, load_model: bool = True) -> 
             plan = await run_in_threadpool(plan_models, current)
         models = ModelSet(plan, make_holder)
         app.state.models = models
+        # what the scoring route reads on every request, gathered once
+        app.state.scoring = Scoring.of(app.state)
         for served in models.models.values():
             try:
                 await run_in_threadpool(served.holder.load, served.uri, current)

@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -295,6 +296,24 @@ def test_single_row_predictions_are_those_of_booster_predict(
     np.testing.assert_array_equal(
         contrib.predict(matrix), bundle.booster.predict(matrix, pred_contrib=True, num_threads=1)
     )
+    # one row at a time (the path an API lead takes, through this thread's own buffers), from
+    # two threads at once: each row still gets its own numbers, and they are not shared buffers
+    expected = bundle.booster.predict(matrix, raw_score=True, num_threads=1)
+    expected_contrib = bundle.booster.predict(matrix, pred_contrib=True, num_threads=1)
+
+    def one_by_one(_: int) -> bool:
+        for _round in range(25):
+            for i in range(len(matrix)):
+                first = raw.predict(matrix[i:i + 1])
+                if first[0, 0] != expected[i]:
+                    return False
+                if not np.array_equal(contrib.predict(matrix[i:i + 1])[0], expected_contrib[i]):
+                    return False
+                first[0, 0] = -1.0  # the caller owns what it got: the next row is unaffected
+        return True
+
+    with ThreadPoolExecutor(2) as pool:
+        assert all(pool.map(one_by_one, range(2)))
     # and scoring one lead at a time agrees with scoring them all at once, reasons included
     sample = leads.iloc[:12]
     together = score(bundle, sample, reasons=3)

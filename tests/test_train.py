@@ -107,6 +107,20 @@ def _plain_numbers(value: object) -> bool:
     return type(value) in (float, int, str)
 
 
+@pytest.mark.parametrize("method", ["platt", "isotonic", "none"])
+def test_calibrating_one_value_gives_the_array_path_s_double(method: str) -> None:
+    """The API's one-lead path (`transform_one`, Python floats) and the batch path (arrays)
+    give the same double for every margin, so a lead scores the same either way."""
+    margin, y = _calibration_data()
+    calibrator = Calibrator.from_dict({"method": "none"}) if method == "none" else \
+        Calibrator(method).fit(margin, y, seed=0)  # type: ignore[arg-type]
+    grid = np.concatenate([np.linspace(-40, 40, 4001), margin[:500]])
+    batch = calibrator.transform(grid)
+    one = np.array([calibrator.transform_one(float(m)) for m in grid])
+    np.testing.assert_array_equal(one, batch)
+    assert isinstance(calibrator.transform_one(0.25), float)
+
+
 @pytest.mark.parametrize("method", ["platt", "isotonic", "auto"])
 def test_calibrator_state_is_plain_json_and_maps_monotonically(method: str) -> None:
     margin, y = _calibration_data()

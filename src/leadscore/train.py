@@ -153,6 +153,7 @@ class Calibrator:
 
     def __init__(self, method: Literal["auto", "platt", "isotonic", "none"] = "auto") -> None:
         self.method = method
+        self._knots: tuple[dict[str, Any], np.ndarray, np.ndarray] | None = None
 
     def fit(self, margin: np.ndarray, y: np.ndarray, seed: int = 0) -> Calibrator:
         candidates = ["platt", "isotonic"] if self.method == "auto" else [self.method]
@@ -177,7 +178,32 @@ class Calibrator:
         return self
 
     def transform(self, margin: np.ndarray) -> np.ndarray:
-        return _apply_calibration(self.state_, margin)
+        isotonic = self.state_["method"] == "isotonic"
+        return _apply_calibration(self.state_, margin, self._points() if isotonic else None)
+
+    def transform_one(self, margin: float) -> float:
+        """`transform` for one lead (an API request): the same float64 operations in the same
+        order, on a Python float (numpy's per-array overhead is most of the cost at one
+        value); `np.exp` and `np.interp` themselves are kept, so the result is the same
+        double (a test holds it to that)."""
+        state = self.state_
+        method = state["method"]
+        if method == "platt":
+            return 1.0 / (1.0 + float(np.exp(-(state["a"] * margin + state["b"]))))
+        if method == "isotonic":
+            x, y = self._points()
+            return float(np.interp(margin, x, y))
+        return 1.0 / (1.0 + float(np.exp(-margin)))
+
+    def _points(self) -> tuple[np.ndarray, np.ndarray]:
+        """The isotonic map's knots as arrays, converted once per state (not on every call)."""
+        state = self.state_
+        cached = self._knots
+        if cached is None or cached[0] is not state:
+            cached = (state, np.asarray(state["x"], dtype=np.float64),
+                      np.asarray(state["y"], dtype=np.float64))
+            self._knots = cached
+        return cached[1], cached[2]
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.state_)
@@ -221,12 +247,14 @@ def _shift_to_rate(margin: np.ndarray, rate: float) -> float:
     return (low + high) / 2.0
 
 
-def _apply_calibration(state: dict[str, Any], margin: np.ndarray) -> np.ndarray:
+def _apply_calibration(state: dict[str, Any], margin: np.ndarray,
+                       points: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     method = state["method"]
     if method == "platt":
         return 1.0 / (1.0 + np.exp(-(state["a"] * margin + state["b"])))
     if method == "isotonic":
-        return np.interp(margin, np.asarray(state["x"]), np.asarray(state["y"]))
+        x, y = points or (np.asarray(state["x"]), np.asarray(state["y"]))
+        return np.interp(margin, x, y)
     return 1.0 / (1.0 + np.exp(-margin))
 
 
