@@ -126,8 +126,12 @@ def create_app(settings: Settings | None = None, *, load_model: bool = True) -> 
     app.state.history_bundles = {}  # (model, version) -> bundle, for explaining a history
     errors.install(app)
     app.add_middleware(ObserveMiddleware, metrics=app.state.metrics)
-    for router in (score.router, health.router, metrics.router, model.router, admin.router,
-                   docs.router, history.router):
+    # The scoring routes go first in the app's own list rather than behind `include_router`:
+    # every request is matched against the list in order, and each route passed over (the
+    # OpenAPI route, an included router's layer) cost a one-lead request ~10 µs (api.py)
+    app.router.routes[0:0] = score.router.routes  # (include_router below marks the change)
+    for router in (health.router, metrics.router, model.router, admin.router, docs.router,
+                   history.router):
         app.include_router(router)
     app.mount(docs.STATIC_PATH, docs.static_files(), name="static")
     pages.install(app)  # the pages for people: sign-in, lead board, lead page (serve/pages/)
