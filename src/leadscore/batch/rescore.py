@@ -377,14 +377,11 @@ def rescore(
         "range_warnings": int(state.get("warned", 0)),  # scored leads far outside training
         "drift": report,
     }
-    for name in report.get("drifted", []):
-        value = report["score_psi"] if name == "score" else report["feature_psi"][name]
-        log.warning(
-            "drift: PSI %.2f for %s (above %.1f): the input differs from the training data",
-            value,
-            name,
-            PSI_WARNING,
-        )
+    drifted = report.get("drifted", [])
+    if drifted:  # one line for all fields: a terminal shows it beside the summary's own line
+        psi = {**report.get("feature_psi", {}), "score": report.get("score_psi")}
+        log.warning("drift: PSI above %.1f for %s: the input differs from the training data",
+                    PSI_WARNING, ", ".join(f"{name} {psi[name]:.2f}" for name in drifted))
     if summary.rejected:
         log.warning("%s row(s) rejected; see %s", f"{summary.rejected:,}", rejects_path)
     if state.get("warned"):
