@@ -9,7 +9,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -258,15 +258,29 @@ async def require_admin_key(request: Request) -> None:
     check_key(request, admin=True)
 
 
-def offered_keys(headers: Iterable[tuple[bytes, bytes]]) -> list[bytes]:
-    """The keys a request offers, read from its raw headers (no Headers object to build)."""
-    offered = []
-    for name, value in headers:
-        if name == b"authorization" and value[:7].lower() == b"bearer ":
-            offered.append(value[7:].strip())
-        elif name == b"x-api-key":
-            offered.append(value.strip())
-    return offered
+class RequestHead:
+    """What auth and the scoring route need from a request's headers, read in one pass over the
+    raw header list: Starlette's `request.headers` builds a `Headers` object and each `.get`
+    scans the list again (~10 µs a request together, a tenth of a one-lead request)."""
+
+    __slots__ = ("content_length", "content_type", "keys")
+
+    def __init__(self, headers: list[tuple[bytes, bytes]]) -> None:
+        self.content_type: bytes | None = None
+        self.content_length: bytes | None = None
+        self.keys: list[bytes] = []  # the API keys offered, as sent
+        for name, value in headers:
+            if name == b"content-type":
+                if self.content_type is None:
+                    self.content_type = value
+            elif name == b"content-length":
+                if self.content_length is None:
+                    self.content_length = value
+            elif name == b"authorization":
+                if value[:7].lower() == b"bearer ":
+                    self.keys.append(value[7:].strip())
+            elif name == b"x-api-key":
+                self.keys.append(value.strip())
 
 
 def check_key(request: Request, admin: bool = False) -> None:
@@ -274,7 +288,7 @@ def check_key(request: Request, admin: bool = False) -> None:
     state = request.app.state
     digests: list[bytes] = state.admin_key_digests if admin else state.key_digests
     if digests:
-        authorize(request, digests, state.key_throttle, offered_keys(request.scope["headers"]),
+        authorize(request, digests, state.key_throttle, RequestHead(request.scope["headers"]).keys,
                   admin and bool(state.settings.admin_key_list()))
 
 
@@ -337,6 +351,6 @@ def scoring_context(request: Request, offered: list[bytes] | None = None) -> Sco
         context = Scoring.of(state)
     if context.key_digests:
         if offered is None:
-            offered = offered_keys(request.scope["headers"])
+            offered = RequestHead(request.scope["headers"]).keys
         authorize(request, context.key_digests, context.key_throttle, offered)
     return context
