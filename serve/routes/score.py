@@ -7,6 +7,7 @@ score inline (a thread hop would cost more); bigger batches go to a worker threa
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -63,6 +64,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+# RFC 6838's type/subtype names: what a client declared is echoed only when it is one of these
+MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,62}/[a-z0-9][a-z0-9!#$&^_.+-]{0,62}")
+
+
 def check_json(head: RequestHead) -> None:
     """A body declared as anything but JSON is refused (415) before it is read: a form post or
     text sent by mistake gets told what to send instead of a confusing parse error. No
@@ -73,9 +78,10 @@ def check_json(head: RequestHead) -> None:
     kind = declared.split(b";", 1)[0].strip().lower().decode("latin-1")
     if kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json")):
         return
+    shown = kind if MEDIA_TYPE.fullmatch(kind) else "(redacted)"  # a media type, not free text
     raise ApiError(415, "unsupported_media_type",
                    "the body must be JSON: send 'Content-Type: application/json'",
-                   [{"content_type": safe_name(kind)}])
+                   [{"content_type": shown}])
 
 
 async def read_body(request: Request, head: RequestHead, limit: int) -> bytes:

@@ -20,6 +20,10 @@ def test_a_body_that_is_not_json_is_a_415(client: TestClient) -> None:
                                          headers={"content-type": kind}), 415,
                              "unsupported_media_type")
         assert "Content-Type: application/json" in error["message"]
+        assert error["details"] == [{"content_type": kind}]  # a media type is echoed as sent
+    error = assert_error(client.post("/v1/score", content=body, headers={
+        "content-type": "jane.doe@example.com"}), 415, "unsupported_media_type")
+    assert error["details"] == [{"content_type": "(redacted)"}]  # anything else is not
     for kind in ("application/json", "application/json; charset=utf-8",
                  "application/vnd.leads+json"):
         response = client.post("/v1/score", content=body, headers={"content-type": kind})
