@@ -3,6 +3,7 @@ text), and the context every page shares."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,21 @@ _ENV = jinja2.Environment(
     lstrip_blocks=True,
 )
 _ENV.filters["number"] = lambda v: "" if v is None else number_text(float(v))
+
+
+def when_text(value: Any) -> str:
+    """An ISO timestamp as people read it, to the minute in UTC ("2026-11-30 15:16 UTC");
+    anything else as it is."""
+    try:
+        moment = datetime.fromisoformat(str(value))
+    except ValueError:
+        return str(value)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%d %H:%M") + " UTC"
+
+
+_ENV.filters["when"] = when_text
 TEMPLATES = Jinja2Templates(env=_ENV)
 
 

@@ -9,6 +9,7 @@ import json
 import re
 import shutil
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,9 @@ def test_model_page_shows_the_bundles_figures(site: dict[str, Any], bundle: Mode
         assert f"<td>{tier}</td><td>{word}</td>" in text
     cutoff = meta["tiers"]["A"]
     assert f"from {cutoff * 100:.1f}%" in text
+    # when it was trained, as people read a time (not ISO 8601 with its T and offset)
+    trained = datetime.fromisoformat(meta["trained_at"]).astimezone(UTC)
+    assert f"Trained {trained:%Y-%m-%d %H:%M} UTC" in text
     # expected vs actual on the test slice: the bundle's numbers
     assert page.ids["test-expected"] == f"{meta['metrics']['test_expected_conversions']:.1f}"
     assert page.ids["test-actual"] == f"{meta['metrics']['test_actual_conversions']:.0f}"
