@@ -122,10 +122,9 @@ class RowPredictor:
         buffers: tuple[int, int, Any, np.ndarray, np.ndarray] | None = getattr(
             self._local, "buffers", None)
         if buffers is None:
-            row, out, length = np.empty((1, self.columns)), np.empty((1, self.width)), \
-                ctypes.c_int64(0)
-            buffers = (row.ctypes.data, out.ctypes.data, ctypes.byref(length), row, out)
-            self._local.length = length  # the byref above must not outlive it
+            row, out = np.empty((1, self.columns)), np.empty((1, self.width))
+            # (the byref keeps its c_int64 alive; the arrays keep the addresses valid)
+            buffers = (row.ctypes.data, out.ctypes.data, ctypes.byref(ctypes.c_int64(0)), row, out)
             self._local.buffers = buffers
         return buffers
 

@@ -153,7 +153,7 @@ class Calibrator:
 
     def __init__(self, method: Literal["auto", "platt", "isotonic", "none"] = "auto") -> None:
         self.method = method
-        self._knots: tuple[dict[str, Any], np.ndarray, np.ndarray] | None = None
+        self._knots: tuple[np.ndarray, np.ndarray] | None = None  # isotonic, as arrays
 
     def fit(self, margin: np.ndarray, y: np.ndarray, seed: int = 0) -> Calibrator:
         candidates = ["platt", "isotonic"] if self.method == "auto" else [self.method]
@@ -170,6 +170,7 @@ class Calibrator:
         else:
             chosen = candidates[0]
         self.state_ = _fit_calibration(chosen, margin, y)
+        self._knots = None
         self.losses_ = losses
         if losses:
             log.info("calibration: %s (out-of-fold log loss %s)", chosen, losses)
@@ -196,14 +197,11 @@ class Calibrator:
         return 1.0 / (1.0 + float(np.exp(-margin)))
 
     def _points(self) -> tuple[np.ndarray, np.ndarray]:
-        """The isotonic map's knots as arrays, converted once per state (not on every call)."""
-        state = self.state_
-        cached = self._knots
-        if cached is None or cached[0] is not state:
-            cached = (state, np.asarray(state["x"], dtype=np.float64),
-                      np.asarray(state["y"], dtype=np.float64))
-            self._knots = cached
-        return cached[1], cached[2]
+        """The isotonic map's knots as arrays, converted once (not on every call)."""
+        if self._knots is None:
+            self._knots = (np.asarray(self.state_["x"], dtype=np.float64),
+                           np.asarray(self.state_["y"], dtype=np.float64))
+        return self._knots
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.state_)

@@ -39,7 +39,7 @@ PART_FORMAT = "parquet-lz4"
 DISTINCT_COLUMNS = frozenset({"probability", "reasons"})
 
 
-def dictionary_columns(schema: pa.Schema, id_column: str) -> list[str]:
+def output_dictionary_columns(schema: pa.Schema, id_column: str) -> list[str]:
     """The output columns worth a Parquet dictionary (all but the id and the distinct ones)."""
     return [name for name in schema.names if name != id_column and name not in DISTINCT_COLUMNS]
 
@@ -120,7 +120,7 @@ class _Final:
                 if kind == "parquet":
                     self._writer = pq.ParquetWriter(
                         str(self.partial), schema, compression="snappy",
-                        use_dictionary=dictionary_columns(schema, id_column),
+                        use_dictionary=output_dictionary_columns(schema, id_column),
                     )
                 else:
                     self._writer = FlatCsvWriter(self.partial, schema)
@@ -175,7 +175,7 @@ class Job:
         self.identity = {**identity, "format": self.kind, "parts": PART_FORMAT}
         self.schema = schema
         self.id_column = id_column
-        self._dictionary = dictionary_columns(schema, id_column)
+        self._dictionary = output_dictionary_columns(schema, id_column)
         self.state: dict[str, Any] = {"chunks_done": 0, "rows": 0, "scored": 0, "rejected": 0}
         self.final: _Final | None = None
         self._lock: IO[str] | None = None
